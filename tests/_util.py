@@ -1,0 +1,53 @@
+"Shared helpers: deterministic gradient streams and a relative-error measure used by the equality tests"
+import torch
+
+TORCH_STATE = {  # torch.optim's state names -> optcb's (fastai's) names
+    'SGD': {'momentum_buffer': 'grad_avg'},
+    'Adam': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg', 'max_exp_avg_sq': 'max_sqr_avg'},
+    'AdamW': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg', 'max_exp_avg_sq': 'max_sqr_avg'},
+    'RMSprop': {'square_avg': 'sqr_avg', 'grad_avg': 'grad_mean'}}
+
+def rel_err(a, b):
+    "max |a − b| / max |b| (0 for two empty tensors): the error relative to the tensor's scale"
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if b.numel() == 0: return 0.
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+
+def make_params(dtype=torch.float64, seed=0, shapes=((4, 3), (5,), (0,), (2, 2), (3,), (6,))):
+    "Leaf parameters of several shapes, one of them empty"
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+
+def clone_params(ps): return [p.detach().clone().requires_grad_() for p in ps]
+
+def grad_stream(params, steps, seed=1, skip=((3, 3),), scale=1.0):
+    """Per step, a gradient for each parameter: a pull towards zero plus noise, so that errors in the
+    parameters feed back into later gradients. `skip=(i, k)` gives parameter i no gradient every k-th step."""
+    g = torch.Generator().manual_seed(seed)
+    noise = [[torch.randn(p.shape, generator=g, dtype=torch.float64) for p in params] for _ in range(steps)]
+    def grads(t, ps):
+        out = []
+        for i, p in enumerate(ps):
+            if any(i == j and t % k == 0 for j, k in skip): out.append(None)
+            else: out.append((0.3 * p.detach().double() + scale * noise[t][i]).to(p.dtype))
+        return out
+    return grads
+
+def run(opt, params, grads, steps):
+    for t in range(steps):
+        for p, g in zip(params, grads(t, params)): p.grad = None if g is None else g.clone()
+        opt.step()
+
+def max_errs(ps1, ps2, opt1, opt2, state_map=None, ignore=()):
+    "Largest relative error over parameters and over every piece of state the two optimizers share"
+    perr = max(rel_err(a, b) for a, b in zip(ps1, ps2))
+    serr = 0.
+    for a, b in zip(ps1, ps2):
+        s1, s2 = opt1.state[a], opt2.state[b]
+        for k2, v2 in s2.items():
+            k1 = (state_map or {}).get(k2, k2)
+            if v2 is None or k2 in ignore: continue
+            assert k1 in s1, f"state {k1!r} missing (reference has {k2!r})"
+            if k2 == 'step': assert int(s1[k1]) == int(v2), (s1[k1], v2); continue
+            serr = max(serr, rel_err(s1[k1], v2))
+    return perr, serr
