@@ -211,7 +211,7 @@ class Optimizer(torch.optim.Optimizer):
         self._alias_keys = {k if isinstance(k, str) else k[0] for k in self.aliases.values()}
         self._used = {n for cb in self._chain for n in cb.names}
         defaults = {}
-        for cb in self._chain: defaults.update(cb.defaults)
+        for cb in self._chain: defaults.update({k: v for k, v in cb.defaults.items() if k not in self.aliases})
         defaults.update(hypers)
         self._check_names(hypers, 'the constructor')
         super().__init__(_param_groups(params), defaults)
@@ -247,7 +247,8 @@ class Optimizer(torch.optim.Optimizer):
 
     def _check_group(self, group, where):
         hypers = self._hypers(group)
-        for k, v in hypers.items(): check_hyper(k, v, where)
+        for k, v in hypers.items():
+            if k in self._used: check_hyper(k, v, where)
         produced = set()
         for cb in self._chain:
             for n in sorted(cb.required - hypers.keys() - produced):
