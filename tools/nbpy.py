@@ -46,7 +46,7 @@ def to_nb(py_path):
     nb = dict(cells=cells, metadata=dict(kernelspec=dict(display_name='python3', language='python', name='python3')),
               nbformat=4, nbformat_minor=5)
     dest = Path(str(py_path).replace('.pct.py', '.ipynb'))
-    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + '\n')
     return dest
 
 if __name__ == '__main__':
