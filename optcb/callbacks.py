@@ -11,18 +11,18 @@ __all__ = ['weight_decay', 'l2_reg', 'maximize', 'average_grad', 'sgd_momentum',
 
 # %% ../nbs/01_callbacks.ipynb #c002
 import torch
-from .core import callback, TensorList
+from .core import callback, TensorList, is_zero
 
 # %% ../nbs/01_callbacks.ipynb #c006
 @callback(wd=0.)
 def weight_decay(p, *, lr, wd, do_wd=True):
     "Decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2 line 12): p ← p·(1 − lr·wd)"
-    if do_wd and wd != 0: p.mul_(1 - lr * wd)
+    if do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
 
 @callback(wd=0.)
 def l2_reg(p, *, wd, do_wd=True):
     "L2 regularisation, the classic weight decay folded into the gradient: g ← g + wd·p"
-    if do_wd and wd != 0: p.grad.add_(p, alpha=wd)
+    if do_wd and not is_zero(wd): p.grad.add_(p, alpha=wd)
 
 @callback()
 def maximize(p):
@@ -30,7 +30,7 @@ def maximize(p):
     p.grad.neg_()
 
 # %% ../nbs/01_callbacks.ipynb #c010
-def _init(like, value): return torch.zeros_like(like) if value == 0 else torch.full_like(like, value)
+def _init(like, value): return torch.zeros_like(like) if is_zero(value) else torch.full_like(like, value)
 
 @callback(mom=0.9)
 def average_grad(p, *, mom, dampening=False, initial_accumulator=0., grad_avg=None):
@@ -42,7 +42,7 @@ def average_grad(p, *, mom, dampening=False, initial_accumulator=0., grad_avg=No
 @callback(mom=0.9, dampening=0.)
 def sgd_momentum(p, *, mom, dampening, grad_avg=None):
     "torch.optim.SGD's momentum buffer: b ← g on the first step, then b ← mom·b + (1−dampening)·g; none when mom=0"
-    if mom == 0: return {'grad_avg': None}
+    if is_zero(mom): return {'grad_avg': None}
     if grad_avg is None: return {'grad_avg': p.grad.clone()}
     return {'grad_avg': grad_avg.mul_(mom).add_(p.grad, alpha=1 - dampening)}
 
@@ -110,7 +110,7 @@ def rms_prop_step(p, *, lr, eps, sqr_avg, grad_avg=None, grad_mean=None):
 def rms_prop_momentum_step(p, *, lr, mom, eps, sqr_avg, grad_mean=None, momentum_buffer=None):
     "torch.optim.RMSprop's momentum, on the scaled gradient: b ← mom·b + g/(√v + eps), p ← p − lr·b"
     denom = _rms(sqr_avg, grad_mean, eps)
-    if mom == 0:
+    if is_zero(mom):
         p.addcdiv_(p.grad, denom, value=-lr)
         return
     if momentum_buffer is None: momentum_buffer = torch.zeros_like(p.grad)

@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #c002
 from __future__ import annotations
-import difflib, inspect, math, warnings
+import difflib, inspect, math, os, shutil, types, warnings
 from collections.abc import Iterable, Mapping, MutableMapping
 from functools import partial
 from numbers import Real
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['TensorList', 'callback', 'check_hyper', 'Optimizer']
+__all__ = ['TensorList', 'callback', 'is_zero', 'check_hyper', 'compile_available', 'Optimizer']
 
 # %% ../nbs/00_core.ipynb #c005
 def _is_scalar(x): return isinstance(x, (int, float, bool))
@@ -23,6 +23,25 @@ def _fits_foreach(x): return isinstance(x, TensorList) or _is_scalar(x)
 def _raw(x): return x.tensors if isinstance(x, TensorList) else x
 def _at(x, i): return x.tensors[i] if isinstance(x, TensorList) else x
 def _wrap(res): return TensorList(res) if all(isinstance(r, torch.Tensor) for r in res) else res
+
+@torch.library.custom_op("optcb::scalar", mutates_args=())
+def _scalar(x: torch.Tensor) -> torch.Tensor:
+    "Identity on a 0-d tensor, opaque to torch.compile: the scalar is computed once, not inside every iteration of the fused loop"
+    return x.clone()
+
+@_scalar.register_fake
+def _(x): return torch.empty_like(x)
+
+def _hoist(x): return _scalar(x) if isinstance(x, torch.Tensor) and x.dim() == 0 else x
+
+def _fold_scalar(name, args, kwargs):
+    "Rewrite `x.add_(y, alpha=s)`, `x.addcmul_(a, b, value=s)`, `x.addcdiv_(a, b, value=s)` for a tensor `s` (which `alpha=`/`value=` refuse)"
+    kwargs = dict(kwargs); s = _hoist(kwargs.pop('alpha') if 'alpha' in kwargs else kwargs.pop('value'))
+    base = name.rstrip('_'); inplace = name[len(base):]
+    if base in ('add', 'sub'): return name, (args[0] * s,), kwargs
+    if base == 'addcmul': return name, (args[0] * s, args[1]), kwargs
+    if base == 'addcdiv': return 'add' + inplace, ((args[0] / args[1]) * s,), kwargs
+    raise TypeError(f"{name}: a tensor {('alpha', 'value')} is only supported for add, sub, addcmul and addcdiv")
 
 # %% ../nbs/00_core.ipynb #c006
 class TensorList:
@@ -39,6 +58,10 @@ class TensorList:
 
     def _apply(self, name, *args, **kwargs):
         "Call tensor method `name` on every tensor, as one `torch._foreach_` call when torch has a matching kernel"
+        if any(isinstance(kwargs.get(k), torch.Tensor) for k in ('alpha', 'value')): name, args, kwargs = _fold_scalar(name, args, kwargs)
+        if len(self.tensors) == 1:  # the compiled path's single flat buffer: the plain tensor method
+            res = getattr(self.tensors[0], name)(*(_hoist(_at(a, 0)) for a in args), **{k: _at(v, 0) for k, v in kwargs.items()})
+            return self if name.endswith('_') else _wrap([res])
         fe = getattr(torch, f'_foreach_{name}', None)
         if fe is not None and all(map(_fits_foreach, (*args, *kwargs.values()))):
             try: res = fe(self.tensors, *map(_raw, args), **{k: _raw(v) for k, v in kwargs.items()})
@@ -95,14 +118,21 @@ class TensorList:
     def __abs__(self): return self._apply('abs')
 
 # %% ../nbs/00_core.ipynb #c010
-def callback(*, foreach=True, **defaults):
-    "Decorator: give a callback its default hyperparameters and say whether its body also runs on a `TensorList`"
+def callback(*, foreach=True, elementwise=True, **defaults):
+    """Decorator: give a callback its default hyperparameters, and say whether its body also runs on a `TensorList`
+    (`foreach`) and treats every value on its own (`elementwise`: no norms or shapes), so that it may run on one
+    buffer that holds many parameters"""
     def _decorate(fn):
-        fn.defaults, fn.foreach = defaults, foreach
+        fn.defaults, fn.foreach, fn.elementwise = defaults, foreach, elementwise
         return fn
     return _decorate
 
 # %% ../nbs/00_core.ipynb #c011
+def is_zero(x):
+    "True if `x` is the number zero; a tensor hyperparameter (the compiled path's form) never is"
+    return not isinstance(x, torch.Tensor) and x == 0
+
+# %% ../nbs/00_core.ipynb #c012
 def _attr(fn, name):
     "`fn.name`, looking through `functools.partial`"
     while fn is not None:
@@ -128,6 +158,7 @@ class _Callback:
         self.names = tuple(p.name for p in named)
         self.defaults = dict(_attr(fn, 'defaults') or _attr(fn, '_defaults') or {})
         self.foreach = bool(_attr(fn, 'foreach'))
+        self.elementwise = self.foreach and bool(_attr(fn, 'elementwise'))
 
     def __call__(self, p, state, hypers):
         if self.var_kw: kw = {**state, **hypers}
@@ -138,7 +169,7 @@ class _Callback:
             raise TypeError(f"callback {self.name} returned a {type(res).__name__}; a callback returns a dict of state or None")
         return res
 
-# %% ../nbs/00_core.ipynb #c013
+# %% ../nbs/00_core.ipynb #c014
 _ranges = dict(lr=(0, math.inf, True), eps=(0, math.inf, True), wd=(0, math.inf, True),
                mom=(0, 1, False), sqr_mom=(0, 1, False), dampening=(0, 1, True),
                initial_accumulator=(0, math.inf, True))
@@ -158,7 +189,7 @@ def check_hyper(name, v, where=''):
             if not (lo <= v and (v <= hi if closed else v < hi)):
                 raise ValueError(f"invalid {name}={v!r}{at}: it must be in [{lo}, {hi}{']' if closed else ')'}")
 
-# %% ../nbs/00_core.ipynb #c016
+# %% ../nbs/00_core.ipynb #c017
 def _param_groups(params):
     "torch-style group dicts from tensors, fastai's list of lists, or group dicts"
     if isinstance(params, torch.Tensor): params = [params]
@@ -195,19 +226,102 @@ class _Hypers(MutableMapping):
     def __len__(self): return len(self._keys())
     def __repr__(self): return repr(dict(self))
 
-# %% ../nbs/00_core.ipynb #c017
+# %% ../nbs/00_core.ipynb #c019
+def _run_chain(chain, p, state, hypers):
+    "Run the callbacks `chain` on `p`, updating the dict `state`"
+    for cb in chain:
+        res = cb(p, state, hypers)
+        if res: state.update(res)
+    return state
+
+def _fresh_copy(fn):
+    "A copy of `fn` with its own code object: torch.compile keeps one cache (and one recompile limit) per code object"
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+def compile_available() -> bool:
+    "Whether the compiled path is on by default: `$OPTCB_COMPILE` is not 0 and a C++ compiler is on the PATH (inductor's CPU backend needs one)"
+    if os.environ.get('OPTCB_COMPILE', '1') == '0': return False
+    return any(shutil.which(c) for c in (os.environ.get('CXX', ''), 'g++', 'c++', 'clang++') if c)
+
+def _as_tensor(v):
+    "A hyperparameter or scalar state as the compiled path passes it: nonzero numbers as 0-d float64 tensors"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v == 0: return v
+    return torch.tensor(float(v), dtype=torch.float64)
+
+class _Flat:
+    "A bucket's parameters, and the per-parameter tensors the callbacks keep, as views into one contiguous buffer each"
+    def __init__(self, params, states):
+        self.params, self.shapes = list(params), [p.shape for p in params]
+        self.sizes = [p.numel() for p in params]
+        self.P = torch.cat([p.detach().reshape(-1) for p in params])
+        self.P.grad = self.G = torch.empty_like(self.P)
+        for p, v in zip(params, self._views(self.P)): p.data = v
+        self.ptrs = [p.data_ptr() for p in params]
+        self.bufs, self.views = {}, {}
+        for k, v in states[0].items():
+            if isinstance(v, torch.Tensor): self._adopt(k, torch.cat([s[k].reshape(-1) for s in states]), states)
+
+    @staticmethod
+    def fits(params, states):
+        "Whether a bucket can be flattened: plain contiguous tensors, and tensor state shaped like its parameter"
+        return all(type(p.data) is torch.Tensor and p.is_contiguous() and p.grad.layout is torch.strided for p in params) and all(
+            v.shape == p.shape for p, s in zip(params, states) for v in s.values() if isinstance(v, torch.Tensor))
+
+    def _views(self, buf): return [v.view(shape) for v, shape in zip(buf.split(self.sizes), self.shapes)]
+
+    def _adopt(self, k, buf, states):
+        self.bufs[k], self.views[k] = buf, self._views(buf)
+        for s, v in zip(states, self.views[k]): s[k] = v
+
+    def holds(self, params, states):
+        "Whether parameters and state are still the views this bucket made (a `load_state_dict` or `.to()` replaces them)"
+        if any(p.data_ptr() != ptr for p, ptr in zip(params, self.ptrs)): return False
+        if any(isinstance(v, torch.Tensor) and k not in self.bufs for k, v in states[0].items()): return False
+        return all(s.get(k) is v for k, vs in self.views.items() for s, v in zip(states, vs))
+
+    def load_grads(self, params):
+        "Bring the gradients into the flat buffer: nothing to do where they are still its views"
+        if not hasattr(self, 'gviews'): self.gviews = self._views(self.G)
+        if all(p.grad is v for p, v in zip(params, self.gviews)): return
+        torch.cat([p.grad.reshape(-1) for p in params], out=self.G)
+        for p, v in zip(params, self.gviews): p.grad = v  # same values; backward after zero_grad(set_to_none=False) accumulates here
+
+    def step(self, fn, params, states, hypers):
+        "Bring the gradients in, run `fn` (the chain, compiled or not) on the flat buffers, and keep what it returns"
+        self.load_grads(params)
+        kinds = {k: type(v) for k, v in states[0].items() if not isinstance(v, torch.Tensor)}
+        state = {k: TensorList([self.bufs[k]]) if k in self.bufs else _as_tensor(v) for k, v in states[0].items()}
+        new = fn(TensorList([self.P]), state, {k: _as_tensor(v) for k, v in hypers.items()})
+        for k, v in new.items():
+            if isinstance(v, TensorList): v = v.tensors[0]
+            if isinstance(v, torch.Tensor) and v.shape == self.P.shape:
+                if v is not self.bufs.get(k): self._adopt(k, v, states)
+                continue
+            if isinstance(v, torch.Tensor) and v.dim() == 0: v = v.item()
+            if kinds.get(k) is int: v = int(round(v))
+            for s in states: s[k] = v
+
+# %% ../nbs/00_core.ipynb #c020
 class Optimizer(torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
     flags = ()     # param_group keys that chose the callbacks and are not passed to them
     _keep_on_clear = ('force_train', 'do_wd')
 
-    def __init__(self, params, cbs, *, foreach:bool|None=None, **hypers):
+    def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, **hypers):
         self.cbs = list(cbs) if isinstance(cbs, Iterable) else [cbs]
         self._chain = [_Callback(cb) for cb in self.cbs]
-        if foreach not in (None, True, False): raise TypeError(f"foreach must be None, True or False, not {foreach!r}")
-        self.foreach = foreach
+        for name, v in (('foreach', foreach), ('compile', compile)):
+            if v not in (None, True, False): raise TypeError(f"{name} must be None, True or False, not {v!r}")
+        self.foreach, self.compile = foreach, compile
         self._group_path = foreach if foreach is not None else all(cb.foreach for cb in self._chain)
+        flat_ok = self._group_path and all(cb.elementwise for cb in self._chain)
+        if compile and not flat_ok:
+            raise ValueError("compile=True runs the callbacks on one flat buffer per bucket, so every callback must be declared "
+                             f"with @callback (elementwise): not {[cb.name for cb in self._chain if not cb.elementwise]}"
+                             + (" (and foreach=False was asked for)" if foreach is False else ''))
+        self._compile = flat_ok and (compile if compile is not None else (foreach is None and compile_available()))
+        self._flats, self._compiled = {}, None
         self._alias_keys = {k if isinstance(k, str) else k[0] for k in self.aliases.values()}
         self._used = {n for cb in self._chain for n in cb.names}
         defaults = {}
@@ -277,15 +391,30 @@ class Optimizer(torch.optim.Optimizer):
                 if p.grad.is_sparse: raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             hypers = self._hypers(group)
             if self._group_path:
-                for bucket in self._buckets(params): self._run_group(bucket, hypers)
+                for bucket in self._buckets(params):
+                    if self._compile and _Flat.fits(bucket, [self.state[p] for p in bucket]): self._run_flat(bucket, hypers)
+                    else: self._run_group(bucket, hypers)
             else:
                 for p in params: self._run(p, self.state[p], hypers)
         return loss
 
-    def _run(self, p, state, hypers):
-        for cb in self._chain:
-            res = cb(p, state, hypers)
-            if res: state.update(res)
+    def _run(self, p, state, hypers): _run_chain(self._chain, p, state, hypers)
+
+    def _compiled_chain(self):
+        if self._compiled is None: self._compiled = torch.compile(_fresh_copy(_run_chain), dynamic=True)
+        return partial(self._compiled, self._chain)
+
+    def _run_flat(self, params, hypers):
+        states = [self.state[p] for p in params]
+        key = tuple(map(id, params))
+        flat = self._flats.get(key)
+        if flat is None or not flat.holds(params, states): flat = self._flats[key] = _Flat(params, states)
+        try: flat.step(self._compiled_chain(), params, states, hypers)
+        except Exception as e:  # torch.compile could not build the kernel (no working compiler, say): run eagerly from now on
+            if not isinstance(e, (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError, OSError)): raise
+            warnings.warn(f"optcb: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); using the uncompiled group path")
+            self._compile = False
+            self._run_group(params, hypers)
 
     def _buckets(self, params):
         "Split `params` so that each bucket shares device, dtype, state keys and non-tensor state"
@@ -360,7 +489,10 @@ class Optimizer(torch.optim.Optimizer):
             groups.append({**g, 'params': [next(ids) for _ in range(n)]})
         return {'state': {i: dict(s) for i, s in enumerate(sd['state']) if s}, 'param_groups': groups}
 
-    def __getstate__(self): return self.__dict__.copy()
+    def __getstate__(self):
+        d = self.__dict__.copy()
+        d['_flats'], d['_compiled'] = {}, None  # rebuilt on the next step
+        return d
 
     # -- fastai's optimizer API
     @property

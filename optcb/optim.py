@@ -18,10 +18,10 @@ class TorchOptimizer(Optimizer):
     "Base of the torch-signature optimizers: checks torch's execution flags and keeps structural flags per optimizer"
     def __init__(self, params, cbs, *, foreach=None, fused=None, capturable=False, differentiable=False, **hypers):
         name = type(self).__name__
-        if fused: raise NotImplementedError(f"optcb.optim.{name}(fused=True): optcb has no fused kernel; use foreach=None or True")
+        if fused and foreach: raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         if capturable: raise NotImplementedError(f"optcb.optim.{name}(capturable=True): CUDA-graph capture is not supported")
         if differentiable: raise NotImplementedError(f"optcb.optim.{name}(differentiable=True): optcb steps are not differentiable")
-        super().__init__(params, cbs, foreach=foreach, **hypers)
+        super().__init__(params, cbs, foreach=foreach, compile=fused, **hypers)
 
     def add_param_group(self, param_group):
         for k in self.flags:
@@ -49,9 +49,10 @@ class RMSprop(TorchOptimizer):
     aliases = dict(sqr_mom='alpha', mom='momentum', wd='weight_decay')
     flags = ('centered', 'maximize')
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0., momentum=0., centered=False,
-                 capturable=False, foreach=None, maximize=False, differentiable=False):
+                 capturable=False, foreach=None, maximize=False, differentiable=False, fused=None):
+        "`fused` is not in torch's RMSprop; here it selects the compiled path, as for the other classes"
         cbs = [*_first(maximize), l2_reg, average_sqr_grad, *([mean_grad] if centered else []), rms_prop_momentum_step]
-        super().__init__(params, cbs, foreach=foreach, capturable=capturable, differentiable=differentiable, lr=lr,
+        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, lr=lr,
                          alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize)
 
 class Adam(TorchOptimizer):

@@ -15,31 +15,31 @@ from .callbacks import *
 # %% ../nbs/02_optimizers.ipynb #c005
 def _decay(decouple_wd): return weight_decay if decouple_wd else l2_reg
 
-def SGD(params, lr, mom=0., wd=0., decouple_wd=True, nesterov=False, foreach=None):
+def SGD(params, lr, mom=0., wd=0., decouple_wd=True, nesterov=False, foreach=None, compile=None):
     "SGD, with heavy-ball or Nesterov momentum and decoupled or L2 weight decay (fastai's signature)"
     if nesterov and mom == 0: raise ValueError("nesterov=True needs a momentum: mom > 0")
-    if mom == 0: return Optimizer(params, [_decay(decouple_wd), sgd_step], lr=lr, wd=wd, foreach=foreach)
+    if mom == 0: return Optimizer(params, [_decay(decouple_wd), sgd_step], lr=lr, wd=wd, foreach=foreach, compile=compile)
     cbs = [_decay(decouple_wd), average_grad, nesterov_step if nesterov else momentum_step]
-    return Optimizer(params, cbs, lr=lr, mom=mom, wd=wd, foreach=foreach)
+    return Optimizer(params, cbs, lr=lr, mom=mom, wd=wd, foreach=foreach, compile=compile)
 
-def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True, centered=False, foreach=None):
+def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True, centered=False, foreach=None, compile=None):
     "RMSProp (Hinton 2012), optionally centered (Graves 2013), with fastai's momentum on the raw gradient"
     cbs = [_decay(decouple_wd), *([average_grad] if mom != 0 else []), average_sqr_grad,
            *([mean_grad] if centered else []), rms_prop_step]
-    return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, **({'mom': mom} if mom != 0 else {}))
+    return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile, **({'mom': mom} if mom != 0 else {}))
 
-def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True, amsgrad=False, foreach=None):
+def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True, amsgrad=False, foreach=None, compile=None):
     "Adam (Kingma & Ba 2015); AdamW when `decouple_wd` (the default, as in fastai); AMSGrad's max with `amsgrad`"
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
            *([max_sqr_grad] if amsgrad else []), adam_step]
-    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach)
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-def AdamW(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, amsgrad=False, foreach=None):
+def AdamW(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, amsgrad=False, foreach=None, compile=None):
     "Adam with decoupled weight decay (Loshchilov & Hutter 2019), named as such"
-    return Adam(params, lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=True, amsgrad=amsgrad, foreach=foreach)
+    return Adam(params, lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=True, amsgrad=amsgrad, foreach=foreach, compile=compile)
 
-def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6, wd=0., decouple_wd=True, foreach=None):
+def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6, wd=0., decouple_wd=True, foreach=None, compile=None):
     "Yogi (Zaheer et al. 2018) as optax's `scale_by_yogi`: both moments start at `initial_accumulator`, both bias-corrected"
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), yogi_sqr_grad, step_stat, adam_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, initial_accumulator=initial_accumulator,
-                     wd=wd, foreach=foreach)
+                     wd=wd, foreach=foreach, compile=compile)

@@ -50,8 +50,11 @@ def test_torch_optimizer_interop():
     assert isinstance(opt, torch.optim.Optimizer)
     assert opt.param_groups[0]['betas'] == (0.9, 0.999) and opt.param_groups[0]['weight_decay'] == 0.
     assert optcb.optim.AdamW(ps).param_groups[0]['weight_decay'] == 0.01
-    for flag in ['fused', 'capturable', 'differentiable']:
+    for flag in ['capturable', 'differentiable']:
         with pytest.raises(NotImplementedError, match=flag):
             optcb.optim.Adam(ps, **{flag: True})
+    assert optcb.optim.Adam(ps, fused=True)._compile and not optcb.optim.Adam(ps, fused=False)._compile
+    with pytest.raises(RuntimeError, match='cannot be `True` together'):
+        optcb.optim.Adam(ps, fused=True, foreach=True)
     with pytest.raises(NotImplementedError, match='amsgrad'):
         optcb.optim.Adam([{'params': ps[:2], 'amsgrad': True}, {'params': ps[2:]}])
