@@ -12,7 +12,7 @@ import torch
 import optcb
 
 # %% auto #0
-__all__ = ['param_sets', 'contenders', 'bench_set', 'format_results', 'bench']
+__all__ = ['OPTIMIZERS', 'param_sets', 'contenders', 'bench_set', 'format_results', 'end_to_end', 'bench']
 
 # %% ../nbs/05_bench.ipynb #c004
 def param_sets() -> dict:
@@ -24,17 +24,21 @@ def param_sets() -> dict:
     transformer = [(vocab, d), (512, d)] + block * layers + [(d,), (d,)]
     return {'resnet34': resnet, 'small': [(1000,)] * 1000, 'big': [(20_000_000,)], 'transformer': transformer}
 
-def _fastai_adam(ps):
-    from fastai.optimizer import Adam
-    return Adam(ps, lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01)
+def _fastai(name, **kw):
+    def build(ps):
+        import fastai.optimizer as fo
+        return getattr(fo, name)(ps, **kw)
+    return build
 
-def _torch_adamw(ps, **kw): return torch.optim.AdamW(ps, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, **kw)
+def _torch(cls, **kw): return lambda ps, **extra: getattr(torch.optim, cls)(ps, **kw, **extra)
 
-def _torch_compiled(ps):
-    "torch's AdamW step under torch.compile, with a tensor lr (torch's advice, so that a schedule does not recompile)"
-    opt = torch.optim.AdamW(ps, lr=torch.tensor(1e-3), betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, foreach=False)
-    opt.step = torch.compile(opt.step)
-    return opt
+def _torch_compiled(cls, **kw):
+    "torch's step under torch.compile, with a tensor lr (torch's advice, so that a schedule does not recompile)"
+    def build(ps):
+        opt = getattr(torch.optim, cls)(ps, **{**kw, 'lr': torch.tensor(kw['lr'])}, foreach=False)
+        opt.step = torch.compile(opt.step)
+        return opt
+    return build
 
 def _fresh_grads(make):
     "Mark a contender that must get new gradient tensors before every step (a loop that zeroes with set_to_none=True)"
@@ -43,21 +47,42 @@ def _fresh_grads(make):
         return opt
     return build
 
-def contenders(include_torch_compile=True) -> dict:
-    "Name -> function building an Adam optimizer over a list of parameters"
-    c = {'fastai Adam': _fastai_adam,
-         'torch for-loop': partial(_torch_adamw, foreach=False), 'torch foreach': partial(_torch_adamw, foreach=True),
-         'torch fused': partial(_torch_adamw, fused=True)}
-    if include_torch_compile: c['torch.compile(torch step)'] = _torch_compiled
-    try:
-        import optimi
-        c['torch-optimi AdamW'] = lambda ps: optimi.AdamW(ps, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, decouple_lr=False)
-    except ImportError: pass
-    c.update({'optcb per-tensor': partial(optcb.Adam, lr=1e-3, foreach=False),
-              'optcb group (foreach)': partial(optcb.Adam, lr=1e-3, foreach=True, compile=False),
-              'optcb default (compiled)': partial(optcb.Adam, lr=1e-3, compile=True),
-              'optcb compiled, new grads/step': _fresh_grads(partial(optcb.Adam, lr=1e-3, compile=True))})
+# The same algorithm and hyperparameters in each library's terms: fastai's name and keywords, torch's class and keywords
+# (None where the library has no such optimizer), and optcb's fastai-signature constructor.
+OPTIMIZERS = {
+    'adam': (('Adam', dict(lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01)),
+             ('AdamW', dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01), ('foreach', 'fused')),
+             partial(optcb.Adam, lr=1e-3)),
+    'sgd': (('SGD', dict(lr=1e-2, mom=0.9)), ('SGD', dict(lr=1e-2, momentum=0.9), ('foreach', 'fused')),
+            partial(optcb.SGD, lr=1e-2, mom=0.9)),
+    'rmsprop': (('RMSProp', dict(lr=1e-3, sqr_mom=0.99, eps=1e-8)), ('RMSprop', dict(lr=1e-3, alpha=0.99, eps=1e-8), ('foreach',)),
+                partial(optcb.RMSProp, lr=1e-3)),
+    'yogi': (None, None, partial(optcb.Yogi, lr=1e-3)),
+}
+
+def contenders(opt:str='adam', include_torch_compile=True) -> dict:
+    "Name -> function building the optimizer `opt` over a list of parameters; the first torch 'fused' (or Adam's, as a yardstick) is the reference"
+    fa, tc, ours = OPTIMIZERS[opt]
+    c = {}
+    if fa: c[f'fastai {fa[0]}'] = _fastai(fa[0], **fa[1])
+    if tc:
+        cls, kw, modes = tc
+        c['torch for-loop'] = partial(_torch(cls, **kw), foreach=False)
+        for m in modes: c[f'torch {m}'] = partial(_torch(cls, **kw), **{m: True})
+        if include_torch_compile: c['torch.compile(torch step)'] = _torch_compiled(cls, **kw)
+    if 'torch fused' not in c:  # no fused kernel in torch for this optimizer: torch's fused AdamW is the yardstick
+        c['torch fused AdamW (yardstick)'] = partial(_torch('AdamW', **OPTIMIZERS['adam'][1][1]), fused=True)
+    if opt == 'adam':
+        try:
+            import optimi
+            c['torch-optimi AdamW'] = lambda ps: optimi.AdamW(ps, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, decouple_lr=False)
+        except ImportError: pass
+    c.update({'optcb per-tensor': partial(ours, foreach=False), 'optcb group (foreach)': partial(ours, foreach=True, compile=False),
+              'optcb default (compiled)': ours,
+              'optcb compiled, new grads/step': _fresh_grads(partial(ours, compile=True))})
     return c
+
+def _params(opt): return [p for g in opt.param_groups for p in g['params']]
 
 def _set_lr(opt, lr):
     if hasattr(opt, 'set_hyper'): opt.set_hyper('lr', lr)
@@ -116,14 +141,21 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
                 for p, gr in zip(opts[n].param_groups[0]['params'], grads): p.grad = gr
             t0 = time.perf_counter(); opts[n].step(); times[n].append(time.perf_counter() - t0)
     recompiles = torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs_before
-    fused = statistics.median(times['torch fused'])
+    # like with like: every contender ran the same steps with the same lrs, so all should end where the first did
+    first_real = next(n for n in opts if 'yardstick' not in n)
+    final = {n: [p.detach() for p in _params(o)] for n, o in opts.items()}
+    diff = {n: max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(final[n], final[first_real]) if b.numel())
+            for n in opts}
+    reference = next(n for n in times if n.startswith('torch fused'))
+    fused = statistics.median(times[reference])
     out = {}
     for n, ts in times.items():
         q = statistics.quantiles(ts, n=4)
         out[n] = dict(median_ms=statistics.median(ts) * 1e3, q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3,
                       ratio_to_fused=statistics.median(ts) / fused, first_two_steps_s=first[n],
-                      state_mb=_state_bytes(opts[n]) / 2**20, step_alloc_mb=_step_alloc_bytes(opts[n]) / 2**20)
-    out['_meta'] = dict(tensors=len(shapes), values=sum(math.prod(s) for s in shapes), rounds=rounds,
+                      state_mb=_state_bytes(opts[n]) / 2**20, step_alloc_mb=_step_alloc_bytes(opts[n]) / 2**20,
+                      rel_diff_to_first=diff[n])
+    out['_meta'] = dict(tensors=len(shapes), values=sum(math.prod(s) for s in shapes), rounds=rounds, reference=reference,
                         graphs_compiled_while_timing=recompiles)
     del opts; gc.collect()
     return out
@@ -133,30 +165,63 @@ def format_results(res:dict) -> str:
     for set_name, r in res.items():
         m = r['_meta']
         lines.append(f"\n{set_name}: {m['tensors']} tensors, {m['values'] / 1e6:.1f}M values, {m['rounds']} interleaved rounds, "
-                     f"{m['graphs_compiled_while_timing']} graphs compiled while timing (lr changed every round)")
-        lines.append(f"{'contender':28} {'median ms':>10} {'IQR ms':>15} {'× fused':>8} {'first 2 steps':>14} {'state MB':>9} {'step alloc MB':>14}")
+                     f"{m['graphs_compiled_while_timing']} graphs compiled while timing (lr changed every round); ref = {m['reference']}")
+        lines.append(f"{'contender':31} {'median ms':>10} {'IQR ms':>15} {'× ref':>8} {'first 2 steps':>14} {'state MB':>9} {'step alloc MB':>14}")
         for n, f in r.items():
             if n == '_meta': continue
-            lines.append(f"{n:28} {f['median_ms']:10.2f} {f['q1_ms']:7.2f}–{f['q3_ms']:<7.2f} {f['ratio_to_fused']:8.2f} "
+            lines.append(f"{n:31} {f['median_ms']:10.2f} {f['q1_ms']:7.2f}–{f['q3_ms']:<7.2f} {f['ratio_to_fused']:8.2f} "
                          f"{f['first_two_steps_s']:13.1f}s {f['state_mb']:9.0f} {f['step_alloc_mb']:14.1f}")
     return '\n'.join(lines)
 
-# %% ../nbs/05_bench.ipynb #c006
-def bench(sets:str='resnet34,small,big,transformer', rounds:int=15, threads:int|None=None, torch_compile:bool=True,
-          json_path:str|None=None, log=print) -> dict:
-    "Run the Adam benchmark on the named parameter sets and print one table per set"
-    torch.set_flush_denormal(True)
-    if threads: torch.set_num_threads(threads)
+# %% ../nbs/05_bench.ipynb #c007
+def end_to_end(epochs:int=2, log=print) -> dict:
+    "Time the last of `epochs` one-cycle epochs on the digits default with fastai's and optcb's Adam"
+    from fastai.optimizer import Adam as FastaiAdam
+    from fastai.callback.core import Callback
+    from optcb.compare import digits_folder, make_dls, make_learner, DIGITS
+    from fastai.torch_core import set_seed
+    class StepTimer(Callback):
+        order = 99
+        def before_epoch(self): self.step_s, self.t_epoch = 0., time.perf_counter()
+        def before_step(self): self._t = time.perf_counter()
+        def after_step(self): self.step_s += time.perf_counter() - self._t
+        def after_epoch(self): self.epoch_s = time.perf_counter() - self.t_epoch
+    out = {}
+    for name, opt_func in [('fastai Adam', FastaiAdam), ('optcb Adam (default, compiled)', partial(optcb.Adam, compile=True))]:
+        set_seed(42, reproducible=True)
+        timer = StepTimer()
+        learn = make_learner(make_dls(digits_folder(), DIGITS, device='cpu'), DIGITS, opt_func, cbs=[timer])
+        with learn.no_bar(), learn.no_logging():
+            for _ in range(epochs): learn.fit_one_cycle(1, 3e-3)
+        out[name] = dict(epoch_s=timer.epoch_s, step_s=timer.step_s, share=timer.step_s / timer.epoch_s, accuracy=float(learn.recorder.values[-1][2]))
+    log('\nend to end: one fit_one_cycle epoch of the digits default (the second, after a warm-up epoch)')
+    for n, r in out.items():
+        log(f"{n:32} epoch {r['epoch_s']:6.2f}s  inside opt.step {r['step_s'] * 1e3:7.1f} ms ({r['share'] * 100:4.1f}% of the epoch)")
+    return out
+
+# %% ../nbs/05_bench.ipynb #c008
+def bench(sets:str='resnet34,small,big,transformer', opt:str='adam', rounds:int=15, threads:int|None=None, torch_compile:bool=True,
+          e2e:bool=False, json_path:str|None=None, log=print) -> dict:
+    "Run the step benchmark of optimizer `opt` on the named parameter sets (and the end-to-end epoch) and print tables"
+    if opt not in OPTIMIZERS: raise ValueError(f"unknown optimizer {opt!r}; choose from {', '.join(OPTIMIZERS)}")
     available = param_sets()
     names = [s.strip() for s in sets.split(',') if s.strip()]
     for n in names:
         if n not in available: raise ValueError(f"unknown parameter set {n!r}; choose from {', '.join(available)}")
-    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, denormals flushed, gradients N(0, 1e-3), float32")
+    torch.set_flush_denormal(True)
+    try: return _bench(names, available, opt, rounds, threads, torch_compile, e2e, json_path, log)
+    finally: torch.set_flush_denormal(False)  # torch's default; a process that runs the benchmark keeps IEEE subnormals
+
+def _bench(names, available, opt, rounds, threads, torch_compile, e2e, json_path, log):
+    if threads: torch.set_num_threads(threads)
+    log(f"{opt}: torch {torch.__version__}, {torch.get_num_threads()} threads, denormals flushed, gradients N(0, 1e-3), float32")
     res = {}
     for n in names:
-        builders = contenders(include_torch_compile=torch_compile and n != 'small')
+        builders = contenders(opt, include_torch_compile=torch_compile and n != 'small')
         res[n] = bench_set(available[n], builders, rounds=rounds, log=log)
         log(format_results({n: res[n]}))
+    if e2e:
+        res['end_to_end'] = end_to_end(log=log)
     if json_path:
-        with open(json_path, 'w') as f: json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(), results=res), f, indent=1)
+        with open(json_path, 'w') as f: json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(), opt=opt, results=res), f, indent=1)
     return res

@@ -34,13 +34,15 @@ def compare_cli(
 
 def bench_cli(
     sets:str='resnet34,small,big,transformer', # parameter sets: resnet34, small (1,000×1,000), big (one 20M tensor), transformer
+    opt:str='adam', # adam, sgd (momentum 0.9), rmsprop or yogi
     rounds:int=15, # interleaved timing rounds per set
     threads:int=None, # torch threads (default: torch's)
-    torch_compile:bool=True, # also time torch.compile of torch's own step (skipped on 'small', where it compiles for minutes)
+    no_torch_compile:bool=False, # skip torch.compile of torch's own step (always skipped on 'small', where it compiles for minutes)
+    e2e:bool=False, # also time a fit_one_cycle epoch of the digits default with fastai's and optcb's Adam
     json:str=None, # also write the figures to this JSON file
 ):
-    "Time one Adam step of fastai, torch.optim (for-loop, foreach, fused, compiled) and every optcb path, side by side"
-    bench(sets=sets, rounds=rounds, threads=threads, torch_compile=torch_compile, json_path=json)
+    "Time one optimizer step of fastai, torch.optim (for-loop, foreach, fused, compiled) and every optcb path, side by side"
+    bench(sets=sets, opt=opt, rounds=rounds, threads=threads, torch_compile=not no_torch_compile, e2e=e2e, json_path=json)
 
 COMMANDS = {'compare': compare_cli, 'bench': bench_cli}
 

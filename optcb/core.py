@@ -18,6 +18,10 @@ import torch
 __all__ = ['TensorList', 'callback', 'is_zero', 'check_hyper', 'compile_available', 'Optimizer']
 
 # %% ../nbs/00_core.ipynb #c005
+# torch's foreach kernels round these dtypes differently from the per-tensor kernels (e.g. `_foreach_addcmul_` on
+# bfloat16): for them the group path loops per tensor, so that it stays identical to the per-tensor reference
+_ROUNDS_DIFFERENTLY = (torch.bfloat16, torch.float16)
+
 def _is_scalar(x): return isinstance(x, (int, float, bool))
 def _fits_foreach(x): return isinstance(x, TensorList) or _is_scalar(x)
 def _raw(x): return x.tensors if isinstance(x, TensorList) else x
@@ -62,7 +66,7 @@ class TensorList:
         if len(self.tensors) == 1:  # the compiled path's single flat buffer: the plain tensor method
             res = getattr(self.tensors[0], name)(*(_hoist(_at(a, 0)) for a in args), **{k: _at(v, 0) for k, v in kwargs.items()})
             return self if name.endswith('_') else _wrap([res])
-        fe = getattr(torch, f'_foreach_{name}', None)
+        fe = getattr(torch, f'_foreach_{name}', None) if self.tensors[0].dtype not in _ROUNDS_DIFFERENTLY else None
         if fe is not None and all(map(_fits_foreach, (*args, *kwargs.values()))):
             try: res = fe(self.tensors, *map(_raw, args), **{k: _raw(v) for k, v in kwargs.items()})
             except TypeError: pass  # no overload for these arguments: fall through to the loop
@@ -90,7 +94,8 @@ class TensorList:
                 func(*(_at(a, i) for a in args), out=o, **{k: _at(v, i) for k, v in kwargs.items()})
             return out
         fe = getattr(torch, f'_foreach_{name}', None)
-        if fe is not None and args and isinstance(args[0], TensorList) and all(map(_fits_foreach, (*args, *kwargs.values()))):
+        if (fe is not None and args and isinstance(args[0], TensorList) and args[0].tensors[0].dtype not in _ROUNDS_DIFFERENTLY
+                and all(map(_fits_foreach, (*args, *kwargs.values())))):
             try: return TensorList(fe(*map(_raw, args), **{k: _raw(v) for k, v in kwargs.items()}))
             except TypeError: pass
         n = next(len(a) for a in (*args, *kwargs.values()) if isinstance(a, TensorList))
@@ -234,6 +239,17 @@ def _run_chain(chain, p, state, hypers):
         if res: state.update(res)
     return state
 
+def _check_owners(chain, p, state, hypers):
+    "`_run_chain`, refusing two callbacks that return the same piece of state (run on the first step only)"
+    owner = {}
+    for cb in chain:
+        res = cb(p, state, hypers)
+        for k in (res or {}):
+            if k in owner: raise TypeError(f"callbacks {owner[k]} and {cb.name} both return state {k!r}: rename one of them")
+            owner[k] = cb.name
+        if res: state.update(res)
+    return state
+
 def _fresh_copy(fn):
     "A copy of `fn` with its own code object: torch.compile keeps one cache (and one recompile limit) per code object"
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
@@ -307,8 +323,9 @@ class Optimizer(torch.optim.Optimizer):
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
     flags = ()     # param_group keys that chose the callbacks and are not passed to them
     _keep_on_clear = ('force_train', 'do_wd')
+    compile_min_numel = 2**18  # by default, smaller buckets take the group path: a compiled call costs ~0.1-0.5 ms whatever its size
 
-    def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, **hypers):
+    def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False, **hypers):
         self.cbs = list(cbs) if isinstance(cbs, Iterable) else [cbs]
         self._chain = [_Callback(cb) for cb in self.cbs]
         for name, v in (('foreach', foreach), ('compile', compile)):
@@ -322,6 +339,7 @@ class Optimizer(torch.optim.Optimizer):
                              + (" (and foreach=False was asked for)" if foreach is False else ''))
         self._compile = flat_ok and (compile if compile is not None else (foreach is None and compile_available()))
         self._flats, self._compiled = {}, None
+        self.skip_nonfinite, self.skipped_steps, self._owners_checked = skip_nonfinite, 0, False
         self._alias_keys = {k if isinstance(k, str) else k[0] for k in self.aliases.values()}
         self._used = {n for cb in self._chain for n in cb.names}
         defaults = {}
@@ -373,6 +391,10 @@ class Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group):
         group = dict(param_group)
         where = f"param group {len(self.param_groups)}"
+        ps = [group['params']] if isinstance(group.get('params'), torch.Tensor) else list(group.get('params', []))
+        if any(isinstance(p, torch.Tensor) and p.is_complex() for p in ps):
+            raise TypeError(f"{where} has a complex parameter: optcb's callbacks treat values as real; optimize "
+                            "torch.view_as_real(p) of a real parameter that holds the real and imaginary parts instead")
         self._check_names(group, where)
         self._check_group({**self.defaults, **group}, where)
         super().add_param_group(group)
@@ -384,6 +406,9 @@ class Optimizer(torch.optim.Optimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        if self.skip_nonfinite and not self._grads_finite():
+            self.skipped_steps += 1
+            return loss
         for group in self.param_groups:
             params = [p for p in group['params'] if p.grad is not None]
             if not params: continue
@@ -392,13 +417,31 @@ class Optimizer(torch.optim.Optimizer):
             hypers = self._hypers(group)
             if self._group_path:
                 for bucket in self._buckets(params):
-                    if self._compile and _Flat.fits(bucket, [self.state[p] for p in bucket]): self._run_flat(bucket, hypers)
+                    if self._compile and self._worth_compiling(bucket) and _Flat.fits(bucket, [self.state[p] for p in bucket]):
+                        self._run_flat(bucket, hypers)
                     else: self._run_group(bucket, hypers)
             else:
                 for p in params: self._run(p, self.state[p], hypers)
         return loss
 
-    def _run(self, p, state, hypers): _run_chain(self._chain, p, state, hypers)
+    def _run(self, p, state, hypers):
+        if self._owners_checked: _run_chain(self._chain, p, state, hypers)
+        else: _check_owners(self._chain, p, state, hypers); self._owners_checked = True
+
+    def _worth_compiling(self, bucket):
+        "Asked for (compile=True), or a bucket large enough that one fused pass beats the call's fixed cost"
+        return self.compile or sum(p.numel() for p in bucket) >= self.compile_min_numel
+
+    def _grads_finite(self) -> bool:
+        "Whether every gradient is finite: the largest |g| per tensor (one read of each), gathered per device and dtype"
+        groups = {}
+        for g in self.param_groups:
+            for p in g['params']:
+                if p.grad is not None and p.grad.numel(): groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+        for grads in groups.values():
+            peaks = [n.full_tensor() if hasattr(n, 'full_tensor') else n for n in torch._foreach_norm(grads, float('inf'))]
+            if not bool(torch.stack(peaks).isfinite().all()): return False
+        return True
 
     def _compiled_chain(self):
         if self._compiled is None: self._compiled = torch.compile(_fresh_copy(_run_chain), dynamic=True)
@@ -409,6 +452,13 @@ class Optimizer(torch.optim.Optimizer):
         key = tuple(map(id, params))
         flat = self._flats.get(key)
         if flat is None or not flat.holds(params, states): flat = self._flats[key] = _Flat(params, states)
+        if not self._owners_checked:
+            self._owners_checked = True
+            if not any(isinstance(v, torch.Tensor) for v in states[0].values()):
+                # a fresh start: this first step runs uncompiled and checks the chain; the kernel is built on the next.
+                # (A loaded state came from a checked chain: resuming runs the same kernel as an uninterrupted run.)
+                flat.step(partial(_check_owners, self._chain), params, states, hypers)
+                return
         try: flat.step(self._compiled_chain(), params, states, hypers)
         except Exception as e:  # torch.compile could not build the kernel (no working compiler, say): run eagerly from now on
             if not isinstance(e, (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError, OSError)): raise

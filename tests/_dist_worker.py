@@ -1,0 +1,63 @@
+"Worker for tests/test_distributed.py: runs in each of two gloo processes"
+import os, sys, torch, torch.distributed as dist
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import optcb
+
+STEPS = 20
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(32, 8, generator=g), torch.randn(32, 1, generator=g)
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+def train(m, opt, x, y, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(m(x), y).backward()
+        opt.step()
+
+def single_process(out):
+    x, y = data(); m = model()
+    train(m, optcb.Adam(m.parameters(), lr=1e-2), x, y, STEPS)
+    torch.save([p.detach() for p in m.parameters()], out)
+
+def worker(rank, world, port, kind, outdir):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    try:
+        x, y = data(); half = slice(rank * 16, rank * 16 + 16)
+        if kind == 'ddp':
+            m = torch.nn.parallel.DistributedDataParallel(model())
+            train(m, optcb.Adam(m.parameters(), lr=1e-2), x[half], y[half], STEPS)
+            if rank == 0: torch.save([p.detach() for p in m.module.parameters()], f'{outdir}/ddp.pt')
+        else:
+            from torch.distributed.fsdp import fully_shard
+            from torch.distributed.tensor import DTensor
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict, get_model_state_dict, set_model_state_dict
+            def build():
+                m = model()
+                for layer in m:
+                    if isinstance(layer, torch.nn.Linear): fully_shard(layer)
+                fully_shard(m)
+                return m, optcb.Adam(m.parameters(), lr=1e-2)
+            m, opt = build()
+            assert all(isinstance(p, DTensor) for p in m.parameters())
+            train(m, opt, x[half], y[half], STEPS - 5)
+            assert all(isinstance(v, DTensor) for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
+            dcp.save({'model': get_model_state_dict(m), 'optim': get_optimizer_state_dict(m, opt)}, checkpoint_id=f'{outdir}/dcp')
+            train(m, opt, x[half], y[half], 5)
+            full = [p.full_tensor().detach() for p in m.parameters()]
+            m2, opt2 = build()
+            sd = {'model': get_model_state_dict(m2), 'optim': get_optimizer_state_dict(m2, opt2)}
+            dcp.load(sd, checkpoint_id=f'{outdir}/dcp')
+            set_model_state_dict(m2, sd['model']); set_optimizer_state_dict(m2, opt2, sd['optim'])
+            train(m2, opt2, x[half], y[half], 5)
+            resumed = [p.full_tensor().detach() for p in m2.parameters()]
+            if rank == 0: torch.save({'full': full, 'resumed': resumed}, f'{outdir}/fsdp.pt')
+        dist.barrier()  # both ranks done before teardown: gloo can abort a process torn down while its peer still talks
+    finally:
+        dist.destroy_process_group()

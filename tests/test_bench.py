@@ -1,0 +1,21 @@
+"Smoke test of `optcb bench`: every contender runs, compares like with like, and the compiled one does not recompile"
+import pytest, torch
+import optcb.bench as B
+
+@pytest.mark.parametrize('opt', ['adam', 'sgd', 'rmsprop', 'yogi'])
+def test_bench_runs_and_contenders_agree(opt, monkeypatch):
+    monkeypatch.setenv('OPTCB_COMPILE', '1')
+    shapes = [(64, 3, 3, 3), (64,), (300,), (0,), (10, 10)] + [(50,)] * 20 + [(2**18,)]
+    res = B.bench_set(shapes, B.contenders(opt, include_torch_compile=False), rounds=3)
+    meta = res.pop('_meta')
+    assert meta['graphs_compiled_while_timing'] == 0  # an lr changing every round does not recompile optcb's kernel
+    assert {'optcb per-tensor', 'optcb group (foreach)', 'optcb default (compiled)'} <= res.keys()
+    assert meta['reference'] in res and res[meta['reference']]['ratio_to_fused'] == 1
+    for name, r in res.items():
+        assert r['median_ms'] > 0 and r['q1_ms'] <= r['median_ms'] <= r['q3_ms']
+        if 'yardstick' not in name: assert r['rel_diff_to_first'] < 1e-4, name  # the same algorithm everywhere
+
+def test_bench_cli_rejects_unknown_names(capsys):
+    from optcb.cli import main
+    assert main(['bench', '--sets', 'tiny']) == 2 and "unknown parameter set 'tiny'" in capsys.readouterr().err
+    assert main(['bench', '--opt', 'lion']) == 2

@@ -1,0 +1,30 @@
+"DDP and FSDP2 (DTensor parameters) with optcb.Adam: two gloo processes on CPU against one process on the whole batch"
+import socket, pytest, torch
+import torch.multiprocessing as mp
+import _dist_worker as W
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is not available')
+
+def free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def spawn(kind, outdir):
+    mp.start_processes(W.worker, args=(2, free_port(), kind, str(outdir)), nprocs=2, join=True, start_method='spawn')
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp('ref') / 'single.pt'
+    W.single_process(out)
+    return torch.load(out)
+
+@pytest.mark.timeout(180)
+def test_ddp_equals_single_process_on_the_combined_batch(tmp_path, reference):
+    spawn('ddp', tmp_path)
+    for a, b in zip(torch.load(tmp_path / 'ddp.pt'), reference): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+@pytest.mark.timeout(180)
+def test_fsdp2_runs_on_dtensors_equals_ddp_and_resumes_from_dcp(tmp_path, reference):
+    spawn('fsdp', tmp_path)
+    res = torch.load(tmp_path / 'fsdp.pt')
+    for a, b in zip(res['full'], reference): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(res['resumed'], res['full']): assert torch.equal(a, b)  # resumed from the checkpoint: bit for bit
