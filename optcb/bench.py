@@ -187,7 +187,8 @@ def end_to_end(epochs:int=2, log=print) -> dict:
         def after_step(self): self.step_s += time.perf_counter() - self._t
         def after_epoch(self): self.epoch_s = time.perf_counter() - self.t_epoch
     out = {}
-    for name, opt_func in [('fastai Adam', FastaiAdam), ('optcb Adam (default, compiled)', partial(optcb.Adam, compile=True))]:
+    for name, opt_func in [('fastai Adam', FastaiAdam), ('optcb Adam (default)', optcb.Adam),
+                           ('optcb Adam (compile=True)', partial(optcb.Adam, compile=True))]:
         set_seed(42, reproducible=True)
         timer = StepTimer()
         learn = make_learner(make_dls(digits_folder(), DIGITS, device='cpu'), DIGITS, opt_func, cbs=[timer])
