@@ -7,7 +7,8 @@ Docs: https://optcb.github.io/optcb/callbacks.html.md"""
 # %% auto #0
 __all__ = ['weight_decay', 'l2_reg', 'maximize', 'average_grad', 'sgd_momentum', 'average_sqr_grad', 'yogi_sqr_grad', 'mean_grad',
            'max_sqr_grad', 'step_stat', 'debias', 'sgd_step', 'momentum_step', 'nesterov_step', 'rms_prop_step',
-           'rms_prop_momentum_step', 'adam_step']
+           'rms_prop_momentum_step', 'adam_step', 'sum_sqr_grad', 'adagrad_step', 'max_abs_grad', 'adamax_step',
+           'adadelta_step', 'lion_step']
 
 # %% ../nbs/01_callbacks.ipynb #c002
 import torch
@@ -124,3 +125,42 @@ def adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg, max_sqr_avg=
     v = sqr_avg if max_sqr_avg is None else max_sqr_avg
     denom = v.sqrt().div_((1 - sqr_mom**step) ** 0.5).add_(eps)
     p.addcdiv_(grad_avg, denom, value=-(lr / (1 - mom**step)))
+
+# %% ../nbs/01_callbacks.ipynb #c018
+@callback(initial_accumulator=0.)
+def sum_sqr_grad(p, *, initial_accumulator, sqr_sum=None):
+    "Adagrad's accumulator: s ← s + g² (Duchi et al. 2011, eq. 1)"
+    if sqr_sum is None: sqr_sum = _init(p.grad, initial_accumulator)
+    return {'sqr_sum': sqr_sum.addcmul_(p.grad, p.grad, value=1)}
+
+@callback(eps=1e-10, lr_decay=0.)
+def adagrad_step(p, *, lr, lr_decay, eps, step, sqr_sum):
+    "Adagrad's step with torch's learning-rate decay: p ← p − lr/(1 + (t−1)·lr_decay) · g/(√s + eps)"
+    p.addcdiv_(p.grad, sqr_sum.sqrt().add_(eps), value=-(lr / (1 + (step - 1) * lr_decay)))
+
+@callback(sqr_mom=0.999, eps=1e-8)
+def max_abs_grad(p, *, sqr_mom, eps, inf_norm=None):
+    "Adamax's exponentially weighted infinity norm: u ← max(sqr_mom·u, |g| + eps) (Kingma & Ba 2015, Algorithm 2)"
+    if inf_norm is None: inf_norm = torch.zeros_like(p.grad)
+    return {'inf_norm': torch.maximum(inf_norm.mul_(sqr_mom), p.grad.abs().add_(eps), out=inf_norm)}
+
+@callback()
+def adamax_step(p, *, lr, mom, step, grad_avg, inf_norm):
+    "Adamax's step: p ← p − lr/(1 − momᵗ) · m/u"
+    p.addcdiv_(grad_avg, inf_norm, value=-(lr / (1 - mom**step)))
+
+@callback(eps=1e-6)
+def adadelta_step(p, *, lr, sqr_mom, eps, sqr_avg, delta_avg=None):
+    "Adadelta (Zeiler 2012, Algorithm 1): Δ = √(D + eps)/√(v + eps)·g, D ← ρ·D + (1−ρ)·Δ², p ← p − lr·Δ, with ρ = sqr_mom"
+    if delta_avg is None: delta_avg = torch.zeros_like(p.grad)
+    delta = delta_avg.add(eps).sqrt_().div_(sqr_avg.add(eps).sqrt_()).mul_(p.grad)
+    delta_avg.mul_(sqr_mom).addcmul_(delta, delta, value=1 - sqr_mom)
+    p.add_(delta, alpha=-lr)
+    return {'delta_avg': delta_avg}
+
+@callback(mom=0.9, mom2=0.99)
+def lion_step(p, *, lr, mom, mom2, grad_avg=None):
+    "Lion (Chen et al. 2023, Algorithm 2): p ← p − lr·sign(mom·m + (1−mom)·g), then m ← mom2·m + (1−mom2)·g"
+    if grad_avg is None: grad_avg = torch.zeros_like(p.grad)
+    p.add_(grad_avg.lerp(p.grad, 1 - mom).sign_(), alpha=-lr)
+    return {'grad_avg': grad_avg.lerp_(p.grad, 1 - mom2)}

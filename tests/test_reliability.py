@@ -14,7 +14,13 @@ for cls in ['Adam', 'AdamW']:
                     (cls, dict(betas=(0.9, 1.0))), (cls, dict(betas=(0.9, -0.1))), (cls, dict(weight_decay=-0.1)),
                     (cls, dict(lr=torch.tensor([1e-3, 1e-3]))), (cls, dict(fused=True, foreach=True))]
 TORCH_CASES += [('RMSprop', dict(lr=-0.01)), ('RMSprop', dict(eps=-1e-8)), ('RMSprop', dict(alpha=-0.1)),
-                ('RMSprop', dict(momentum=-0.1)), ('RMSprop', dict(weight_decay=-0.1))]
+                ('RMSprop', dict(momentum=-0.1)), ('RMSprop', dict(weight_decay=-0.1)),
+                ('Adagrad', dict(lr=-0.01)), ('Adagrad', dict(lr_decay=-0.1)), ('Adagrad', dict(weight_decay=-0.1)),
+                ('Adagrad', dict(initial_accumulator_value=-0.1)), ('Adagrad', dict(eps=-1e-10)),
+                ('Adamax', dict(lr=-0.01)), ('Adamax', dict(eps=-1e-8)), ('Adamax', dict(betas=(1.0, 0.999))),
+                ('Adamax', dict(betas=(0.9, 1.0))), ('Adamax', dict(weight_decay=-0.1)),
+                ('Adadelta', dict(lr=-0.1)), ('Adadelta', dict(rho=1.5)), ('Adadelta', dict(rho=-0.1)),
+                ('Adadelta', dict(eps=-1e-6)), ('Adadelta', dict(weight_decay=-0.1))]
 
 @pytest.mark.parametrize('cls,kw', TORCH_CASES, ids=[f'{c}-{k}' for c, k in TORCH_CASES])
 def test_torch_error_cases_are_refused_with_the_same_type(cls, kw):
