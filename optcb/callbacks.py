@@ -8,10 +8,11 @@ Docs: https://optcb.github.io/optcb/callbacks.html.md"""
 __all__ = ['weight_decay', 'l2_reg', 'maximize', 'average_grad', 'sgd_momentum', 'average_sqr_grad', 'yogi_sqr_grad', 'mean_grad',
            'max_sqr_grad', 'step_stat', 'debias', 'sgd_step', 'momentum_step', 'nesterov_step', 'rms_prop_step',
            'rms_prop_momentum_step', 'adam_step', 'sum_sqr_grad', 'adagrad_step', 'max_abs_grad', 'adamax_step',
-           'adadelta_step', 'lion_step']
+           'adadelta_step', 'lion_step', 'radam_step', 'torch_radam_step', 'lookahead_start', 'lookahead_sync']
 
 # %% ../nbs/01_callbacks.ipynb #c002
 import torch
+import torch.nn.functional as F
 from .core import callback, TensorList, is_zero
 
 # %% ../nbs/01_callbacks.ipynb #c006
@@ -164,3 +165,42 @@ def lion_step(p, *, lr, mom, mom2, grad_avg=None):
     if grad_avg is None: grad_avg = torch.zeros_like(p.grad)
     p.add_(grad_avg.lerp(p.grad, 1 - mom).sign_(), alpha=-lr)
     return {'grad_avg': grad_avg.lerp_(p.grad, 1 - mom2)}
+
+# %% ../nbs/01_callbacks.ipynb #c020
+def _rho(sqr_mom, step):
+    "RAdam's ρ∞ and ρ_t (Liu et al. 2020, eq. 7 and Algorithm 2)"
+    rho_inf = 2 / (1 - sqr_mom) - 1
+    return rho_inf, rho_inf - 2 * step * sqr_mom**step / (1 - sqr_mom**step)
+
+def _rect(rho_inf, rho_t): return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+
+@callback(eps=1e-5, beta=0.)
+def radam_step(p, *, lr, mom, sqr_mom, eps, beta, step, grad_avg, sqr_avg):
+    "RAdam as fastai writes it: p ← p − lr·r_t·m̂/(√v̂ + eps) once ρ_t > 5, else p ← p − lr·m̂; `beta` > 0 softplus-smooths the denominator"
+    rho_inf, rho_t = _rho(sqr_mom, step)
+    if rho_t > 5:
+        denom = (sqr_avg / (1 - sqr_mom**step)).sqrt().add_(eps)
+        if not is_zero(beta): denom = F.softplus(denom, beta)
+        p.addcdiv_(grad_avg, denom, value=-(lr * _rect(rho_inf, rho_t) / (1 - mom**step)))
+    else: p.add_(grad_avg, alpha=-(lr / (1 - mom**step)))
+
+@callback(eps=1e-8)
+def torch_radam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
+    "RAdam as torch.optim.RAdam computes it: eps added to √v before the bias correction, p ← p − lr·r_t·m̂·√(1−sqr_momᵗ)/(√v + eps)"
+    rho_inf, rho_t = _rho(sqr_mom, step)
+    m_hat = grad_avg / (1 - mom**step) * lr
+    if rho_t > 5: m_hat = m_hat * ((1 - sqr_mom**step) ** 0.5 / sqr_avg.sqrt().add_(eps)) * _rect(rho_inf, rho_t)
+    p.add_(m_hat, alpha=-1.0)
+
+@callback()
+def lookahead_start(p, *, slow_p=None):
+    "Lookahead's slow weights, copied from the parameter before its first step"
+    if slow_p is None: return {'slow_p': p.detach().clone()}
+
+@callback(k=6, alpha=0.5)
+def lookahead_sync(p, *, k, alpha, slow_p, la_step=0):
+    "Lookahead (Zhang et al. 2019, Algorithm 1): every k steps φ ← φ + alpha·(θ − φ), θ ← φ"
+    if (la_step + 1) % k == 0:
+        slow_p.add_(p - slow_p, alpha=alpha)
+        p.copy_(slow_p)
+    return {'la_step': la_step + 1}

@@ -18,7 +18,7 @@ from .bench import bench
 def compare_cli(
     data:str='digits', # digits (offline, built from scikit-learn's digits) or imagenette (downloads)
     path:str=None, # a folder with train/<class>/* and val/<class>/* (e.g. a local Imagenette copy)
-    opts:str='sgd,momentum,rmsprop,adam', # comma-separated: sgd, momentum, nesterov, rmsprop, adam, adamw, amsgrad, yogi, torch:<Name>
+    opts:str='sgd,momentum,rmsprop,adam', # comma-separated: sgd, momentum, nesterov, rmsprop, adam, adamw, amsgrad, yogi, radam, ranger, lion, adamax, adagrad, adadelta, torch:<Name>
     epochs:int=3, # epochs of fit_one_cycle
     lr:str=None, # a learning rate for all, 'find' (lr_find's valley), or name=value pairs; default: each optimizer's own
     seed:int=42, # fixes the initial weights and the batch order, the same for every optimizer

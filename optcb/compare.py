@@ -128,6 +128,12 @@ CONTENDERS = {
     'adamw':    (optcb.AdamW, 3e-3, {}),
     'amsgrad':  (partial(optcb.Adam, amsgrad=True), 3e-3, {}),
     'yogi':     (optcb.Yogi, 1e-2, {}),
+    'radam':    (optcb.RAdam, 3e-3, {}),
+    'ranger':   (optcb.ranger, 3e-3, {}),
+    'lion':     (optcb.Lion, 3e-4, {}),
+    'adamax':   (optcb.Adamax, 3e-3, {}),
+    'adagrad':  (optcb.Adagrad, 1e-2, {}),
+    'adadelta': (optcb.Adadelta, 1., {}),
 }
 # torch.optim keyword arguments equal to optcb's (fastai's) defaults, for `match`
 TORCH_MATCH = {'AdamW': dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01), 'Adam': dict(betas=(0.9, 0.99), eps=1e-5),

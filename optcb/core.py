@@ -177,7 +177,8 @@ class _Callback:
 # %% ../nbs/00_core.ipynb #c014
 _ranges = dict(lr=(0, math.inf, True), eps=(0, math.inf, True), wd=(0, math.inf, True),
                mom=(0, 1, False), sqr_mom=(0, 1, False), mom2=(0, 1, False), dampening=(0, 1, True),
-               initial_accumulator=(0, math.inf, True), lr_decay=(0, math.inf, True))
+               initial_accumulator=(0, math.inf, True), lr_decay=(0, math.inf, True), alpha=(0, 1, True), k=(1, math.inf, True),
+               beta=(0, math.inf, True))
 
 def check_hyper(name, v, where=''):
     "Raise a `TypeError`/`ValueError` naming `name` if `v` is not a valid value for it"

@@ -1,5 +1,5 @@
 "Adagrad, Adamax, Adadelta against torch.optim; Lion against a reference written from its paper; group == per-tensor"
-import itertools, pytest, torch
+import copy, itertools, pytest, torch
 import optcb
 from _util import make_params, clone_params, grad_stream, run, max_errs
 
@@ -71,3 +71,63 @@ def test_compiled_path_matches(make):
     run(a, ps, g, 20); run(b, ref, g, 20)
     perr, serr = max_errs(ps, ref, a, b)
     assert perr < 1e-12 and serr < 1e-12
+
+# -- RAdam, Lookahead, ranger
+import fastai.optimizer as fo
+
+RADAM_TORCH = [dict(lr=1e-2, betas=b, eps=e, weight_decay=w, decoupled_weight_decay=d)
+               for b in [(0.9, 0.999), (0.8, 0.9)] for e in [1e-8, 1e-3] for w in [0., 0.1] for d in [False, True]]
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('kw', RADAM_TORCH, ids=str)
+def test_radam_matches_torch(kw, dtype):
+    "betas=(0.8, 0.9) reach ρ_t > 5 at step 6, (0.9, 0.999) at step 5: both branches are exercised"
+    ps = make_params(dtype); ref = clone_params(ps)
+    ours = optcb.optim.RAdam(groups(ps, dict(lr=5e-3)), **kw); theirs = torch.optim.RAdam(groups(ref, dict(lr=5e-3)), foreach=False, **kw)
+    g = grad_stream(ps, STEPS)
+    run(ours, ps, g, STEPS); run(theirs, ref, g, STEPS)
+    perr, serr = max_errs(ps, ref, ours, theirs, {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'})
+    assert perr <= TOL[dtype] and serr <= TOL[dtype], (perr, serr)
+
+@pytest.mark.parametrize('kw', [dict(), dict(mom=0.5, sqr_mom=0.9, eps=1e-8, wd=0.1), dict(wd=0.1, decouple_wd=False), dict(beta=10.)], ids=str)
+def test_radam_matches_fastai(kw):
+    ps = make_params(); ref = clone_params(ps)
+    ours, theirs = optcb.RAdam([ps[:3], ps[3:]], lr=1e-2, **kw), fo.RAdam([ref[:3], ref[3:]], lr=1e-2, **kw)
+    g = grad_stream(ps, STEPS)
+    run(ours, ps, g, STEPS); run(theirs, ref, g, STEPS)
+    perr, serr = max_errs(ps, ref, ours, theirs)
+    assert perr < 1e-10 and serr < 1e-10, (perr, serr)
+
+@pytest.mark.parametrize('inner', ['SGD', 'RAdam'])
+def test_lookahead_matches_fastai_and_syncs_every_k_steps(inner):
+    ps = make_params(); ref = clone_params(ps)
+    kw = dict(lr=1e-2, mom=0.9) if inner == 'SGD' else dict(lr=1e-2)
+    ours = optcb.Lookahead(getattr(optcb, inner)([ps[:3], ps[3:]], **kw), k=5, alpha=0.4)
+    theirs = fo.Lookahead(getattr(fo, inner)([ref[:3], ref[3:]], **kw), k=5, alpha=0.4)
+    g = grad_stream(ps, 40, skip=())
+    for t in range(40):
+        for o, qs in [(ours, ps), (theirs, ref)]:
+            for p, gr in zip(qs, g(t, qs)): p.grad = gr.clone()
+            o.step()
+        if (t + 1) % 5 == 0: assert all(torch.equal(p, ours.state[p]['slow_p']) for p in ps)  # fast == slow right after a sync
+        elif t % 5 == 1: assert not all(torch.equal(p, ours.state[p]['slow_p']) for p in ps if p.numel())
+    for a, b in zip(ps, ref): assert ((a - b).abs().max() if a.numel() else 0) < 1e-12
+
+def test_ranger_matches_fastai_and_round_trips_its_state():
+    ps = make_params(); ref = clone_params(ps)
+    ours, theirs = optcb.ranger(ps, lr=1e-2), fo.ranger(ref, lr=1e-2)
+    g = grad_stream(ps, 30, skip=())
+    run(ours, ps, g, 15); run(theirs, ref, g, 15)
+    sd = copy.deepcopy(ours.state_dict()); ps2 = clone_params(ps)  # load_state_dict keeps the given tensors, as torch does
+    ours2 = optcb.ranger(ps2, lr=1e-2); ours2.load_state_dict(sd)
+    for o, qs in [(ours, ps), (ours2, ps2)]: run(o, qs, lambda t, q: g(t + 15, q), 15)
+    run(theirs, ref, lambda t, q: g(t + 15, q), 15)
+    assert all(torch.equal(a, b) for a, b in zip(ps, ps2))
+    for a, b in zip(ps, ref): assert ((a - b).abs().max() if a.numel() else 0) < 1e-12
+
+def test_new_optimizers_work_as_a_learner_opt_func():
+    from test_learner import learner, quiet_fit
+    from functools import partial
+    for opt_func in [optcb.ranger, optcb.RAdam, optcb.Lion, optcb.Adamax, optcb.Adagrad]:
+        learn = learner(opt_func); quiet_fit(learn, 1, 1e-3)
+        assert learn.recorder.values[-1][1] < 10  # trained without error (valid loss finite)
