@@ -8,7 +8,8 @@ Docs: https://optcb.github.io/optcb/callbacks.html.md"""
 __all__ = ['weight_decay', 'l2_reg', 'maximize', 'average_grad', 'sgd_momentum', 'average_sqr_grad', 'yogi_sqr_grad', 'mean_grad',
            'max_sqr_grad', 'step_stat', 'debias', 'sgd_step', 'momentum_step', 'nesterov_step', 'rms_prop_step',
            'rms_prop_momentum_step', 'adam_step', 'sum_sqr_grad', 'adagrad_step', 'max_abs_grad', 'adamax_step',
-           'adadelta_step', 'lion_step', 'radam_step', 'torch_radam_step', 'lookahead_start', 'lookahead_sync']
+           'adadelta_step', 'lion_step', 'radam_step', 'torch_radam_step', 'lookahead_start', 'lookahead_sync',
+           'qhadam_step', 'lamb_step', 'larc_layer_lr', 'larc_step']
 
 # %% ../nbs/01_callbacks.ipynb #c002
 import torch
@@ -204,3 +205,31 @@ def lookahead_sync(p, *, k, alpha, slow_p, la_step=0):
         slow_p.add_(p - slow_p, alpha=alpha)
         p.copy_(slow_p)
     return {'la_step': la_step + 1}
+
+# %% ../nbs/01_callbacks.ipynb #c022
+@callback(eps=1e-8, nu_1=0.7, nu_2=1.0)
+def qhadam_step(p, *, lr, mom, sqr_mom, eps, nu_1, nu_2, step, grad_avg, sqr_avg):
+    "QHAdam (Ma & Yarats 2019, eq. 8): p ← p − lr·((1−ν₁)·g + ν₁·m̂)/(√((1−ν₂)·g² + ν₂·v̂) + eps)"
+    num = (grad_avg / (1 - mom**step)).mul_(nu_1).add_(p.grad, alpha=1 - nu_1)
+    den = (sqr_avg / (1 - sqr_mom**step)).mul_(nu_2).addcmul_(p.grad, p.grad, value=1 - nu_2).sqrt_().add_(eps)
+    p.addcdiv_(num, den, value=-lr)
+
+@callback(eps=1e-6, elementwise=False)
+def lamb_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
+    "LAMB (You et al. 2019, Algorithm 2): Adam's update u scaled per layer by min(‖p‖/‖u‖, 10) (1 where a norm is 0)"
+    upd = (grad_avg / (1 - mom**step)).div_((sqr_avg / (1 - sqr_mom**step)).sqrt_().add_(eps))
+    r1, r2 = p.norm(), upd.norm()
+    trust = torch.where(torch.logical_or(r1.eq(0), r2.eq(0)), 1., torch.clamp(r1 / r2, max=10.))
+    p.add_(upd.mul_(trust), alpha=-lr)
+
+@callback(trust_coeff=0.02, eps=1e-8, elementwise=False, state=('local_lr',))
+def larc_layer_lr(p, *, lr, trust_coeff, wd, eps, clip=True):
+    "LARS/LARC's per-layer learning rate (You et al. 2017, eq. 6): lr·η·‖p‖/(‖g‖ + wd·‖p‖ + eps), at most lr with `clip` (LARC)"
+    p_norm = p.norm()
+    local_lr = p_norm.mul(lr * trust_coeff).div_(p.grad.norm().add(p_norm, alpha=wd).add_(eps))
+    return {'local_lr': torch.clamp(local_lr, max=lr) if clip else local_lr}
+
+@callback(elementwise=False)
+def larc_step(p, *, local_lr, grad_avg=None):
+    "Step with the per-layer learning rate: p ← p − local_lr·(m, or g without momentum)"
+    p.sub_((p.grad if grad_avg is None else grad_avg) * local_lr)

@@ -134,6 +134,9 @@ CONTENDERS = {
     'adamax':   (optcb.Adamax, 3e-3, {}),
     'adagrad':  (optcb.Adagrad, 1e-2, {}),
     'adadelta': (optcb.Adadelta, 1., {}),
+    'qhadam':   (optcb.QHAdam, 3e-3, {}),
+    'lamb':     (optcb.Lamb, 3e-3, {}),
+    'larc':     (optcb.Larc, 0.5, {}),
 }
 # torch.optim keyword arguments equal to optcb's (fastai's) defaults, for `match`
 TORCH_MATCH = {'AdamW': dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01), 'Adam': dict(betas=(0.9, 0.99), eps=1e-5),

@@ -123,12 +123,13 @@ class TensorList:
     def __abs__(self): return self._apply('abs')
 
 # %% ../nbs/00_core.ipynb #c010
-def callback(*, foreach=True, elementwise=True, **defaults):
+def callback(*, foreach=True, elementwise=True, state=(), **defaults):
     """Decorator: give a callback its default hyperparameters, and say whether its body also runs on a `TensorList`
     (`foreach`) and treats every value on its own (`elementwise`: no norms or shapes), so that it may run on one
-    buffer that holds many parameters"""
+    buffer that holds many parameters. `state` names what it returns without reading it back (what it reads back is
+    found from its keyword names)."""
     def _decorate(fn):
-        fn.defaults, fn.foreach, fn.elementwise = defaults, foreach, elementwise
+        fn.defaults, fn.foreach, fn.elementwise, fn.state = defaults, foreach, elementwise, tuple(state)
         return fn
     return _decorate
 
@@ -164,6 +165,7 @@ class _Callback:
         self.defaults = dict(_attr(fn, 'defaults') or _attr(fn, '_defaults') or {})
         self.foreach = bool(_attr(fn, 'foreach'))
         self.elementwise = self.foreach and bool(_attr(fn, 'elementwise'))
+        self.produces = self.optional | set(_attr(fn, 'state') or ())
 
     def __call__(self, p, state, hypers):
         if self.var_kw: kw = {**state, **hypers}
@@ -178,7 +180,7 @@ class _Callback:
 _ranges = dict(lr=(0, math.inf, True), eps=(0, math.inf, True), wd=(0, math.inf, True),
                mom=(0, 1, False), sqr_mom=(0, 1, False), mom2=(0, 1, False), dampening=(0, 1, True),
                initial_accumulator=(0, math.inf, True), lr_decay=(0, math.inf, True), alpha=(0, 1, True), k=(1, math.inf, True),
-               beta=(0, math.inf, True))
+               beta=(0, math.inf, True), nu_1=(0, 1, True), nu_2=(0, 1, True), trust_coeff=(0, math.inf, True))
 
 def check_hyper(name, v, where=''):
     "Raise a `TypeError`/`ValueError` naming `name` if `v` is not a valid value for it"
@@ -387,7 +389,7 @@ class Optimizer(torch.optim.Optimizer):
             for n in sorted(cb.required - hypers.keys() - produced):
                 raise TypeError(f"callback {cb.name} needs {n!r} ({where}), but it is not a hyperparameter "
                                 f"and no earlier callback keeps it in the state")
-            produced |= cb.optional - hypers.keys()
+            produced |= cb.produces - hypers.keys()
 
     def add_param_group(self, param_group):
         group = dict(param_group)
@@ -494,7 +496,7 @@ class Optimizer(torch.optim.Optimizer):
     # -- checkpoints
     def _state_names(self):
         hyper_names = {n for g in self.param_groups for n in self._hypers(g)}
-        names = {n for cb in self._chain for n in cb.optional} - hyper_names
+        names = {n for cb in self._chain for n in cb.produces} - hyper_names
         return names | set(self._keep_on_clear) | {k for s in self.state.values() for k in s}
 
     def load_state_dict(self, state_dict):

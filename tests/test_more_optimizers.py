@@ -131,3 +131,31 @@ def test_new_optimizers_work_as_a_learner_opt_func():
     for opt_func in [optcb.ranger, optcb.RAdam, optcb.Lion, optcb.Adamax, optcb.Adagrad]:
         learn = learner(opt_func); quiet_fit(learn, 1, 1e-3)
         assert learn.recorder.values[-1][1] < 10  # trained without error (valid loss finite)
+
+# -- QHAdam, LAMB, LARC/LARS against fastai (LAMB also against the paper's trust ratio), both paths
+FASTAI_MORE = [('QHAdam', dict()), ('QHAdam', dict(mom=0.9, sqr_mom=0.99, nu_1=0.5, nu_2=0.8, wd=0.1)),
+               ('QHAdam', dict(wd=0.1, decouple_wd=False)), ('Lamb', dict()), ('Lamb', dict(wd=0.1, eps=1e-8)),
+               ('Lamb', dict(wd=0.1, decouple_wd=False)), ('Larc', dict()), ('Larc', dict(clip=False, wd=0.01)),
+               ('Larc', dict(mom=0., trust_coeff=0.1)), ('Larc', dict(wd=0.05, decouple_wd=False))]
+
+@pytest.mark.parametrize('foreach', [True, False])
+@pytest.mark.parametrize('name,kw', FASTAI_MORE, ids=lambda x: str(x))
+def test_matches_fastai(name, kw, foreach):
+    ps = make_params(); ref = clone_params(ps)
+    ours = getattr(optcb, name)([ps[:3], ps[3:]], lr=1e-2, foreach=foreach, **kw)
+    theirs = getattr(fo, name)([ref[:3], ref[3:]], lr=1e-2, **kw)
+    g = grad_stream(ps, STEPS)
+    run(ours, ps, g, STEPS); run(theirs, ref, g, STEPS)
+    perr, serr = max_errs(ps, ref, ours, theirs)
+    assert perr < 1e-10 and serr < 1e-10, (perr, serr)
+
+def test_lamb_trust_ratio_is_per_layer():
+    "Two layers of very different scale move by lr·‖p‖·(their own ratio): one step of LAMB from the paper's Algorithm 2"
+    big, small = torch.full((4,), 100., dtype=torch.float64, requires_grad=True), torch.full((4,), 0.01, dtype=torch.float64, requires_grad=True)
+    opt = optcb.Lamb([big, small], lr=0.1, eps=0.)
+    big.grad = torch.ones(4, dtype=torch.float64); small.grad = torch.ones(4, dtype=torch.float64)
+    opt.step()
+    # first step: m̂/√v̂ = sign(g) = 1, so u = 1 everywhere, ‖u‖ = 2; trust = min(‖p‖/‖u‖, 10): 10 for big, 0.01 for small
+    assert torch.allclose(big.detach(), torch.full((4,), 100 - 0.1 * 10, dtype=torch.float64))
+    assert torch.allclose(small.detach(), torch.full((4,), 0.01 - 0.1 * 0.01, dtype=torch.float64))
+    assert not optcb.Lamb([big], lr=0.1)._compile  # per-layer norms: never the flat compiled path
