@@ -58,6 +58,14 @@ OPTIMIZERS = {
     'rmsprop': (('RMSProp', dict(lr=1e-3, sqr_mom=0.99, eps=1e-8)), ('RMSprop', dict(lr=1e-3, alpha=0.99, eps=1e-8), ('foreach',)),
                 partial(optcb.RMSProp, lr=1e-3)),
     'yogi': (None, None, partial(optcb.Yogi, lr=1e-3)),
+    'radam': (('RAdam', dict(lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8)), ('RAdam', dict(lr=1e-3, eps=1e-8), ('foreach',)),
+              partial(optcb.optim.RAdam, lr=1e-3)),
+    'nadam': (None, ('NAdam', dict(lr=2e-3), ('foreach',)), partial(optcb.optim.NAdam, lr=2e-3)),
+    'adagrad': (None, ('Adagrad', dict(lr=1e-2), ('foreach', 'fused')), partial(optcb.optim.Adagrad, lr=1e-2)),
+    'adamax': (None, ('Adamax', dict(lr=2e-3), ('foreach',)), partial(optcb.optim.Adamax, lr=2e-3)),
+    'adadelta': (None, ('Adadelta', dict(lr=1.), ('foreach',)), partial(optcb.optim.Adadelta, lr=1.)),
+    'lion': (None, None, partial(optcb.Lion, lr=1e-4)),
+    'lamb': (('Lamb', dict(lr=1e-3)), None, partial(optcb.Lamb, lr=1e-3)),
 }
 
 def contenders(opt:str='adam', include_torch_compile=True) -> dict:
@@ -77,9 +85,13 @@ def contenders(opt:str='adam', include_torch_compile=True) -> dict:
             import optimi
             c['torch-optimi AdamW'] = lambda ps: optimi.AdamW(ps, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, decouple_lr=False)
         except ImportError: pass
-    c.update({'optcb per-tensor': partial(ours, foreach=False), 'optcb group (foreach)': partial(ours, foreach=True, compile=False),
-              'optcb default (compiled)': ours,
-              'optcb compiled, new grads/step': _fresh_grads(partial(ours, compile=True))})
+    c.update({'optcb per-tensor': partial(ours, foreach=False), 'optcb group (foreach)': partial(ours, foreach=True)})
+    if ours([torch.zeros(1, requires_grad=True)])._flat_capable:  # per-layer norms (LAMB) or Python scalars (NAdam): no compiled path
+        compiled = {'fused': True} if isinstance(ours.func, type) else {'compile': True}  # optcb.optim classes say fused=
+        c['optcb group (foreach)'] = partial(ours, foreach=True, **{k: False for k in compiled})
+        c['optcb default (compiled)'] = ours
+        c['optcb compiled, new grads/step'] = _fresh_grads(partial(ours, **compiled))
+    else: c['optcb default'] = ours
     return c
 
 def _params(opt): return [p for g in opt.param_groups for p in g['params']]

@@ -9,7 +9,8 @@ __all__ = ['weight_decay', 'l2_reg', 'maximize', 'average_grad', 'sgd_momentum',
            'max_sqr_grad', 'step_stat', 'debias', 'sgd_step', 'momentum_step', 'nesterov_step', 'rms_prop_step',
            'rms_prop_momentum_step', 'adam_step', 'sum_sqr_grad', 'adagrad_step', 'max_abs_grad', 'adamax_step',
            'adadelta_step', 'lion_step', 'radam_step', 'torch_radam_step', 'lookahead_start', 'lookahead_sync',
-           'qhadam_step', 'lamb_step', 'larc_layer_lr', 'larc_step']
+           'qhadam_step', 'lamb_step', 'larc_layer_lr', 'larc_step', 'nadam_mu', 'nadam_step', 'adan_stats',
+           'adan_step']
 
 # %% ../nbs/01_callbacks.ipynb #c002
 import torch
@@ -233,3 +234,36 @@ def larc_layer_lr(p, *, lr, trust_coeff, wd, eps, clip=True):
 def larc_step(p, *, local_lr, grad_avg=None):
     "Step with the per-layer learning rate: p ← p − local_lr·(m, or g without momentum)"
     p.sub_((p.grad if grad_avg is None else grad_avg) * local_lr)
+
+# %% ../nbs/01_callbacks.ipynb #c024
+@callback(momentum_decay=4e-3, elementwise=False)
+def nadam_mu(p, *, mom, momentum_decay, step, mu_product=1.):
+    "NAdam's running product of μ_t = mom·(1 − ½·0.96^(t·ψ)), in float32 as torch.optim.NAdam keeps it"
+    mu = mom * (1. - 0.5 * 0.96 ** (step * momentum_decay))
+    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    return {'mu_product': torch.tensor(mu_product, dtype=dtype).mul_(mu).item()}
+
+@callback(eps=1e-8, momentum_decay=4e-3, elementwise=False)
+def nadam_step(p, *, lr, mom, sqr_mom, eps, momentum_decay, step, mu_product, grad_avg, sqr_avg):
+    "NAdam's step: p ← p − lr·(1−μ_t)/(1−Πμ)·g/d − lr·μ_{t+1}/(1−Πμ·μ_{t+1})·m/d, with d = √v̂ + eps"
+    mu = mom * (1. - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = mom * (1. - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    denom = sqr_avg.div(1 - sqr_mom**step).sqrt().add_(eps)
+    p.addcdiv_(p.grad, denom, value=-lr * (1. - mu) / (1. - mu_product))
+    p.addcdiv_(grad_avg, denom, value=(-lr * mu_next) / (1. - mu_product * mu_next))
+
+@callback(mom2=0.92, sqr_mom=0.99)
+def adan_stats(p, *, mom2, sqr_mom, prev_grad=None, diff_avg=None, sqr_avg=None):
+    "Adan's statistics (Xie et al. 2022, Algorithm 1 lines 4–5): d ← β₂d + (1−β₂)Δg, n ← β₃n + (1−β₃)(g + β₂Δg)²"
+    if prev_grad is None: prev_grad, diff_avg, sqr_avg = p.grad.clone(), torch.zeros_like(p.grad), torch.zeros_like(p.grad)
+    diff = p.grad - prev_grad
+    u = p.grad.add(diff, alpha=mom2)
+    return {'diff_avg': diff_avg.lerp_(diff, 1 - mom2), 'sqr_avg': sqr_avg.mul_(sqr_mom).addcmul_(u, u, value=1 - sqr_mom),
+            'prev_grad': prev_grad.copy_(p.grad)}
+
+@callback(eps=1e-8, wd=0.)
+def adan_step(p, *, lr, mom, mom2, sqr_mom, eps, wd, step, grad_avg, diff_avg, sqr_avg, do_wd=True):
+    "Adan's step (Algorithm 1 lines 6–7, bias-corrected): θ ← (θ − lr·(m̂ + β₂d̂)/(√n̂ + ε))/(1 + lr·λ)"
+    upd = (grad_avg / (1 - mom**step)).add_(diff_avg / (1 - mom2**step), alpha=mom2)
+    p.addcdiv_(upd, sqr_avg.sqrt().div_((1 - sqr_mom**step) ** 0.5).add_(eps), value=-lr)
+    if do_wd and not is_zero(wd): p.div_(1 + lr * wd)

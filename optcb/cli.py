@@ -34,7 +34,7 @@ def compare_cli(
 
 def bench_cli(
     sets:str='resnet34,small,big,transformer', # parameter sets: resnet34, small (1,000×1,000), big (one 20M tensor), transformer
-    opt:str='adam', # adam, sgd (momentum 0.9), rmsprop or yogi
+    opt:str='adam', # adam, sgd (momentum 0.9), rmsprop, yogi, radam, nadam, adagrad, adamax, adadelta, lion, lamb
     rounds:int=15, # interleaved timing rounds per set
     threads:int=None, # torch threads (default: torch's)
     no_torch_compile:bool=False, # skip torch.compile of torch's own step (always skipped on 'small', where it compiles for minutes)

@@ -137,6 +137,8 @@ CONTENDERS = {
     'qhadam':   (optcb.QHAdam, 3e-3, {}),
     'lamb':     (optcb.Lamb, 3e-3, {}),
     'larc':     (optcb.Larc, 0.5, {}),
+    'nadam':    (optcb.NAdam, 3e-3, {}),
+    'adan':     (optcb.Adan, 3e-3, {}),
 }
 # torch.optim keyword arguments equal to optcb's (fastai's) defaults, for `match`
 TORCH_MATCH = {'AdamW': dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01), 'Adam': dict(betas=(0.9, 0.99), eps=1e-5),

@@ -180,7 +180,7 @@ class _Callback:
 _ranges = dict(lr=(0, math.inf, True), eps=(0, math.inf, True), wd=(0, math.inf, True),
                mom=(0, 1, False), sqr_mom=(0, 1, False), mom2=(0, 1, False), dampening=(0, 1, True),
                initial_accumulator=(0, math.inf, True), lr_decay=(0, math.inf, True), alpha=(0, 1, True), k=(1, math.inf, True),
-               beta=(0, math.inf, True), nu_1=(0, 1, True), nu_2=(0, 1, True), trust_coeff=(0, math.inf, True))
+               beta=(0, math.inf, True), nu_1=(0, 1, True), nu_2=(0, 1, True), trust_coeff=(0, math.inf, True), momentum_decay=(0, math.inf, True))
 
 def check_hyper(name, v, where=''):
     "Raise a `TypeError`/`ValueError` naming `name` if `v` is not a valid value for it"
@@ -335,7 +335,7 @@ class Optimizer(torch.optim.Optimizer):
             if v not in (None, True, False): raise TypeError(f"{name} must be None, True or False, not {v!r}")
         self.foreach, self.compile = foreach, compile
         self._group_path = foreach if foreach is not None else all(cb.foreach for cb in self._chain)
-        flat_ok = self._group_path and all(cb.elementwise for cb in self._chain)
+        self._flat_capable = flat_ok = self._group_path and all(cb.elementwise for cb in self._chain)
         if compile and not flat_ok:
             raise ValueError("compile=True runs the callbacks on one flat buffer per bucket, so every callback must be declared "
                              f"with @callback (elementwise): not {[cb.name for cb in self._chain if not cb.elementwise]}"

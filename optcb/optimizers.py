@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/optimizers.html.md"""
 
 # %% auto #0
 __all__ = ['SGD', 'RMSProp', 'Adam', 'AdamW', 'Yogi', 'Adagrad', 'Adamax', 'Adadelta', 'Lion', 'RAdam', 'Lookahead', 'ranger',
-           'QHAdam', 'Lamb', 'Larc']
+           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan']
 
 # %% ../nbs/02_optimizers.ipynb #c002
 from functools import partial
@@ -91,12 +91,25 @@ def QHAdam(params, lr, mom=0.999, sqr_mom=0.999, nu_1=0.7, nu_2=1.0, eps=1e-8, w
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, qhadam_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, nu_1=nu_1, nu_2=nu_2, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-def Lamb(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., decouple_wd=True, foreach=None):
+def Lamb(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., decouple_wd=True, foreach=None, compile=None):
     "LAMB (You et al. 2019) with fastai's signature and defaults"
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, lamb_step]
-    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach)
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-def Larc(params, lr, mom=0.9, clip=True, trust_coeff=0.02, eps=1e-8, wd=0., decouple_wd=True, foreach=None):
+def Larc(params, lr, mom=0.9, clip=True, trust_coeff=0.02, eps=1e-8, wd=0., decouple_wd=True, foreach=None, compile=None):
     "LARC (`clip=True`) or LARS (`clip=False`) with fastai's signature and defaults (You et al. 2017)"
     cbs = [_decay(decouple_wd), *([average_grad] if mom != 0 else []), partial(larc_layer_lr, clip=clip), larc_step]
-    return Optimizer(params, cbs, lr=lr, trust_coeff=trust_coeff, eps=eps, wd=wd, foreach=foreach, **({'mom': mom} if mom != 0 else {}))
+    return Optimizer(params, cbs, lr=lr, trust_coeff=trust_coeff, eps=eps, wd=wd, foreach=foreach, compile=compile,
+                     **({'mom': mom} if mom != 0 else {}))
+
+# %% ../nbs/02_optimizers.ipynb #c011
+def NAdam(params, lr=2e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, momentum_decay=4e-3, wd=0., decouple_wd=True, foreach=None, compile=None):
+    "NAdam (Dozat 2016) with torch's momentum schedule; decoupled weight decay by default, as fastai's Adams"
+    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, nadam_mu, nadam_step]
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, momentum_decay=momentum_decay, wd=wd, foreach=foreach,
+                     compile=compile)
+
+def Adan(params, lr=1e-3, mom=0.98, mom2=0.92, sqr_mom=0.99, eps=1e-8, wd=0., foreach=None, compile=None):
+    "Adan (Xie et al. 2022) as its authors' implementation: decay-rate betas, bias correction, proximal weight decay"
+    cbs = [partial(average_grad, dampening=True), adan_stats, step_stat, adan_step]
+    return Optimizer(params, cbs, lr=lr, mom=mom, mom2=mom2, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)

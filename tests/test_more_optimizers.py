@@ -128,7 +128,8 @@ def test_ranger_matches_fastai_and_round_trips_its_state():
 def test_new_optimizers_work_as_a_learner_opt_func():
     from test_learner import learner, quiet_fit
     from functools import partial
-    for opt_func in [optcb.ranger, optcb.RAdam, optcb.Lion, optcb.Adamax, optcb.Adagrad]:
+    for opt_func in [optcb.ranger, optcb.RAdam, optcb.Lion, optcb.Adamax, optcb.Adagrad, optcb.Adadelta, optcb.NAdam, optcb.Adan,
+                     optcb.QHAdam, optcb.Lamb, optcb.Larc]:
         learn = learner(opt_func); quiet_fit(learn, 1, 1e-3)
         assert learn.recorder.values[-1][1] < 10  # trained without error (valid loss finite)
 
@@ -159,3 +160,59 @@ def test_lamb_trust_ratio_is_per_layer():
     assert torch.allclose(big.detach(), torch.full((4,), 100 - 0.1 * 10, dtype=torch.float64))
     assert torch.allclose(small.detach(), torch.full((4,), 0.01 - 0.1 * 0.01, dtype=torch.float64))
     assert not optcb.Lamb([big], lr=0.1)._compile  # per-layer norms: never the flat compiled path
+
+# -- NAdam against torch, Adan against Algorithm 1
+NADAM = [dict(lr=5e-3, betas=b, eps=e, weight_decay=w, momentum_decay=md, decoupled_weight_decay=d, maximize=m)
+         for b in [(0.9, 0.999), (0.6, 0.9)] for e in [1e-8] for w in [0., 0.1] for md in [4e-3, 0.1] for d in [False, True] for m in [False, True]
+         if not (m and md == 0.1)]
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('kw', NADAM, ids=str)
+def test_nadam_matches_torch(kw, dtype):
+    ps = make_params(dtype); ref = clone_params(ps)
+    ours = optcb.optim.NAdam(groups(ps, dict(lr=1e-2)), **kw); theirs = torch.optim.NAdam(groups(ref, dict(lr=1e-2)), foreach=False, **kw)
+    g = grad_stream(ps, STEPS)
+    run(ours, ps, g, STEPS); run(theirs, ref, g, STEPS)
+    perr, serr = max_errs(ps, ref, ours, theirs, {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'})
+    for p, q in zip(ps, ref):
+        if 'mu_product' in theirs.state[q]: assert ours.state[p]['mu_product'] == theirs.state[q]['mu_product'].item()
+    assert perr <= TOL[dtype] and serr <= TOL[dtype], (perr, serr)
+
+def adan_reference(params, grads, steps, lr, b1, b2, b3, eps, wd):
+    """Adan, Xie et al. 2022, Algorithm 1, with β's as decay rates (paper's β ↦ 1 − β), the bias corrections and zero
+    start of the authors' implementation, and g₋₁ = g₀ on the first step:
+       m = b1·m + (1−b1)·g;  d = b2·d + (1−b2)·(g − g_prev);  n = b3·n + (1−b3)·(g + b2·(g − g_prev))²
+       θ ← (θ − lr·(m/(1−b1ᵗ) + b2·d/(1−b2ᵗ)) / (√(n/(1−b3ᵗ)) + ε)) / (1 + lr·λ)"""
+    xs = [p.detach().double().clone() for p in params]
+    st = [dict(m=torch.zeros_like(x), d=torch.zeros_like(x), n=torch.zeros_like(x), prev=None, t=0) for x in xs]
+    for k in range(steps):
+        for i, g in enumerate(grads(k, xs)):
+            if g is None: continue
+            s = st[i]; s['t'] += 1; t = s['t']
+            diff = g - (g if s['prev'] is None else s['prev'])
+            s['m'] = b1 * s['m'] + (1 - b1) * g
+            s['d'] = b2 * s['d'] + (1 - b2) * diff
+            s['n'] = b3 * s['n'] + (1 - b3) * (g + b2 * diff) ** 2
+            s['prev'] = g.clone()
+            upd = (s['m'] / (1 - b1 ** t) + b2 * s['d'] / (1 - b2 ** t)) / (torch.sqrt(s['n'] / (1 - b3 ** t)) + eps)
+            xs[i] = (xs[i] - lr * upd) / (1 + lr * wd)
+    return xs
+
+@pytest.mark.parametrize('wd', [0., 0.05])
+@pytest.mark.parametrize('path', [dict(foreach=True), dict(foreach=False), dict(compile=True)], ids=['group', 'per-tensor', 'compiled'])
+def test_adan_matches_the_paper(wd, path):
+    ps = make_params(torch.float64); ref = clone_params(ps)
+    opt = optcb.Adan(ps, lr=1e-2, wd=wd, **path)
+    g = grad_stream(ps, STEPS)
+    run(opt, ps, g, STEPS)
+    xs = adan_reference(ref, g, STEPS, lr=1e-2, b1=0.98, b2=0.92, b3=0.99, eps=1e-8, wd=wd)
+    for p, x in zip(ps, xs):
+        if p.numel(): assert ((p - x).abs().max() / x.abs().max()) < 1e-10
+
+@pytest.mark.parametrize('make', [optcb.NAdam, optcb.Adan], ids=lambda x: x.__name__)
+def test_nadam_adan_group_path_equals_per_tensor_path(make):
+    ps = make_params(); ref = clone_params(ps)
+    a, b = make([ps[:3], ps[3:]], foreach=True, wd=0.1), make([ref[:3], ref[3:]], foreach=False, wd=0.1)
+    g = grad_stream(ps, 40, skip=((1, 3),))
+    run(a, ps, g, 40); run(b, ref, g, 40)
+    assert max_errs(ps, ref, a, b) == (0, 0)

@@ -21,6 +21,10 @@ TORCH_CASES += [('RMSprop', dict(lr=-0.01)), ('RMSprop', dict(eps=-1e-8)), ('RMS
                 ('Adamax', dict(betas=(0.9, 1.0))), ('Adamax', dict(weight_decay=-0.1)),
                 ('Adadelta', dict(lr=-0.1)), ('Adadelta', dict(rho=1.5)), ('Adadelta', dict(rho=-0.1)),
                 ('Adadelta', dict(eps=-1e-6)), ('Adadelta', dict(weight_decay=-0.1))]
+for cls in ['RAdam', 'NAdam']:
+    TORCH_CASES += [(cls, dict(lr=-1e-3)), (cls, dict(eps=-1e-8)), (cls, dict(betas=(1.0, 0.999))), (cls, dict(betas=(0.9, 1.0))),
+                    (cls, dict(weight_decay=-0.1))]
+TORCH_CASES += [('NAdam', dict(momentum_decay=-1e-3))]
 
 @pytest.mark.parametrize('cls,kw', TORCH_CASES, ids=[f'{c}-{k}' for c, k in TORCH_CASES])
 def test_torch_error_cases_are_refused_with_the_same_type(cls, kw):
