@@ -216,3 +216,36 @@ def test_nadam_adan_group_path_equals_per_tensor_path(make):
     g = grad_stream(ps, 40, skip=((1, 3),))
     run(a, ps, g, 40); run(b, ref, g, 40)
     assert max_errs(ps, ref, a, b) == (0, 0)
+
+def qhadam_reference(params, grads, steps, lr, b1, b2, nu1, nu2, eps):
+    """QHAdam, Ma & Yarats 2019, Algorithm 1 / eq. 8, in float64, moments started at zero and bias-corrected:
+       g'ₜ = b1·g'ₜ₋₁ + (1−b1)·g,  s'ₜ = b2·s'ₜ₋₁ + (1−b2)·g²,  ĝ = g'/(1−b1ᵗ),  ŝ = s'/(1−b2ᵗ)
+       θ ← θ − lr·((1−ν₁)·g + ν₁·ĝ) / (√((1−ν₂)·g² + ν₂·ŝ) + ε)"""
+    xs = [p.detach().double().clone() for p in params]
+    m = [torch.zeros_like(x) for x in xs]; v = [torch.zeros_like(x) for x in xs]; t = [0] * len(xs)
+    for k in range(steps):
+        for i, g in enumerate(grads(k, xs)):
+            if g is None: continue
+            t[i] += 1
+            m[i] = b1 * m[i] + (1 - b1) * g; v[i] = b2 * v[i] + (1 - b2) * g * g
+            num = (1 - nu1) * g + nu1 * m[i] / (1 - b1 ** t[i])
+            den = torch.sqrt((1 - nu2) * g * g + nu2 * v[i] / (1 - b2 ** t[i])) + eps
+            xs[i] = xs[i] - lr * num / den
+    return xs
+
+@pytest.mark.parametrize('nu', [(0.7, 1.0), (0.5, 0.8)])
+def test_qhadam_matches_the_paper(nu):
+    ps = make_params(torch.float64); ref = clone_params(ps)
+    opt = optcb.QHAdam(ps, lr=1e-2, mom=0.9, sqr_mom=0.99, nu_1=nu[0], nu_2=nu[1])
+    g = grad_stream(ps, STEPS); run(opt, ps, g, STEPS)
+    for p, x in zip(ps, qhadam_reference(ref, g, STEPS, 1e-2, 0.9, 0.99, nu[0], nu[1], 1e-8)):
+        if p.numel(): assert ((p - x).abs().max() / x.abs().max()) < 1e-10
+
+@pytest.mark.parametrize('make', [optcb.RAdam, optcb.ranger, optcb.QHAdam, optcb.Lamb, optcb.Larc], ids=lambda x: x.__name__)
+def test_more_group_paths_equal_per_tensor_paths(make):
+    ps = make_params(); ref = clone_params(ps)
+    a, b = make([ps[:3], ps[3:]], lr=1e-2, foreach=True), make([ref[:3], ref[3:]], lr=1e-2, foreach=False)
+    g = grad_stream(ps, 40, skip=((1, 3),))
+    run(a, ps, g, 40); run(b, ref, g, 40)
+    perr, serr = max_errs(ps, ref, a, b)
+    assert perr == 0 and serr == 0, (perr, serr)
