@@ -176,11 +176,20 @@ def _rho(sqr_mom, step):
 
 def _rect(rho_inf, rho_t): return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
 
+def _rectified(rho_t):
+    "Whether RAdam rectifies: ρ_t > 5 as a Python bool, or None where ρ_t is a tensor (the compiled path) and both are computed"
+    return None if isinstance(rho_t, torch.Tensor) else rho_t > 5
+
 @callback(eps=1e-5, beta=0.)
 def radam_step(p, *, lr, mom, sqr_mom, eps, beta, step, grad_avg, sqr_avg):
     "RAdam as fastai writes it: p ← p − lr·r_t·m̂/(√v̂ + eps) once ρ_t > 5, else p ← p − lr·m̂; `beta` > 0 softplus-smooths the denominator"
     rho_inf, rho_t = _rho(sqr_mom, step)
-    if rho_t > 5:
+    if _rectified(rho_t) is None:  # compiled: select with torch.where instead of branching on a tensor
+        denom = (sqr_avg / (1 - sqr_mom**step)).sqrt().add_(eps)
+        if not is_zero(beta): denom = F.softplus(denom, beta)
+        scale = torch.where(rho_t > 5, _rect(rho_inf, rho_t.clamp_min(5)) / denom, 1.)
+        p.sub_(grad_avg * scale * (lr / (1 - mom**step)))
+    elif rho_t > 5:
         denom = (sqr_avg / (1 - sqr_mom**step)).sqrt().add_(eps)
         if not is_zero(beta): denom = F.softplus(denom, beta)
         p.addcdiv_(grad_avg, denom, value=-(lr * _rect(rho_inf, rho_t) / (1 - mom**step)))
@@ -191,7 +200,11 @@ def torch_radam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
     "RAdam as torch.optim.RAdam computes it: eps added to √v before the bias correction, p ← p − lr·r_t·m̂·√(1−sqr_momᵗ)/(√v + eps)"
     rho_inf, rho_t = _rho(sqr_mom, step)
     m_hat = grad_avg / (1 - mom**step) * lr
-    if rho_t > 5: m_hat = m_hat * ((1 - sqr_mom**step) ** 0.5 / sqr_avg.sqrt().add_(eps)) * _rect(rho_inf, rho_t)
+    rectified = _rectified(rho_t)
+    if rectified is None:
+        adaptive = (1 - sqr_mom**step) ** 0.5 / sqr_avg.sqrt().add_(eps)
+        m_hat = m_hat * torch.where(rho_t > 5, adaptive * _rect(rho_inf, rho_t.clamp_min(5)), 1.)
+    elif rectified: m_hat = m_hat * ((1 - sqr_mom**step) ** 0.5 / sqr_avg.sqrt().add_(eps)) * _rect(rho_inf, rho_t)
     p.add_(m_hat, alpha=-1.0)
 
 @callback()

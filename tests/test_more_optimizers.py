@@ -249,3 +249,15 @@ def test_more_group_paths_equal_per_tensor_paths(make):
     run(a, ps, g, 40); run(b, ref, g, 40)
     perr, serr = max_errs(ps, ref, a, b)
     assert perr == 0 and serr == 0, (perr, serr)
+
+@pytest.mark.parametrize('make,kw', [(optcb.RAdam, {}), (optcb.optim.RAdam, dict(fused=True))], ids=['fastai', 'torch'])
+def test_radam_compiled_through_the_rectification_switch(make, kw):
+    "The compiled RAdam selects the branch with torch.where: same result, and no new graph when ρ_t passes 5"
+    ps = make_params(torch.float64); ref = clone_params(ps)
+    a = make(ps, lr=1e-2, **({'compile': True} if not kw else kw)); b = make(ref, lr=1e-2, foreach=False)
+    g = grad_stream(ps, 12, skip=())
+    run(a, ps, g, 3); before = torch._dynamo.utils.counters['stats']['unique_graphs']
+    run(a, ps, lambda t, q: g(t + 3, q), 9); run(b, ref, g, 12)
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] == before
+    perr, serr = max_errs(ps, ref, a, b)
+    assert perr < 1e-12 and serr < 1e-12, (perr, serr)
