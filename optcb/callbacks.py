@@ -249,14 +249,16 @@ def larc_step(p, *, local_lr, grad_avg=None):
     p.sub_((p.grad if grad_avg is None else grad_avg) * local_lr)
 
 # %% ../nbs/01_callbacks.ipynb #c024
-@callback(momentum_decay=4e-3, elementwise=False)
+@callback(momentum_decay=4e-3)
 def nadam_mu(p, *, mom, momentum_decay, step, mu_product=1.):
-    "NAdam's running product of μ_t = mom·(1 − ½·0.96^(t·ψ)), in float32 as torch.optim.NAdam keeps it"
+    "NAdam's running product of μ_t = mom·(1 − ½·0.96^(t·ψ)), rounded to float32 as torch.optim.NAdam keeps it"
     mu = mom * (1. - 0.5 * 0.96 ** (step * momentum_decay))
     dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    if isinstance(mu_product, torch.Tensor):  # the compiled path: 0-d tensors in, 0-d tensor out
+        return {'mu_product': (mu_product.to(dtype) * torch.as_tensor(mu).to(dtype)).double()}
     return {'mu_product': torch.tensor(mu_product, dtype=dtype).mul_(mu).item()}
 
-@callback(eps=1e-8, momentum_decay=4e-3, elementwise=False)
+@callback(eps=1e-8, momentum_decay=4e-3)
 def nadam_step(p, *, lr, mom, sqr_mom, eps, momentum_decay, step, mu_product, grad_avg, sqr_avg):
     "NAdam's step: p ← p − lr·(1−μ_t)/(1−Πμ)·g/d − lr·μ_{t+1}/(1−Πμ·μ_{t+1})·m/d, with d = √v̂ + eps"
     mu = mom * (1. - 0.5 * 0.96 ** (step * momentum_decay))

@@ -99,6 +99,7 @@ class TensorList:
             try: return TensorList(fe(*map(_raw, args), **{k: _raw(v) for k, v in kwargs.items()}))
             except TypeError: pass
         n = next(len(a) for a in (*args, *kwargs.values()) if isinstance(a, TensorList))
+        if n == 1: args = tuple(map(_hoist, args))  # the compiled path: compute 0-d operands once, outside the fused loop
         return _wrap([func(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()}) for i in range(n)])
 
     def __neg__(self): return self._apply('neg')

@@ -18,4 +18,4 @@ def test_bench_runs_and_contenders_agree(opt, monkeypatch):
 def test_bench_cli_rejects_unknown_names(capsys):
     from optcb.cli import main
     assert main(['bench', '--sets', 'tiny']) == 2 and "unknown parameter set 'tiny'" in capsys.readouterr().err
-    assert main(['bench', '--opt', 'lion']) == 2
+    assert main(['bench', '--opt', 'sophia']) == 2 and "unknown optimizer 'sophia'" in capsys.readouterr().err

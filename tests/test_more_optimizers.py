@@ -261,3 +261,13 @@ def test_radam_compiled_through_the_rectification_switch(make, kw):
     assert torch._dynamo.utils.counters['stats']['unique_graphs'] == before
     perr, serr = max_errs(ps, ref, a, b)
     assert perr < 1e-12 and serr < 1e-12, (perr, serr)
+
+def test_nadam_compiled_matches_torch():
+    ps = make_params(torch.float32); ref = clone_params(ps)
+    a, b = optcb.optim.NAdam(ps, lr=1e-2, fused=True), torch.optim.NAdam(ref, lr=1e-2, foreach=False)
+    assert a._compile
+    g = grad_stream(ps, 30, skip=())
+    run(a, ps, g, 30); run(b, ref, g, 30)
+    perr, serr = max_errs(ps, ref, a, b, {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'})
+    assert perr < 2e-6 and serr < 2e-6, (perr, serr)
+    assert a.state[ps[0]]['mu_product'] == b.state[ref[0]]['mu_product'].item()
