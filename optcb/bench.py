@@ -173,6 +173,7 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
     return out
 
 def format_results(res:dict) -> str:
+    "One plain-text table per parameter set, from `bench_set`'s figures"
     lines = []
     for set_name, r in res.items():
         m = r['_meta']

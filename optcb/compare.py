@@ -27,7 +27,9 @@ __all__ = ['IMAGE_EXTS', 'DIGITS', 'IMAGENETTE', 'CONTENDERS', 'TORCH_MATCH', 'T
 # %% ../nbs/04_compare.ipynb #c004
 IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.JPEG', '.JPG', '.bmp', '.webp'}
 
-def data_home() -> Path: return Path(os.environ.get('OPTCB_DATA', Path.home() / '.cache' / 'optcb'))
+def data_home() -> Path:
+    "Where data sets are cached: `$OPTCB_DATA`, else `~/.cache/optcb`"
+    return Path(os.environ.get('OPTCB_DATA', Path.home() / '.cache' / 'optcb'))
 
 def digits_folder(dest:Path|None=None, size:int=32, valid_pct:float=0.2, seed:int=0) -> Path:
     "An Imagenette-shaped folder of scikit-learn's digits, built once (atomically) and cached"
@@ -78,7 +80,9 @@ def imagenette_folder() -> Path:
                            "--data digits, or --path to a local copy") from e
 
 # %% ../nbs/04_compare.ipynb #c006
-def conv_bn(ni, nf, stride): return nn.Sequential(nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
+def conv_bn(ni, nf, stride):
+    "3×3 convolution (no bias: the batch norm has one), batch norm, ReLU"
+    return nn.Sequential(nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
 
 def small_cnn(n_out:int, n_in:int=3, widths=(16, 32, 64, 128)) -> nn.Module:
     "Four conv–BN–ReLU stages (the last three halving the size), global average pooling and a linear head"
@@ -102,11 +106,13 @@ DIGITS = Protocol('digits', resize=32, size=28, bs=64, model='small_cnn',
 IMAGENETTE = Protocol('imagenette', resize=160, size=128, bs=128, model='resnet34', aug=dict(min_scale=0.5), num_workers=2)
 
 def make_dls(path, proto:Protocol, device=None, bs=None):
+    "fastai `DataLoaders` for the folder `path` with the protocol's resizing, augmentation, normalisation and batch size"
     return ImageDataLoaders.from_folder(path, train='train', valid='val', item_tfms=Resize(proto.resize), bs=bs or proto.bs,
                                         batch_tfms=[*aug_transforms(size=proto.size, **proto.aug), Normalize.from_stats(*imagenet_stats)],
                                         num_workers=proto.num_workers, device=device)
 
 def make_learner(dls, proto:Protocol, opt_func, cbs=(), wd_bn_bias=False):
+    "A `Learner` with the protocol's model (resnet34 from scratch, or the small convnet), accuracy, and `opt_func`"
     kw = dict(metrics=accuracy, opt_func=opt_func, cbs=list(cbs), wd_bn_bias=wd_bn_bias)
     if proto.model == 'resnet34': return vision_learner(dls, resnet34, pretrained=False, **kw)
     return Learner(dls, small_cnn(dls.c), **kw)
@@ -114,6 +120,7 @@ def make_learner(dls, proto:Protocol, opt_func, cbs=(), wd_bn_bias=False):
 # %% ../nbs/04_compare.ipynb #c008
 @dataclass
 class Contender:
+    "An optimizer in the comparison: its name, its fastai `opt_func`, its default learning rate and `fit_one_cycle` keywords"
     name: str
     opt_func: object
     lr: float

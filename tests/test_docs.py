@@ -1,0 +1,37 @@
+"The docs site builds offline from the notebooks; every exported function and class is documented on its page"
+import importlib, inspect, json, re, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp('site')
+    subprocess.run([sys.executable, str(ROOT / 'tools' / 'build_docs.py'), '--out', str(out)], check=True, cwd=ROOT, timeout=600)
+    return out
+
+def test_every_notebook_has_a_page_and_the_pages_link_each_other(site):
+    names = {('index' if p.stem == 'index' else re.sub(r'^\d+_', '', p.stem)) for p in (ROOT / 'nbs').glob('*.ipynb')}
+    assert {p.stem for p in site.glob('*.html')} == names
+    for name in names:
+        page = (site / f'{name}.html').read_text()
+        assert all(f'href="{n}.html"' in page for n in names)  # navigation to every page
+        assert not re.search(r'(src|href)="https?://[^"]*\.(js|css|woff2?|png|svg)', page)  # nothing loaded from a CDN
+    assert '<math' in (site / 'tutorial.html').read_text() and 'data:image/png;base64' in (site / 'tutorial.html').read_text()
+
+def test_every_exported_function_and_class_is_documented(site):
+    pages = json.loads((site / 'pages.json').read_text())
+    for p in pages:
+        if not p['module']: continue
+        mod = importlib.import_module(p['module'])
+        html = (site / f"{p['name']}.html").read_text()
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or getattr(obj, '__module__', None) != mod.__name__: continue
+            assert inspect.getdoc(obj), f'{p["module"]}.{name} has no docstring'
+            assert f'id="{name}"' in html, f'{p["module"]}.{name} is not documented on {p["name"]}.html'
+
+def test_search_index_finds_api_entries(site):
+    index = json.loads((site / 'search_index.js').read_text().removeprefix('const SEARCH_INDEX = ').rstrip(';'))
+    assert any(e['url'] == 'optimizers.html#Adam' for e in index) and any(e['url'] == 'core.html#Optimizer' for e in index)
