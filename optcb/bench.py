@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/bench.html.md"""
 
 # %% ../nbs/05_bench.ipynb #c002
 from __future__ import annotations
-import contextlib, gc, json, math, os, statistics, sys, time, warnings
+import contextlib, gc, json, math, os, statistics, sys, time
 from functools import partial
 import torch
 import optcb

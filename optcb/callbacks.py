@@ -15,7 +15,7 @@ __all__ = ['weight_decay', 'l2_reg', 'maximize', 'average_grad', 'sgd_momentum',
 # %% ../nbs/01_callbacks.ipynb #c002
 import torch
 import torch.nn.functional as F
-from .core import callback, TensorList, is_zero
+from .core import callback, is_zero
 
 # %% ../nbs/01_callbacks.ipynb #c006
 @callback(wd=0.)
@@ -184,16 +184,14 @@ def _rectified(rho_t):
 def radam_step(p, *, lr, mom, sqr_mom, eps, beta, step, grad_avg, sqr_avg):
     "RAdam as fastai writes it: p ← p − lr·r_t·m̂/(√v̂ + eps) once ρ_t > 5, else p ← p − lr·m̂; `beta` > 0 softplus-smooths the denominator"
     rho_inf, rho_t = _rho(sqr_mom, step)
-    if _rectified(rho_t) is None:  # compiled: select with torch.where instead of branching on a tensor
-        denom = (sqr_avg / (1 - sqr_mom**step)).sqrt().add_(eps)
-        if not is_zero(beta): denom = F.softplus(denom, beta)
-        scale = torch.where(rho_t > 5, _rect(rho_inf, rho_t.clamp_min(5)) / denom, 1.)
-        p.sub_(grad_avg * scale * (lr / (1 - mom**step)))
-    elif rho_t > 5:
-        denom = (sqr_avg / (1 - sqr_mom**step)).sqrt().add_(eps)
-        if not is_zero(beta): denom = F.softplus(denom, beta)
-        p.addcdiv_(grad_avg, denom, value=-(lr * _rect(rho_inf, rho_t) / (1 - mom**step)))
-    else: p.add_(grad_avg, alpha=-(lr / (1 - mom**step)))
+    rectified = _rectified(rho_t)
+    if rectified is False:
+        p.add_(grad_avg, alpha=-(lr / (1 - mom**step)))
+        return
+    denom = (sqr_avg / (1 - sqr_mom**step)).sqrt().add_(eps)
+    if not is_zero(beta): denom = F.softplus(denom, beta)
+    if rectified: p.addcdiv_(grad_avg, denom, value=-(lr * _rect(rho_inf, rho_t) / (1 - mom**step)))
+    else: p.sub_(grad_avg * torch.where(rho_t > 5, _rect(rho_inf, rho_t.clamp_min(5)) / denom, 1.) * (lr / (1 - mom**step)))
 
 @callback(eps=1e-8)
 def torch_radam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
@@ -201,10 +199,10 @@ def torch_radam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
     rho_inf, rho_t = _rho(sqr_mom, step)
     m_hat = grad_avg / (1 - mom**step) * lr
     rectified = _rectified(rho_t)
-    if rectified is None:
+    if rectified is not False:
         adaptive = (1 - sqr_mom**step) ** 0.5 / sqr_avg.sqrt().add_(eps)
-        m_hat = m_hat * torch.where(rho_t > 5, adaptive * _rect(rho_inf, rho_t.clamp_min(5)), 1.)
-    elif rectified: m_hat = m_hat * ((1 - sqr_mom**step) ** 0.5 / sqr_avg.sqrt().add_(eps)) * _rect(rho_inf, rho_t)
+        if rectified: m_hat = m_hat * adaptive * _rect(rho_inf, rho_t)
+        else: m_hat = m_hat * torch.where(rho_t > 5, adaptive * _rect(rho_inf, rho_t.clamp_min(5)), 1.)
     p.add_(m_hat, alpha=-1.0)
 
 @callback()
@@ -249,10 +247,14 @@ def larc_step(p, *, local_lr, grad_avg=None):
     p.sub_((p.grad if grad_avg is None else grad_avg) * local_lr)
 
 # %% ../nbs/01_callbacks.ipynb #c024
+def _mu(mom, momentum_decay, t):
+    "NAdam's momentum schedule μ_t = mom·(1 − ½·0.96^(t·ψ))"
+    return mom * (1. - 0.5 * 0.96 ** (t * momentum_decay))
+
 @callback(momentum_decay=4e-3)
 def nadam_mu(p, *, mom, momentum_decay, step, mu_product=1.):
-    "NAdam's running product of μ_t = mom·(1 − ½·0.96^(t·ψ)), rounded to float32 as torch.optim.NAdam keeps it"
-    mu = mom * (1. - 0.5 * 0.96 ** (step * momentum_decay))
+    "NAdam's running product of μ_t, rounded to float32 as torch.optim.NAdam keeps it"
+    mu = _mu(mom, momentum_decay, step)
     dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
     if isinstance(mu_product, torch.Tensor):  # the compiled path: 0-d tensors in, 0-d tensor out
         return {'mu_product': (mu_product.to(dtype) * torch.as_tensor(mu).to(dtype)).double()}
@@ -261,8 +263,7 @@ def nadam_mu(p, *, mom, momentum_decay, step, mu_product=1.):
 @callback(eps=1e-8, momentum_decay=4e-3)
 def nadam_step(p, *, lr, mom, sqr_mom, eps, momentum_decay, step, mu_product, grad_avg, sqr_avg):
     "NAdam's step: p ← p − lr·(1−μ_t)/(1−Πμ)·g/d − lr·μ_{t+1}/(1−Πμ·μ_{t+1})·m/d, with d = √v̂ + eps"
-    mu = mom * (1. - 0.5 * 0.96 ** (step * momentum_decay))
-    mu_next = mom * (1. - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    mu, mu_next = _mu(mom, momentum_decay, step), _mu(mom, momentum_decay, step + 1)
     denom = sqr_avg.div(1 - sqr_mom**step).sqrt().add_(eps)
     p.addcdiv_(p.grad, denom, value=-lr * (1. - mu) / (1. - mu_product))
     p.addcdiv_(grad_avg, denom, value=(-lr * mu_next) / (1. - mu_product * mu_next))

@@ -45,7 +45,7 @@ def _fold_scalar(name, args, kwargs):
     if base in ('add', 'sub'): return name, (args[0] * s,), kwargs
     if base == 'addcmul': return name, (args[0] * s, args[1]), kwargs
     if base == 'addcdiv': return 'add' + inplace, ((args[0] / args[1]) * s,), kwargs
-    raise TypeError(f"{name}: a tensor {('alpha', 'value')} is only supported for add, sub, addcmul and addcdiv")
+    raise TypeError(f"{name}: a tensor alpha= or value= is only supported for add, sub, addcmul and addcdiv")
 
 # %% ../nbs/00_core.ipynb #c006
 class TensorList:
@@ -236,22 +236,17 @@ class _Hypers(MutableMapping):
     def __repr__(self): return repr(dict(self))
 
 # %% ../nbs/00_core.ipynb #c019
-def _run_chain(chain, p, state, hypers):
-    "Run the callbacks `chain` on `p`, updating the dict `state`"
-    for cb in chain:
-        res = cb(p, state, hypers)
-        if res: state.update(res)
-    return state
-
-def _check_owners(chain, p, state, hypers):
-    "`_run_chain`, refusing two callbacks that return the same piece of state (run on the first step only)"
+def _run_chain(chain, p, state, hypers, check_owners=False):
+    "Run the callbacks `chain` on `p`, updating the dict `state`; `check_owners` refuses two callbacks returning the same state"
     owner = {}
     for cb in chain:
         res = cb(p, state, hypers)
-        for k in (res or {}):
-            if k in owner: raise TypeError(f"callbacks {owner[k]} and {cb.name} both return state {k!r}: rename one of them")
-            owner[k] = cb.name
-        if res: state.update(res)
+        if not res: continue
+        if check_owners:
+            for k in res:
+                if k in owner: raise TypeError(f"callbacks {owner[k]} and {cb.name} both return state {k!r}: rename one of them")
+                owner[k] = cb.name
+        state.update(res)
     return state
 
 def _fresh_copy(fn):
@@ -429,8 +424,8 @@ class Optimizer(torch.optim.Optimizer):
         return loss
 
     def _run(self, p, state, hypers):
-        if self._owners_checked: _run_chain(self._chain, p, state, hypers)
-        else: _check_owners(self._chain, p, state, hypers); self._owners_checked = True
+        _run_chain(self._chain, p, state, hypers, check_owners=not self._owners_checked)
+        self._owners_checked = True
 
     def _worth_compiling(self, bucket):
         "Asked for (compile=True), or a bucket large enough that one fused pass beats the call's fixed cost"
@@ -461,7 +456,7 @@ class Optimizer(torch.optim.Optimizer):
             if not any(isinstance(v, torch.Tensor) for v in states[0].values()):
                 # a fresh start: this first step runs uncompiled and checks the chain; the kernel is built on the next.
                 # (A loaded state came from a checked chain: resuming runs the same kernel as an uninterrupted run.)
-                flat.step(partial(_check_owners, self._chain), params, states, hypers)
+                flat.step(partial(_run_chain, self._chain, check_owners=True), params, states, hypers)
                 return
         try: flat.step(self._compiled_chain(), params, states, hypers)
         except Exception as e:  # torch.compile could not build the kernel (no working compiler, say): run eagerly from now on
@@ -538,9 +533,7 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError(f"the fastai state dict has {len(sd['hypers'])} groups and {len(sd['state'])} parameters; "
                              f"this optimizer has {len(sizes)} groups and {sum(sizes)} parameters")
         ids, groups = iter(range(sum(sizes))), []
-        for n, h in zip(sizes, sd['hypers']):
-            g = {k: v for k, v in h.items()}
-            groups.append({**g, 'params': [next(ids) for _ in range(n)]})
+        for n, h in zip(sizes, sd['hypers']): groups.append({**h, 'params': [next(ids) for _ in range(n)]})
         return {'state': {i: dict(s) for i, s in enumerate(sd['state']) if s}, 'param_groups': groups}
 
     def __getstate__(self):

@@ -12,6 +12,7 @@ from functools import partial
 from .core import Optimizer
 from . import callbacks
 from .callbacks import *
+from .optimizers import _decay
 
 # %% ../nbs/03_optim.ipynb #c005
 class TorchOptimizer(Optimizer):
@@ -19,6 +20,9 @@ class TorchOptimizer(Optimizer):
     def __init__(self, params, cbs, *, foreach=None, fused=None, capturable=False, differentiable=False, **hypers):
         name = type(self).__name__
         if fused and foreach: raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        betas = hypers.get('betas', (0., 0.))
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2: raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        if 'betas' in hypers: hypers['betas'] = tuple(betas)
         if capturable: raise NotImplementedError(f"optcb.optim.{name}(capturable=True): CUDA-graph capture is not supported")
         if differentiable: raise NotImplementedError(f"optcb.optim.{name}(differentiable=True): optcb steps are not differentiable")
         super().__init__(params, cbs, foreach=foreach, compile=fused, **hypers)
@@ -61,11 +65,10 @@ class Adam(TorchOptimizer):
     flags = ('amsgrad', 'maximize', 'decoupled_weight_decay')
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., amsgrad=False, *, foreach=None,
                  maximize=False, capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False):
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2: raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        cbs = [*_first(maximize), callbacks.weight_decay if decoupled_weight_decay else l2_reg, partial(average_grad, dampening=True),
+        cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                average_sqr_grad, step_stat, *([max_sqr_grad] if amsgrad else []), adam_step]
         super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                          decoupled_weight_decay=decoupled_weight_decay)
 
 class AdamW(Adam):
@@ -93,7 +96,7 @@ class Adamax(TorchOptimizer):
                  maximize=False, differentiable=False, capturable=False, fused=None):
         cbs = [*_first(maximize), l2_reg, partial(average_grad, dampening=True), max_abs_grad, step_stat, adamax_step]
         super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize)
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
 
 class Adadelta(TorchOptimizer):
     "torch.optim.Adadelta"
@@ -111,10 +114,10 @@ class RAdam(TorchOptimizer):
     flags = ('maximize', 'decoupled_weight_decay')
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., decoupled_weight_decay=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
-        cbs = [*_first(maximize), callbacks.weight_decay if decoupled_weight_decay else l2_reg, partial(average_grad, dampening=True),
+        cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                average_sqr_grad, step_stat, torch_radam_step]
         super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize,
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
                          decoupled_weight_decay=decoupled_weight_decay)
 
 class NAdam(TorchOptimizer):
@@ -123,8 +126,8 @@ class NAdam(TorchOptimizer):
     flags = ('maximize', 'decoupled_weight_decay')
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
-        cbs = [*_first(maximize), callbacks.weight_decay if decoupled_weight_decay else l2_reg, partial(average_grad, dampening=True),
+        cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                average_sqr_grad, step_stat, nadam_mu, nadam_step]
         super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
                          maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)

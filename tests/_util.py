@@ -1,11 +1,29 @@
-"Shared helpers: deterministic gradient streams and a relative-error measure used by the equality tests"
+"Shared helpers: deterministic gradient streams, a relative-error measure, and the side-by-side runs of the equality tests"
+import itertools
+from types import SimpleNamespace
 import torch
+import optcb
 
 TORCH_STATE = {  # torch.optim's state names -> optcb's (fastai's) names
     'SGD': {'momentum_buffer': 'grad_avg'},
     'Adam': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg', 'max_exp_avg_sq': 'max_sqr_avg'},
     'AdamW': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg', 'max_exp_avg_sq': 'max_sqr_avg'},
-    'RMSprop': {'square_avg': 'sqr_avg', 'grad_avg': 'grad_mean'}}
+    'RMSprop': {'square_avg': 'sqr_avg', 'grad_avg': 'grad_mean'},
+    'Adagrad': {'sum': 'sqr_sum'}, 'Adamax': {'exp_avg': 'grad_avg', 'exp_inf': 'inf_norm'},
+    'Adadelta': {'square_avg': 'sqr_avg', 'acc_delta': 'delta_avg'},
+    'RAdam': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'}, 'NAdam': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'}}
+# torch's RMSprop and Adadelta count steps only for CUDA-graph capture; optcb's have no use for a step count
+TORCH_IGNORE = {'RMSprop': ('step',), 'Adadelta': ('step',)}
+STEPS = 120
+TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
+
+def grid(**axes):
+    "Every combination of the keyword values in `axes`, as dicts"
+    return [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
+
+def three_groups(ps, extra):
+    "Three groups: defaults, other hyperparameters (`extra`), and one holding the empty and the intermittent parameters"
+    return [{'params': ps[:2]}, {'params': ps[2:4], **extra}, {'params': ps[4:]}]
 
 def rel_err(a, b):
     "max |a − b| / max |b| (0 for two empty tensors): the error relative to the tensor's scale"
@@ -51,3 +69,14 @@ def max_errs(ps1, ps2, opt1, opt2, state_map=None, ignore=()):
             if k2 == 'step': assert int(s1[k1]) == int(v2), (s1[k1], v2); continue
             serr = max(serr, rel_err(s1[k1], v2))
     return perr, serr
+
+def against_torch(name, kw, extra=None, dtype=torch.float64, steps=STEPS, **ours):
+    """`optcb.optim.<name>` (with the execution flags `ours`) and torch's for-loop `torch.optim.<name>`, same keywords `kw`,
+    three groups, the same gradients for `steps` steps: the largest relative errors, how far the parameters moved, both optimizers"""
+    ps = make_params(dtype); start, ref = clone_params(ps), clone_params(ps)
+    a = getattr(optcb.optim, name)(three_groups(ps, extra or {}), **ours, **kw)
+    b = getattr(torch.optim, name)(three_groups(ref, extra or {}), foreach=False, **kw)
+    g = grad_stream(ps, steps)
+    run(a, ps, g, steps); run(b, ref, g, steps)
+    perr, serr = max_errs(ps, ref, a, b, TORCH_STATE[name], ignore=TORCH_IGNORE.get(name, ()))
+    return SimpleNamespace(perr=perr, serr=serr, moved=max(rel_err(p, q) for p, q in zip(ps, start)), ours=a, theirs=b, ps=ps, ref=ref)

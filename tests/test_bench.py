@@ -1,5 +1,5 @@
 "Smoke test of `optcb bench`: every contender runs, compares like with like, and the compiled one does not recompile"
-import pytest, torch
+import pytest
 import optcb.bench as B
 
 @pytest.mark.parametrize('opt', ['adam', 'sgd', 'rmsprop', 'yogi'])

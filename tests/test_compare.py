@@ -2,7 +2,6 @@
 import json, warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 import pytest
-from pathlib import Path
 import optcb.compare as C
 from optcb.cli import main
 

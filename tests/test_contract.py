@@ -2,7 +2,7 @@
 import copy, pytest, torch
 from functools import partial
 import optcb
-from optcb import Optimizer, average_grad, momentum_step, sgd_step, adam_step, callback
+from optcb import Optimizer, average_grad, momentum_step, sgd_step, adam_step
 from _util import make_params, grad_stream, run
 
 def test_typo_in_a_hyperparameter_names_it_and_suggests():
@@ -43,6 +43,9 @@ def test_torch_style_range_errors():
         optcb.optim.Adam(ps, betas=(1.5, 0.999))
     with pytest.raises(ValueError, match='Nesterov'):
         optcb.optim.SGD(ps, lr=0.1, nesterov=True)
+    for cls in [optcb.optim.Adam, optcb.optim.AdamW, optcb.optim.Adamax, optcb.optim.RAdam, optcb.optim.NAdam]:
+        with pytest.raises(ValueError, match=r'betas must be a pair'):
+            cls(ps, betas=(0.9,))
 
 def test_set_hyper_checks_values_before_changing_anything():
     opt = optcb.Adam([make_params()[:2], make_params()[2:]], lr=0.1)

@@ -1,14 +1,9 @@
 "optcb.SGD/RMSProp/Adam equal fastai.optimizer's, and fastai's own callbacks run unchanged inside optcb.Optimizer"
-import itertools, pytest, torch
+import pytest, torch
 from functools import partial
 import fastai.optimizer as fo
 import optcb
-from _util import make_params, clone_params, grad_stream, run, max_errs
-
-STEPS = 120
-TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
-
-def grid(**axes): return [dict(zip(axes, v)) for v in itertools.product(*axes.values())]
+from _util import make_params, clone_params, grad_stream, run, max_errs, grid, STEPS, TOL
 
 CASES = ([('SGD', kw) for kw in grid(lr=[0.01], mom=[0., 0.9], wd=[0., 0.1], decouple_wd=[True, False])]
        + [('RMSProp', kw) for kw in grid(lr=[0.003], mom=[0., 0.9], sqr_mom=[0.99, 0.9], wd=[0., 0.1], decouple_wd=[True, False])]

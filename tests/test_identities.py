@@ -1,5 +1,4 @@
 "Identities between compositions: they hold only if each callback computes what it claims"
-import torch
 import optcb
 from optcb import Optimizer, average_sqr_grad, step_stat, debias, callback
 from _util import make_params, clone_params, grad_stream, run, max_errs

@@ -1,7 +1,7 @@
 "optcb optimizers in torch's ecosystem and through fastai's optimizer API"
 import pytest, torch
 import optcb
-from _util import make_params, clone_params, grad_stream, run, max_errs
+from _util import make_params, clone_params, grad_stream, max_errs
 
 def _with_scheduler(opt, sched, ps, steps=40):
     grads, lrs = grad_stream(ps, steps), []

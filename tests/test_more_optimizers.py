@@ -1,13 +1,8 @@
 "Adagrad, Adamax, Adadelta against torch.optim; Lion against a reference written from its paper; group == per-tensor"
-import copy, itertools, pytest, torch
+import copy, pytest, torch
 import optcb
-from _util import make_params, clone_params, grad_stream, run, max_errs
+from _util import make_params, clone_params, grad_stream, run, max_errs, grid, against_torch, STEPS, TOL
 
-STEPS = 120
-TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
-STATE = {'Adagrad': {'sum': 'sqr_sum'}, 'Adamax': {'exp_avg': 'grad_avg', 'exp_inf': 'inf_norm'},
-         'Adadelta': {'square_avg': 'sqr_avg', 'acc_delta': 'delta_avg'}}
-def grid(**axes): return [dict(zip(axes, v)) for v in itertools.product(*axes.values())]
 CASES = ([('Adagrad', kw, dict(lr=0.05, lr_decay=0.01)) for kw in grid(lr=[0.01], lr_decay=[0., 0.01], weight_decay=[0., 0.1],
                                                                        initial_accumulator_value=[0., 0.1], maximize=[False, True])]
        + [('Adamax', kw, dict(lr=0.005, betas=(0.8, 0.95))) for kw in grid(lr=[2e-3], betas=[(0.9, 0.999), (0.5, 0.9)], eps=[1e-8, 1e-3],
@@ -15,20 +10,14 @@ CASES = ([('Adagrad', kw, dict(lr=0.05, lr_decay=0.01)) for kw in grid(lr=[0.01]
        + [('Adadelta', kw, dict(lr=0.5, rho=0.8)) for kw in grid(lr=[1.], rho=[0.9, 0.5], eps=[1e-6, 1e-3], weight_decay=[0., 0.1],
                                                                   maximize=[False, True])])
 
-def groups(ps, extra): return [{'params': ps[:2]}, {'params': ps[2:4], **extra}, {'params': ps[4:]}]
-
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 @pytest.mark.parametrize('foreach', [True, False])
 @pytest.mark.parametrize('case', CASES, ids=lambda c: c[0] + '-' + '-'.join(f'{k}={v}' for k, v in c[1].items()))
 def test_matches_torch_optim(case, foreach, dtype):
     name, kw, extra = case
-    ps = make_params(dtype); ref = clone_params(ps)
-    ours = getattr(optcb.optim, name)(groups(ps, extra), foreach=foreach, **kw)
-    theirs = getattr(torch.optim, name)(groups(ref, extra), foreach=False, **kw)
-    g = grad_stream(ps, STEPS)
-    run(ours, ps, g, STEPS); run(theirs, ref, g, STEPS)
-    perr, serr = max_errs(ps, ref, ours, theirs, STATE[name], ignore=('step',) if name == 'Adadelta' else ())
-    assert perr <= TOL[dtype] and serr <= TOL[dtype], (perr, serr)
+    r = against_torch(name, kw, extra, dtype, foreach=foreach)
+    assert r.perr <= TOL[dtype] and r.serr <= TOL[dtype], (r.perr, r.serr)
+    assert r.moved > 1e-3
 
 def lion_reference(params, grads, steps, lr, mom, mom2, wd):
     """Lion as written in Chen et al. 2023, Algorithm 2, in float64:
@@ -82,12 +71,8 @@ RADAM_TORCH = [dict(lr=1e-2, betas=b, eps=e, weight_decay=w, decoupled_weight_de
 @pytest.mark.parametrize('kw', RADAM_TORCH, ids=str)
 def test_radam_matches_torch(kw, dtype):
     "betas=(0.8, 0.9) reach ρ_t > 5 at step 6, (0.9, 0.999) at step 5: both branches are exercised"
-    ps = make_params(dtype); ref = clone_params(ps)
-    ours = optcb.optim.RAdam(groups(ps, dict(lr=5e-3)), **kw); theirs = torch.optim.RAdam(groups(ref, dict(lr=5e-3)), foreach=False, **kw)
-    g = grad_stream(ps, STEPS)
-    run(ours, ps, g, STEPS); run(theirs, ref, g, STEPS)
-    perr, serr = max_errs(ps, ref, ours, theirs, {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'})
-    assert perr <= TOL[dtype] and serr <= TOL[dtype], (perr, serr)
+    r = against_torch('RAdam', kw, dict(lr=5e-3), dtype)
+    assert r.perr <= TOL[dtype] and r.serr <= TOL[dtype], (r.perr, r.serr)
 
 @pytest.mark.parametrize('kw', [dict(), dict(mom=0.5, sqr_mom=0.9, eps=1e-8, wd=0.1), dict(wd=0.1, decouple_wd=False), dict(beta=10.)], ids=str)
 def test_radam_matches_fastai(kw):
@@ -127,7 +112,6 @@ def test_ranger_matches_fastai_and_round_trips_its_state():
 
 def test_new_optimizers_work_as_a_learner_opt_func():
     from test_learner import learner, quiet_fit
-    from functools import partial
     for opt_func in [optcb.ranger, optcb.RAdam, optcb.Lion, optcb.Adamax, optcb.Adagrad, optcb.Adadelta, optcb.NAdam, optcb.Adan,
                      optcb.QHAdam, optcb.Lamb, optcb.Larc]:
         learn = learner(opt_func); quiet_fit(learn, 1, 1e-3)
@@ -169,14 +153,10 @@ NADAM = [dict(lr=5e-3, betas=b, eps=e, weight_decay=w, momentum_decay=md, decoup
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 @pytest.mark.parametrize('kw', NADAM, ids=str)
 def test_nadam_matches_torch(kw, dtype):
-    ps = make_params(dtype); ref = clone_params(ps)
-    ours = optcb.optim.NAdam(groups(ps, dict(lr=1e-2)), **kw); theirs = torch.optim.NAdam(groups(ref, dict(lr=1e-2)), foreach=False, **kw)
-    g = grad_stream(ps, STEPS)
-    run(ours, ps, g, STEPS); run(theirs, ref, g, STEPS)
-    perr, serr = max_errs(ps, ref, ours, theirs, {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'})
-    for p, q in zip(ps, ref):
-        if 'mu_product' in theirs.state[q]: assert ours.state[p]['mu_product'] == theirs.state[q]['mu_product'].item()
-    assert perr <= TOL[dtype] and serr <= TOL[dtype], (perr, serr)
+    r = against_torch('NAdam', kw, dict(lr=1e-2), dtype)
+    for p, q in zip(r.ps, r.ref):
+        if 'mu_product' in r.theirs.state[q]: assert r.ours.state[p]['mu_product'] == r.theirs.state[q]['mu_product'].item()
+    assert r.perr <= TOL[dtype] and r.serr <= TOL[dtype], (r.perr, r.serr)
 
 def adan_reference(params, grads, steps, lr, b1, b2, b3, eps, wd):
     """Adan, Xie et al. 2022, Algorithm 1, with β's as decay rates (paper's β ↦ 1 − β), the bias corrections and zero

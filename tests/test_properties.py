@@ -1,5 +1,5 @@
 "Property tests: random shapes, dtypes, group layouts and hyperparameters"
-import pytest, torch
+import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 import optcb
 from _util import grad_stream, run, max_errs

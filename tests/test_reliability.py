@@ -1,5 +1,5 @@
 "Bad input is refused like torch refuses it; non-finite gradients; checkpoints that resume exactly; long runs"
-import copy, math, os, pytest, torch
+import math, os, pytest, torch
 from functools import partial
 import optcb
 from optcb import Optimizer, average_grad, momentum_step, callback
@@ -61,9 +61,8 @@ def test_two_callbacks_returning_the_same_state_are_refused():
 
 # -- non-finite gradients
 def _nan_at(step, param=1):
-    base = None
+    "The usual gradient stream, with one NaN in parameter `param` at step `step`"
     def grads(t, ps):
-        nonlocal base
         gs = grad_stream(ps, 30, skip=())(t, ps)
         if t == step: gs[param] = gs[param].clone(); gs[param].view(-1)[0] = float('nan')
         return gs

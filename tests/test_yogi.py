@@ -1,5 +1,5 @@
 "Yogi against a reference written here from Zaheer et al. 2018, Algorithm 2, with optax's bias correction and initial value"
-import math, pytest, torch
+import pytest, torch
 import optcb
 from _util import make_params, clone_params, grad_stream, run, rel_err
 

@@ -7,7 +7,7 @@ documents the names it defines (signature and docstring, as nbdev's show_doc wou
 (latex2mathml), code is highlighted with Pygments, and the pages share a sidebar and a search box backed by a
 local index: nothing is loaded from a CDN. `nbdev-docs` (Quarto) stays configured to write to docs/ as well.
 """
-import argparse, ast, base64, html, importlib, inspect, json, os, re, shutil, sys
+import argparse, ast, html, importlib, inspect, json, os, re, shutil
 from pathlib import Path
 
 import markdown
