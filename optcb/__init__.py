@@ -1,7 +1,11 @@
 "Callback-composed optimizers for PyTorch and fastai"
 __version__ = "0.1.0"
 
-from .core import *
+from .chain import *
+from .tensorlist import *
+from .paths import *
+from .optimizer import *
 from .callbacks import *
 from .optimizers import *
+from .registry import *
 from . import optim

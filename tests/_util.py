@@ -36,6 +36,10 @@ def make_params(dtype=torch.float64, seed=0, shapes=((4, 3), (5,), (0,), (2, 2),
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
 
+def paths(opt):
+    "The set of paths the optimizer's next step takes (its public `plan()`)"
+    return {b.path for b in opt.plan()}
+
 def clone_params(ps): return [p.detach().clone().requires_grad_() for p in ps]
 
 def grad_stream(params, steps, seed=1, skip=((3, 3),), scale=1.0):

@@ -2,7 +2,7 @@
 import copy, pytest, torch
 import optcb
 from optcb import Optimizer, callback
-from _util import make_params, clone_params, grad_stream, run, max_errs
+from _util import make_params, clone_params, grad_stream, run, max_errs, paths
 
 pytestmark = pytest.mark.skipif(not any(__import__('shutil').which(c) for c in ('g++', 'c++', 'clang++')), reason='torch.compile on CPU needs a C++ compiler')
 
@@ -23,7 +23,7 @@ def test_compiled_equals_per_tensor_path(make, kw, dtype, tol):
     two = lambda qs: [{'params': qs[:4]}, {'params': qs[4:]}]
     fast = make(two(ps), **({'fused': True} if make in [m for m, _ in TORCH] else {'compile': True}), **kw)
     slow = make(two(ref), foreach=False, **kw)
-    assert fast._compile
+    assert paths(fast) == {'compiled'}
     fast.state[ps[0]]['do_wd'] = slow.state[ref[0]]['do_wd'] = False
     grads = grad_stream(ps, 40, skip=((3, 3),))
     for t in range(40):
@@ -67,7 +67,7 @@ def test_zero_grad_in_place_and_backward_accumulate_into_the_flat_gradients():
             o.zero_grad(set_to_none=False)
             torch.nn.functional.mse_loss(m(x), y).backward()
             o.step()
-    flat = next(iter(ours._flats.values()))
+    flat = ours.paths.flat_buffers()[0]
     assert all(p.grad is v for p, v in zip(flat.params, flat.gviews))  # backward accumulated into the flat buffer
     for a, b in zip(models[0].parameters(), models[1].parameters()): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -87,13 +87,13 @@ def test_compile_needs_elementwise_callbacks():
     def layerwise(p, *, lr): p.add_(p.grad / p.grad.norm(), alpha=-lr)
     with pytest.raises(ValueError, match='elementwise.*layerwise'):
         Optimizer(make_params(), [layerwise], lr=0.1, compile=True)
-    assert not Optimizer(make_params(), [layerwise], lr=0.1)._compile
+    assert paths(Optimizer(make_params(), [layerwise], lr=0.1)) == {'group'}
 
 def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch):
     ps = make_params(torch.float64); ref = clone_params(ps)
     opt = optcb.Adam(ps, lr=1e-2, compile=True)
     def broken(self): raise OSError('no C++ compiler')
-    monkeypatch.setattr(optcb.Optimizer, '_compiled_chain', broken)
+    monkeypatch.setattr(optcb.Paths, 'compiled_chain', broken)
     g = grad_stream(ps, 5, skip=())
     with pytest.warns(UserWarning, match='torch.compile failed'):
         run(opt, ps, g, 5)

@@ -34,4 +34,4 @@ def test_every_exported_function_and_class_is_documented(site):
 
 def test_search_index_finds_api_entries(site):
     index = json.loads((site / 'search_index.js').read_text().removeprefix('const SEARCH_INDEX = ').rstrip(';'))
-    assert any(e['url'] == 'optimizers.html#Adam' for e in index) and any(e['url'] == 'core.html#Optimizer' for e in index)
+    assert any(e['url'] == 'optimizers.html#Adam' for e in index) and any(e['url'] == 'optimizer.html#Optimizer' for e in index)

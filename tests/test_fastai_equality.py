@@ -3,7 +3,7 @@ import pytest, torch
 from functools import partial
 import fastai.optimizer as fo
 import optcb
-from _util import make_params, clone_params, grad_stream, run, max_errs, grid, STEPS, TOL
+from _util import make_params, clone_params, grad_stream, run, max_errs, grid, STEPS, TOL, paths
 
 CASES = ([('SGD', kw) for kw in grid(lr=[0.01], mom=[0., 0.9], wd=[0., 0.1], decouple_wd=[True, False])]
        + [('RMSProp', kw) for kw in grid(lr=[0.003], mom=[0., 0.9], sqr_mom=[0.99, 0.9], wd=[0., 0.1], decouple_wd=[True, False])]
@@ -34,7 +34,7 @@ def test_fastai_callbacks_run_unchanged(foreach):
     ps = make_params(); ref_ps = clone_params(ps)
     cbs = [fo.weight_decay, partial(fo.average_grad, dampening=True), fo.average_sqr_grad, fo.step_stat, fo.adam_step]
     ours = optcb.Optimizer(ps, cbs, lr=0.01, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, foreach=foreach)
-    assert ours._group_path == foreach  # fastai's callbacks are not declared group-safe: per tensor unless asked
+    assert paths(ours) == {'group' if foreach else 'per-tensor'}  # fastai's callbacks are not declared group-safe: per tensor unless asked
     ref = fo.Adam(ref_ps, lr=0.01)
     grads = grad_stream(ps, STEPS)
     run(ours, ps, grads, STEPS); run(ref, ref_ps, grads, STEPS)

@@ -1,7 +1,7 @@
 "Adagrad, Adamax, Adadelta against torch.optim; Lion against a reference written from its paper; group == per-tensor"
 import copy, pytest, torch
 import optcb
-from _util import make_params, clone_params, grad_stream, run, max_errs, grid, against_torch, STEPS, TOL
+from _util import make_params, clone_params, grad_stream, run, max_errs, grid, against_torch, STEPS, TOL, paths
 
 CASES = ([('Adagrad', kw, dict(lr=0.05, lr_decay=0.01)) for kw in grid(lr=[0.01], lr_decay=[0., 0.01], weight_decay=[0., 0.1],
                                                                        initial_accumulator_value=[0., 0.1], maximize=[False, True])]
@@ -143,7 +143,7 @@ def test_lamb_trust_ratio_is_per_layer():
     # first step: m̂/√v̂ = sign(g) = 1, so u = 1 everywhere, ‖u‖ = 2; trust = min(‖p‖/‖u‖, 10): 10 for big, 0.01 for small
     assert torch.allclose(big.detach(), torch.full((4,), 100 - 0.1 * 10, dtype=torch.float64))
     assert torch.allclose(small.detach(), torch.full((4,), 0.01 - 0.1 * 0.01, dtype=torch.float64))
-    assert not optcb.Lamb([big], lr=0.1)._compile  # per-layer norms: never the flat compiled path
+    assert paths(optcb.Lamb([big], lr=0.1, compile=None)) != {'compiled'}  # per-layer norms: never the flat compiled path
 
 # -- NAdam against torch, Adan against Algorithm 1
 NADAM = [dict(lr=5e-3, betas=b, eps=e, weight_decay=w, momentum_decay=md, decoupled_weight_decay=d, maximize=m)
@@ -245,7 +245,7 @@ def test_radam_compiled_through_the_rectification_switch(make, kw):
 def test_nadam_compiled_matches_torch():
     ps = make_params(torch.float32); ref = clone_params(ps)
     a, b = optcb.optim.NAdam(ps, lr=1e-2, fused=True), torch.optim.NAdam(ref, lr=1e-2, foreach=False)
-    assert a._compile
+    assert paths(a) == {'compiled'}
     g = grad_stream(ps, 30, skip=())
     run(a, ps, g, 30); run(b, ref, g, 30)
     perr, serr = max_errs(ps, ref, a, b, {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'})

@@ -1,7 +1,7 @@
 "The group path (TensorList, foreach kernels) gives the same parameters and state as the per-tensor reference path"
 import pytest, torch
 import optcb
-from _util import make_params, clone_params, grad_stream, run, max_errs
+from _util import make_params, clone_params, grad_stream, run, max_errs, paths
 
 FASTAI = [(optcb.SGD, dict(lr=0.01)), (optcb.SGD, dict(lr=0.01, mom=0.9, decouple_wd=False, wd=0.1)),
           (optcb.SGD, dict(lr=0.01, mom=0.9, nesterov=True, wd=0.1)),
@@ -19,7 +19,7 @@ def test_group_path_equals_per_tensor_path(make, kw):
     ps = make_params(torch.float64); ref_ps = clone_params(ps)
     two_groups = lambda qs: [{'params': qs[:4]}, {'params': qs[4:]}]
     fast, slow = make(two_groups(ps), foreach=True, **kw), make(two_groups(ref_ps), foreach=False, **kw)
-    assert fast._group_path and not slow._group_path
+    assert paths(fast) == {'group'} and paths(slow) == {'per-tensor'}
     fast.state[ps[0]]['do_wd'] = slow.state[ref_ps[0]]['do_wd'] = False  # a per-parameter flag inside a group
     grads = grad_stream(ps, 60, skip=((1, 2), (3, 3)))  # two parameters that miss steps: different step counts
     run(fast, ps, grads, 60); run(slow, ref_ps, grads, 60)
