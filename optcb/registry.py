@@ -57,8 +57,7 @@ class Entry:
         while isinstance(f, partial): bound, f = {**f.keywords, **bound}, f.func
         if bound: return f"{f.__name__}(params, lr, {', '.join(f'{k}={v!r}' for k, v in bound.items())})"
         ps = [p for p in inspect.signature(f).parameters.values() if p.name not in ('foreach', 'compile')]
-        args = ', '.join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in ps)
-        return f"{f.__name__}({args})"
+        return f"{f.__name__}({', '.join(map(str, ps))})"
 
     def bench_spec(self) -> Bench: return self.bench or Bench(partial(self.fastai, lr=self.lr))
 

@@ -105,7 +105,7 @@ def build_page(nb_path: Path, execute=True):
             continue
         d = directives(c.source)
         if 'hide' in d or 'default_exp' in d: continue
-        code = strip_directives(c.source)
+        code = strip_directives(c.source) if d.get('echo:') != 'false' else ''  # quarto's `#| echo: false`: output only
         if code: body.append(f'<pre class="code">{code_html(code)}</pre>')
         body.extend(output_html(o) for o in c.get('outputs', []))
         if 'export' in d and module is not None:

@@ -1,0 +1,140 @@
+"The project's structure: one registry that everything listing optimizers derives from, a light core, no silent fallback"
+import re, subprocess, sys, tomllib
+from pathlib import Path
+import pytest, torch
+import optcb
+from optcb import REGISTRY, Optimizer, callback, count_loops, FRACTION
+from _util import make_params, grad_stream, run, paths
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ('fastai', 'torchvision', 'matplotlib', 'sklearn')
+
+# -- the registry: every list of optimizers is derived from it
+def test_readme_and_docs_tables_are_the_registry():
+    table = optcb.registry.markdown_table()
+    assert table in (ROOT / 'README.md').read_text(), "README's optimizer table is stale: run python tools/sync_readme.py"
+    assert all(f"| `{name}` |" in table for name in REGISTRY)
+    assert 'markdown_table()' in (ROOT / 'nbs' / 'index.ipynb').read_text()  # the docs' front page prints it
+
+def test_compare_knows_every_registry_entry():
+    C = pytest.importorskip('optcb.compare')
+    for name, e in REGISTRY.items():
+        c = C.contender(name)
+        assert (c.name, c.opt_func, c.lr, c.fit_kwargs) == (name, e.fastai, e.lr, e.fit_kwargs)
+
+@pytest.mark.parametrize('cmd', ['compare', 'bench'])
+def test_cli_help_lists_every_optimizer_and_data_set(cmd):
+    from optcb.cli import parser
+    help = parser(cmd).format_help()
+    listed = re.search(r'optimizers:\n(.*?)(\n\n|$)', help, re.S).group(1)
+    assert sorted(n.strip() for n in listed.replace('\n', ' ').split(',')) == sorted(REGISTRY)
+    if cmd == 'compare':
+        from optcb.compare import DATASETS
+        assert all(f"  {d}: " in help for d in DATASETS)
+
+def test_bench_builds_every_registry_entry_next_to_its_references():
+    import optcb.bench as B
+    for name in REGISTRY:
+        cs = B.contenders(name, include_torch_compile=False)
+        assert 'optcb per-tensor' in cs and any('fused' in k for k in cs)
+        spec = REGISTRY[name].bench_spec()
+        if spec.torch: assert 'torch for-loop' in cs
+    assert 'optcb default (compiled)' in B.contenders('adam') and 'optcb default' in B.contenders('lamb')
+
+def test_bench_resnet34_shapes_are_torchvisions():
+    tv = pytest.importorskip('torchvision')
+    import optcb.bench as B
+    assert B.resnet34_shapes() == [tuple(p.shape) for p in tv.models.resnet34().parameters()]
+
+def test_every_torch_signature_class_of_optcb_optim_is_in_the_registry():
+    classes = {c for n in optcb.optim.__all__ if isinstance(c := getattr(optcb.optim, n), type)} - {optcb.optim.TorchOptimizer}
+    assert classes - {optcb.optim.AdamW} <= {e.torch for e in REGISTRY.values()}
+
+# -- a light core
+def test_core_dependencies_are_torch_fastcore_and_numpy():
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+    assert sorted(re.split(r'[<>=\[ ]', d)[0] for d in project['dependencies']) == ['fastcore', 'numpy', 'torch']
+    extra = ' '.join(project['optional-dependencies']['fastai'])
+    assert all(p in extra for p in ('fastai', 'torchvision', 'matplotlib', 'scikit-learn'))
+
+def test_building_and_stepping_every_optimizer_imports_no_heavy_package():
+    code = f"""
+import sys, torch, optcb
+ps = [torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True)]
+for e in optcb.REGISTRY.values():
+    for make in [e.build] + ([e.torch] if e.torch else []):
+        opt = make(ps)
+        for _ in range(2):
+            for p in ps: p.grad = torch.randn_like(p)
+            opt.step()
+import optcb.cli, optcb.bench
+print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '[]'
+
+def test_compare_without_the_extra_names_it():
+    code = """
+import sys, builtins
+real = builtins.__import__
+def no_fastai(name, *a, **k):
+    if name.split('.')[0] == 'fastai': raise ImportError(f"No module named {name!r}")
+    return real(name, *a, **k)
+builtins.__import__ = no_fastai
+from optcb.cli import main
+sys.exit(main(['compare', '--epochs', '1']))
+"""
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 2 and "pip install 'optcb[fastai]'" in r.stderr, r.stderr
+
+# -- the group path takes torch's foreach kernels: no silent fallback to a per-tensor loop
+def _steady_state_loops(opt, ps):
+    g = grad_stream(ps, 4, skip=())
+    run(opt, ps, g, 2)  # the first steps create state (zeros_like, full_like: one loop each by design)
+    with count_loops() as n: run(opt, ps, lambda t, qs: g(t + 2, qs), 2)
+    return n
+
+BUILDERS = [(name, e.build) for name, e in REGISTRY.items()] + \
+           [(f"optim.{e.torch.__name__}", e.torch) for e in REGISTRY.values() if e.torch]
+
+@pytest.mark.parametrize('name,make', BUILDERS, ids=[n for n, _ in BUILDERS])
+def test_group_path_never_falls_back_in_float32(name, make):
+    ps = make_params(torch.float32)
+    opt = make(ps, foreach=True)
+    assert paths(opt) == {'group'}
+    n = _steady_state_loops(opt, ps)
+    assert not [k for k in n if k[1] == 'fallback'], n
+    # loops by design where torch has no kernel: only where the maths needs it, listed here so that a new one shows
+    allowed = {'radam': set(), 'optim.RAdam': {'rtruediv'}, 'lamb': {'eq', 'logical_or', 'where', 'clamp'},
+               'larc': {'clamp'}, 'ranger': set()}
+    assert {k[0] for k in n} <= allowed.get(name, set()), n
+
+def test_a_kernel_that_is_bypassed_is_counted_as_a_fallback():
+    from optcb import TensorList
+    with count_loops() as n: TensorList([torch.ones(2), torch.ones(3)]).mul_(torch.tensor([2.]))
+    assert n == {('mul', 'fallback'): 1}
+
+# -- plan(): which path, and why, in one public place
+def test_plan_says_which_path_each_bucket_takes_and_why():
+    big = [torch.zeros(2**18, requires_grad=True), torch.zeros(10, requires_grad=True)]
+    assert [(b.path, b.why) for b in optcb.Adam(big, lr=1e-3, foreach=False).plan()] == [('per-tensor', 'foreach=False')] * 2
+    assert [(b.path, b.why) for b in optcb.Adam(big, lr=1e-3, compile=False).plan()] == [('group', 'compile=False')]
+    lamb = optcb.Lamb(big, lr=1e-3, compile=None).plan()
+    assert lamb[0].path == 'group' and 'lamb_step' in lamb[0].why and not optcb.REGISTRY['lamb'].compiles
+    [b] = optcb.Adam(big, lr=1e-3, compile=True).plan()
+    assert (b.path, b.why, b.params, b.numel, b.dtype) == ('compiled', 'compile=True', 2, 2**18 + 10, 'float32')
+    opt = optcb.Adam(big, lr=1e-3, compile=True)
+    opt.paths.compile = None  # the default rule: by size
+    opt.paths.compile_min_numel = 2**19
+    assert opt.plan()[0].path == 'group' and 'compile_min_numel' in opt.plan()[0].why
+
+# -- callbacks declare the ranges of their own hyperparameters
+def test_a_callback_declares_the_range_of_its_own_hyperparameter():
+    @callback(blend=0.5, ranges=dict(blend=FRACTION))
+    def blend_step(p, *, lr, blend): p.add_(p.grad, alpha=-lr * blend)
+    ps = make_params()
+    with pytest.raises(ValueError, match=r'invalid blend=1.5 .*\[0, 1\]'): Optimizer(ps, [blend_step], lr=0.1, blend=1.5)
+    opt = Optimizer(ps, [blend_step], lr=0.1)
+    with pytest.raises(ValueError, match='invalid blend=-1'): opt.set_hyper('blend', -1)
+    assert not {'nu_1', 'trust_coeff', 'k', 'beta', 'momentum_decay', 'lr_decay'} & set(optcb.chain.RANGES)
+    with pytest.raises(ValueError, match='invalid nu_1=2'): optcb.QHAdam(ps, lr=0.1, nu_1=2)
