@@ -22,7 +22,7 @@ def grid(**axes):
     return [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
 
 def three_groups(ps, extra):
-    "Three groups: defaults, other hyperparameters (`extra`), and one holding the empty and the intermittent parameters"
+    "Three groups: defaults; other hyperparameters (`extra`) on the empty and the intermittent parameters; defaults"
     return [{'params': ps[:2]}, {'params': ps[2:4], **extra}, {'params': ps[4:]}]
 
 def rel_err(a, b):
@@ -60,12 +60,16 @@ def run(opt, params, grads, steps):
         for p, g in zip(params, grads(t, params)): p.grad = None if g is None else g.clone()
         opt.step()
 
-def max_errs(ps1, ps2, opt1, opt2, state_map=None, ignore=()):
-    "Largest relative error over parameters and over every piece of state the two optimizers share"
+def max_errs(ps1, ps2, opt1, opt2, state_map=None, ignore=(), extra=()):
+    """Largest relative error over parameters and over every piece of state; the first optimizer may keep no state the
+    reference lacks, but for the names in `extra`"""
     perr = max(rel_err(a, b) for a, b in zip(ps1, ps2))
     serr = 0.
     for a, b in zip(ps1, ps2):
         s1, s2 = opt1.state[a], opt2.state[b]
+        mine = {k for k, v in s1.items() if v is not None}
+        theirs = {(state_map or {}).get(k, k) for k, v in s2.items() if v is not None}
+        assert mine <= theirs | set(extra), f"state {sorted(mine - theirs - set(extra))} that the reference does not keep"
         for k2, v2 in s2.items():
             k1 = (state_map or {}).get(k2, k2)
             if v2 is None or k2 in ignore: continue

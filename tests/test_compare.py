@@ -1,5 +1,5 @@
 "`optcb compare`: the offline digits data, the default run, own-vs-PyTorch matching, and clear errors that leave nothing behind"
-import json, warnings
+import csv, json, warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 import pytest
 import optcb.compare as C
@@ -29,6 +29,26 @@ def test_default_run_meets_its_promise(tmp_path):
     for f in ['results.json', 'summary.csv', 'epochs.csv', 'losses.png', 'accuracy.png']: assert (tmp_path / 'out' / f).stat().st_size > 0
     saved = json.loads((tmp_path / 'out' / 'results.json').read_text())
     assert [len(r['epochs']) for r in saved['results']] == [3] * 4 and len(saved['results'][0]['batch_losses']) == 3 * 22
+    check_outputs_read_back(tmp_path / 'out', res)
+    # every optimizer starts from the same weights and sees the same first batch: the same loss before any step
+    assert len({r['batch_losses'][0] for r in res['results']}) == 1
+
+def check_outputs_read_back(out, res):
+    "results.json, summary.csv and epochs.csv hold what `compare` returned: the last epoch's figures, in their columns"
+    saved = json.loads((out / 'results.json').read_text())
+    assert saved['results'] == json.loads(json.dumps(res['results']))
+    for r in res['results']:  # the summary is the last epoch, not the best
+        assert (r['train_loss'], r['valid_loss'], r['accuracy']) == tuple(r['epochs'][-1][k] for k in ('train_loss', 'valid_loss', 'accuracy'))
+    summary = list(csv.DictReader(open(out / 'summary.csv')))
+    assert [s['optimizer'] for s in summary] == [r['optimizer'] for r in res['results']]
+    for s, r in zip(summary, res['results']):
+        for k in ('lr', 'train_loss', 'valid_loss', 'accuracy', 'seconds'): assert float(s[k]) == pytest.approx(r[k], rel=1e-12), k
+    epochs = list(csv.DictReader(open(out / 'epochs.csv')))
+    expected = [(r['optimizer'], e) for r in res['results'] for e in r['epochs']]
+    assert len(epochs) == len(expected)
+    for row, (name, e) in zip(epochs, expected):
+        assert row['optimizer'] == name and int(row['epoch']) == e['epoch']
+        for k in ('train_loss', 'valid_loss', 'accuracy', 'time'): assert float(row[k]) == pytest.approx(e[k], rel=1e-12), k
 
 def test_match_makes_optcb_adam_and_torch_adamw_coincide(tmp_path):
     res = C.compare(opts='adam,torch:AdamW', match=True, epochs=1, out=tmp_path, quiet=True, print_fn=lambda *a: None)

@@ -78,6 +78,7 @@ def _trained(make):
     (lambda sd: {**sd, 'param_groups': sd['param_groups'] + [{**sd['param_groups'][0], 'params': []}]}, 'parameter groups'),
     (lambda sd: {**sd, 'param_groups': [{**sd['param_groups'][0], 'params': sd['param_groups'][0]['params'][:-1]}]}, 'has 5 parameters'),
     (lambda sd: {**sd, 'state': {**sd['state'], 0: {**sd['state'][0], 'grad_avg': torch.zeros(7)}}}, 'shape'),
+    (lambda sd: {**sd, 'state': {**sd['state'], 0: {**sd['state'][0], 'grad_avg': torch.zeros(3, 4)}}}, r'shape \(3, 4\)'),
     (lambda sd: {**sd, 'state': {**sd['state'], 0: {'exp_avg': torch.zeros(4, 3)}}}, "'exp_avg'"),
     (lambda sd: {**sd, 'param_groups': [{k: v for k, v in sd['param_groups'][0].items() if k != 'sqr_mom'}]}, 'lacks'),
     (lambda sd: {'state': sd['state']}, 'param_groups'),

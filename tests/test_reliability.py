@@ -60,20 +60,21 @@ def test_two_callbacks_returning_the_same_state_are_refused():
     with pytest.raises(TypeError, match="average_grad and my_momentum both return state 'grad_avg'"): opt.step()
 
 # -- non-finite gradients
-def _nan_at(step, param=1):
-    "The usual gradient stream, with one NaN in parameter `param` at step `step`"
+def _nan_at(step, param=1, value=float('nan')):
+    "The usual gradient stream, with one NaN (or `value`) in parameter `param` at step `step`"
     def grads(t, ps):
         gs = grad_stream(ps, 30, skip=())(t, ps)
-        if t == step: gs[param] = gs[param].clone(); gs[param].view(-1)[0] = float('nan')
+        if t == step: gs[param] = gs[param].clone(); gs[param].view(-1)[0] = value
         return gs
     return grads
 
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), -float('inf')])
 @pytest.mark.parametrize('compile', [False, True])
-def test_skip_nonfinite_leaves_parameters_and_state_untouched(compile):
+def test_skip_nonfinite_leaves_parameters_and_state_untouched(compile, value):
     ps = make_params(torch.float32); ref = clone_params(ps)
     opt = optcb.Adam(ps, lr=1e-2, compile=compile); opt.skip_nonfinite = True
     clean = optcb.Adam(ref, lr=1e-2, compile=compile)
-    bad, good = _nan_at(5), grad_stream(ps, 30, skip=())
+    bad, good = _nan_at(5, value=value), grad_stream(ps, 30, skip=())
     for t in range(12):
         for p, g in zip(ps, bad(t, ps)): p.grad = g.clone()
         opt.step()

@@ -40,3 +40,33 @@ def test_torch_optimizer_interop():
         optcb.optim.Adam(ps, fused=True, foreach=True)
     with pytest.raises(NotImplementedError, match='amsgrad'):
         optcb.optim.Adam([{'params': ps[:2], 'amsgrad': True}, {'params': ps[2:]}])
+
+# -- the defaults: the equality grids pass lr, betas and eps explicitly, so a wrong default would slip through them
+TORCH_CLASSES = sorted({e.torch.__name__ for e in optcb.REGISTRY.values() if e.torch} | {'AdamW'})
+
+@pytest.mark.parametrize('name', TORCH_CLASSES)
+def test_signature_and_defaults_are_torchs(name):
+    import inspect
+    ours, theirs = getattr(optcb.optim, name), getattr(torch.optim, name)
+    po, pt = inspect.signature(ours).parameters, inspect.signature(theirs).parameters
+    positional = lambda ps: [k for k, p in ps.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional(po)[:len(positional(pt))] == positional(pt)  # optcb may add `fused` at the end (RMSprop)
+    for k, p in pt.items():
+        assert k in po and po[k].kind == p.kind and po[k].default == p.default, (k, po.get(k), p)
+    w = [torch.zeros(3, requires_grad=True)]
+    go, gt = ours(w).param_groups[0], theirs(w).param_groups[0]
+    for k in gt.keys() & go.keys() - {'params'}: assert go[k] == gt[k], (k, go[k], gt[k])
+    assert {'lr', 'weight_decay'} <= gt.keys() & go.keys()
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('name', TORCH_CLASSES)
+def test_runs_with_defaults_equal_torchs(name, dtype):
+    "Built with nothing but the parameters (and torch's required lr), 40 steps: bit for bit"
+    kw = {} if inspect_default(getattr(torch.optim, name), 'lr') is not None else dict(lr=1e-3)
+    r = against_torch(name, kw, dtype=dtype, steps=40)
+    assert r.perr == 0 and r.serr == 0 and r.moved > 1e-4, (r.perr, r.serr, r.moved)
+
+def inspect_default(cls, k):
+    import inspect
+    d = inspect.signature(cls).parameters[k].default
+    return None if d is inspect.Parameter.empty else d
