@@ -16,7 +16,7 @@ from .registry import REGISTRY
 # %% ../nbs/10_cli.ipynb #c003
 def compare_cli(
     data:str='digits', # a data set (listed below); with --path, the protocol to train that folder with
-    path:str=None, # a folder with train/<class>/* and val/<class>/* (e.g. a local Imagenette copy)
+    path:str=None, # a folder with train/<class>/* and val/<class>/*; unreadable images are refused, all named
     opts:str='sgd,momentum,rmsprop,adam', # comma-separated optimizers (listed below), or torch:<Name> (torch.optim)
     epochs:int=3, # epochs of fit_one_cycle
     lr:str=None, # a learning rate for all, 'find' (lr_find's valley), or name=value pairs; default: each optimizer's own

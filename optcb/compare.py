@@ -25,9 +25,9 @@ from .registry import REGISTRY
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'DIGITS', 'IMAGENETTE', 'DATASETS', 'TORCH_MATCH', 'TORCH_LR', 'EPOCH_COLS', 'SUMMARY_COLS', 'data_home',
-           'digits_folder', 'check_image_folder', 'imagenette_folder', 'conv_bn', 'small_cnn', 'Protocol', 'DataSet',
-           'dataset', 'make_dls', 'make_learner', 'Contender', 'contender', 'parse_lrs', 'RecordRun', 'train_one',
-           'table', 'plot_results', 'compare']
+           'digits_folder', 'check_image_folder', 'check_images', 'check_sizes', 'imagenette_folder', 'conv_bn',
+           'small_cnn', 'Protocol', 'DataSet', 'dataset', 'make_dls', 'make_learner', 'Contender', 'contender',
+           'parse_lrs', 'RecordRun', 'train_one', 'summarise', 'table', 'plot_results', 'compare']
 
 # %% ../nbs/08_compare.ipynb #c004
 IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.JPEG', '.JPG', '.bmp', '.webp'}
@@ -76,6 +76,39 @@ def check_image_folder(path) -> list[str]:
     if set(classes['val']) - set(classes['train']):
         raise ValueError(f"{path}/val has classes that {path}/train lacks: {sorted(set(classes['val']) - set(classes['train']))}")
     return classes['train']
+
+def check_images(path, classes) -> dict:
+    """Open every file of an image folder before training: a `ValueError` naming every file with an image extension
+    that cannot be read; what is not an image (by extension) is returned under 'ignored'; images per split and class"""
+    from PIL import Image
+    bad, ignored, counts = [], [], {}
+    for split in ('train', 'val'):
+        for c in classes:
+            d = Path(path) / split / c
+            files = sorted(f for f in d.iterdir() if f.is_file()) if d.is_dir() else []
+            counts[split, c] = 0
+            for f in files:
+                if f.suffix not in IMAGE_EXTS: ignored.append(f); continue
+                try:
+                    with Image.open(f) as im: im.verify()
+                    counts[split, c] += 1
+                except Exception as e: bad.append(f"{f.relative_to(path)} ({type(e).__name__})")
+    if bad:
+        raise ValueError(f"{len(bad)} file{'s' if len(bad) > 1 else ''} in {path} cannot be read as images — remove or "
+                         f"replace {'them' if len(bad) > 1 else 'it'}:\n  " + '\n  '.join(bad))
+    return dict(ignored=ignored, counts=counts)
+
+def check_sizes(counts, classes, bs) -> tuple:
+    "The batch size to train with: `bs`, or smaller (with a reason) so that an epoch has full batches; errors for what cannot train"
+    n_train = sum(counts['train', c] for c in classes)
+    no_val = [c for c in classes if counts['val', c] == 0]
+    if no_val: raise ValueError(f"class{'es' if len(no_val) > 1 else ''} {', '.join(no_val)} ha{'ve' if len(no_val) > 1 else 's'} "
+                                "no validation image (val/<class>/): accuracy on them could not be measured")
+    if n_train < 8: raise ValueError(f"only {n_train} training images: too few to compare optimizers (at least 8)")
+    if n_train >= bs * 4: return bs, None
+    new = max(1, 2 ** int(math.log2(n_train / 4)))
+    return new, (f"{n_train} training images make fewer than 4 batches of {bs} (a partial last batch is dropped): "
+                 f"using a batch size of {new}")
 
 def imagenette_folder() -> Path:
     "fastai's Imagenette (160 px); needs the internet the first time"
@@ -220,9 +253,13 @@ def train_one(c:Contender, path, proto:Protocol, epochs:int, lr, seed:int, devic
     seconds = time.perf_counter() - start
     rows = [dict(epoch=i, train_loss=v[0], valid_loss=v[1], accuracy=v[2], time=t)
             for i, (v, t) in enumerate(zip(learn.recorder.values, rec.epoch_times))]
-    last = rows[-1]
-    return dict(optimizer=c.name, lr=lr, train_loss=last['train_loss'], valid_loss=last['valid_loss'], accuracy=last['accuracy'],
-                seconds=seconds, epochs=rows, batch_losses=rec.losses)
+    return summarise(c.name, lr, rows, seconds, rec.losses)
+
+def summarise(name, lr, epochs, seconds, batch_losses) -> dict:
+    "One optimizer's result: the figures of its *last* epoch (what the model ends with, not the best it passed through)"
+    last = epochs[-1]
+    return dict(optimizer=name, lr=lr, train_loss=last['train_loss'], valid_loss=last['valid_loss'],
+                accuracy=last['accuracy'], seconds=seconds, epochs=epochs, batch_losses=batch_losses)
 
 # %% ../nbs/08_compare.ipynb #c011
 def table(rows, cols, fmts) -> str:
@@ -259,6 +296,16 @@ def plot_results(results, title, dest:Path):
     ax.grid(alpha=0.3); ax.legend(loc='lower right')
     fig.tight_layout(); fig.savefig(dest / 'accuracy.png', dpi=120); plt.close(fig)
 
+def _check_out(out:Path, data:str):
+    "Refuse to replace the results of another data set in `out`"
+    prev = out / 'results.json'
+    if not prev.is_file(): return
+    try: was = json.loads(prev.read_text()).get('data')
+    except (ValueError, AttributeError): was = None
+    if was is not None and was != data:
+        raise ValueError(f"{out} holds the results of data set {was!r}, not {data!r}: choose another --out, "
+                         "or move those results away first")
+
 def _write_atomically(out:Path, write):
     "Write into a temporary folder beside `out`, and only replace `out` once everything is written"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -284,9 +331,17 @@ def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', 
     ds = dataset(data)
     folder, proto = (Path(path) if path is not None else ds.folder()), ds.protocol
     classes = check_image_folder(folder)
-    out = Path(out or Path('runs') / f'compare-{proto.name}')
+    data_name = ds.name if path is None else folder.resolve().name
+    out = Path(out or Path('runs') / f'compare-{data_name}')
+    _check_out(out, data_name if path is None else str(folder.resolve()))
+    found = check_images(folder, classes)
+    if found['ignored']:
+        print_fn(f"optcb compare: ignoring {len(found['ignored'])} file(s) that are not images: "
+                 + ', '.join(str(f.relative_to(folder)) for f in found['ignored'][:10]) + (' …' if len(found['ignored']) > 10 else ''))
+    bs, why = check_sizes(found['counts'], classes, bs or proto.bs)
+    if why: print_fn(f"optcb compare: {why}")
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    title = f"{proto.name if path is None else folder.name} ({proto.model}, {len(classes)} classes), fit_one_cycle({epochs})"
+    title = f"{data_name} ({proto.model}, {len(classes)} classes), fit_one_cycle({epochs})"
     print_fn(f"optcb compare: {title}, device {device}, seed {seed}")
     results = []
     for c in contenders:
@@ -294,9 +349,11 @@ def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', 
         print_fn(f"\n== {c.name} (lr={c_lr if c_lr == 'find' else format(c_lr, '.3g')}) ==")
         r = train_one(c, folder, proto, epochs, c_lr, seed, device=device, quiet=quiet, bs=bs, wd_bn_bias=match)
         print_fn(table(r['epochs'], *EPOCH_COLS))
+        if not all(math.isfinite(r[k]) for k in ('train_loss', 'valid_loss')):
+            print_fn(f"optcb compare: {c.name} diverged (its loss is not finite): try a smaller --lr")
         results.append(r)
     print_fn('\nSummary\n' + table(results, *SUMMARY_COLS))
-    summary = dict(data=proto.name if path is None else str(folder), model=proto.model, epochs=epochs, seed=seed, device=device,
+    summary = dict(data=data_name if path is None else str(folder.resolve()), model=proto.model, epochs=epochs, seed=seed, device=device,
                    results=results)
     if match:
         base = results[0]

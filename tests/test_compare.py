@@ -1,5 +1,5 @@
 "`optcb compare`: the offline digits data, the default run, own-vs-PyTorch matching, and clear errors that leave nothing behind"
-import csv, json, warnings
+import csv, json, math, shutil, warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 import pytest
 import optcb.compare as C
@@ -86,3 +86,94 @@ def test_cli_reports_errors_with_exit_status_2(capsys):
     assert main(['compare', '--opts', 'nope']) == 2
     assert "optcb compare: error: unknown optimizer 'nope'" in capsys.readouterr().err
     assert main(['frobnicate']) == 2
+
+def test_summary_is_the_last_epoch_not_the_best():
+    epochs = [dict(epoch=0, train_loss=0.5, valid_loss=0.4, accuracy=0.9, time=1.),
+              dict(epoch=1, train_loss=0.6, valid_loss=0.7, accuracy=0.5, time=1.)]
+    r = C.summarise('adam', 1e-3, epochs, 2., [1.])
+    assert (r['train_loss'], r['valid_loss'], r['accuracy']) == (0.6, 0.7, 0.5)
+
+# -- a user's own folder (issue: compare --path handled the way a careful tool would)
+def image_folder(root, n_train=6, n_val=2, classes=('a', 'b'), modes=('L',), size=20, ext='.png'):
+    "A small train/val image folder: `n_train`/`n_val` images per class, cycling through PIL `modes`"
+    from PIL import Image
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for split, n in (('train', n_train), ('val', n_val)):
+        for j, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                mode = modes[i % len(modes)]
+                arr = (rng.random((size + i % 3, size)) * (255 if mode != 'I;16' else 65535) * (0.3 + 0.6 * j)).astype(
+                    np.uint16 if mode == 'I;16' else np.uint8)
+                im = Image.fromarray(arr) if mode in ('L', 'I;16') else Image.fromarray(arr).convert(mode)
+                im.save(root / split / c / f'{i}{ext if mode in ("L", "RGB") else ".png"}')  # JPEG has no alpha, palette, 16 bits
+    return root
+
+def quiet(**kw): return dict(dict(quiet=True, print_fn=lambda *a: None, epochs=1, opts='adam'), **kw)
+
+def test_unreadable_images_are_all_named_before_training_and_nothing_is_written(tmp_path, monkeypatch, capsys):
+    folder = image_folder(tmp_path / 'mine')
+    (folder / 'train' / 'a' / 'broken.png').write_text('not an image')
+    (folder / 'val' / 'b' / 'empty.jpg').write_bytes(b'')
+    (folder / 'train' / 'b' / 'notes.txt').write_text('ignored: not an image extension')
+    monkeypatch.setattr(C, 'train_one', lambda *a, **k: pytest.fail('trained despite bad data'))
+    with pytest.raises(ValueError) as e: C.compare(path=folder, out=tmp_path / 'out', **quiet())
+    msg = str(e.value)
+    assert msg.startswith('2 files in') and 'train/a/broken.png' in msg and 'val/b/empty.jpg' in msg and 'notes.txt' not in msg
+    assert not (tmp_path / 'out').exists()
+    assert main(['compare', '--path', str(folder), '--out', str(tmp_path / 'out'), '--quiet']) == 2
+    err = capsys.readouterr().err
+    assert 'cannot be read as images' in err and 'Traceback' not in err
+
+def test_a_folder_too_small_for_the_batch_size_trains_with_a_smaller_one(tmp_path):
+    folder = image_folder(tmp_path / 'tiny', n_train=21, n_val=3)  # 42 training images, the protocol's bs is 64
+    said = []
+    res = C.compare(path=folder, out=tmp_path / 'out', **quiet(print_fn=said.append))
+    assert any('42 training images' in s and 'batch size of 8' in s for s in said)
+    [r] = res['results']
+    assert all(math.isfinite(r[k]) for k in ('train_loss', 'valid_loss')) and len(r['batch_losses']) == 42 // 8
+
+@pytest.mark.parametrize('n_train,n_val,match', [(3, 2, 'only 6 training images'), (6, 0, 'no validation image')])
+def test_a_folder_that_cannot_train_is_refused(tmp_path, n_train, n_val, match):
+    folder = image_folder(tmp_path / 'small', n_train=n_train, n_val=max(n_val, 1))
+    if n_val == 0: shutil.rmtree(folder / 'val' / 'b')
+    with pytest.raises(ValueError, match=match): C.compare(path=folder, out=tmp_path / 'out', **quiet())
+
+def test_results_are_named_after_the_folder_and_never_replace_another_data_sets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = image_folder(tmp_path / 'flowers', n_train=8, n_val=2)
+    C.compare(path=folder, **quiet())
+    assert json.loads((tmp_path / 'runs' / 'compare-flowers' / 'results.json').read_text())['data'] == str(folder)
+    other = image_folder(tmp_path / 'elsewhere' / 'flowers', n_train=8, n_val=2)  # the same name, other data
+    with pytest.raises(ValueError, match='holds the results of data set'):
+        C.compare(path=other, out=tmp_path / 'runs' / 'compare-flowers', **quiet())
+    assert json.loads((tmp_path / 'runs' / 'compare-flowers' / 'results.json').read_text())['data'] == str(folder)
+
+def test_an_interrupted_run_leaves_the_previous_results(tmp_path, monkeypatch):
+    folder = image_folder(tmp_path / 'mine', n_train=8, n_val=2)
+    out = tmp_path / 'out'
+    C.compare(path=folder, out=out, **quiet())
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    real, calls = C.train_one, []
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2: raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(C, 'train_one', interrupted)
+    with pytest.raises(KeyboardInterrupt): C.compare(path=folder, out=out, **quiet(opts='sgd,adam'))
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['mine', 'out']
+
+def test_mixed_modes_sizes_and_extensions_train(tmp_path):
+    folder = image_folder(tmp_path / 'mixed', n_train=8, n_val=2, modes=('L', 'RGB', 'RGBA', 'P', 'I;16'), ext='.jpg')
+    image_folder(folder, n_train=2, n_val=1, modes=('RGB',), size=33, ext='.bmp')  # more files, another extension
+    [r] = C.compare(path=folder, out=tmp_path / 'out', **quiet())['results']
+    assert math.isfinite(r['train_loss']) and len(r['batch_losses']) >= 1
+
+def test_imagenette_without_network_ends_with_a_clear_message(monkeypatch, capsys):
+    def offline(*a, **k): raise ConnectionError('no network')
+    monkeypatch.setattr(C, 'untar_data', offline)
+    assert main(['compare', '--data', 'imagenette', '--epochs', '1']) == 2
+    err = capsys.readouterr().err
+    assert 'could not download Imagenette' in err and '--data digits' in err and 'Traceback' not in err
