@@ -75,7 +75,7 @@ def max_sqr_grad(p, *, sqr_avg, max_sqr_avg=None):
     if max_sqr_avg is None: max_sqr_avg = torch.zeros_like(sqr_avg)
     return {'max_sqr_avg': torch.maximum(max_sqr_avg, sqr_avg, out=max_sqr_avg)}
 
-@callback()
+@callback(state=('step',))
 def step_stat(p, *, step=0):
     "Count this parameter's steps: the t of the bias corrections"
     return {'step': step + 1}
@@ -200,7 +200,7 @@ def lookahead_start(p, *, slow_p=None):
     "Lookahead's slow weights, copied from the parameter before its first step"
     if slow_p is None: return {'slow_p': p.detach().clone()}
 
-@callback(k=6, alpha=0.5, ranges=dict(k=Range(1), alpha=FRACTION))
+@callback(k=6, alpha=0.5, ranges=dict(k=Range(1), alpha=FRACTION), state=('la_step',))
 def lookahead_sync(p, *, k, alpha, slow_p, la_step=0):
     "Lookahead (Zhang et al. 2019, Algorithm 1): every k steps φ ← φ + alpha·(θ − φ), θ ← φ"
     if (la_step + 1) % k == 0:
@@ -241,7 +241,7 @@ def _mu(mom, momentum_decay, t):
     "NAdam's momentum schedule μ_t = mom·(1 − ½·0.96^(t·ψ))"
     return mom * (1. - 0.5 * 0.96 ** (t * momentum_decay))
 
-@callback(momentum_decay=4e-3, ranges=dict(momentum_decay=NONNEG))
+@callback(momentum_decay=4e-3, ranges=dict(momentum_decay=NONNEG), state=('mu_product',))
 def nadam_mu(p, *, mom, momentum_decay, step, mu_product=1.):
     "NAdam's running product of μ_t, rounded to the default dtype (float32) at each step, as torch.optim.NAdam keeps it"
     return {'mu_product': scalar_dtype(mu_product * scalar_dtype(_mu(mom, momentum_decay, step)))}

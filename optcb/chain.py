@@ -88,7 +88,11 @@ class Callback:
         self.ranges = dict(_attr(fn, 'ranges') or {})
         self.foreach = bool(_attr(fn, 'foreach'))
         self.elementwise = self.foreach and bool(_attr(fn, 'elementwise'))
-        self.produces = self.optional | set(_attr(fn, 'state') or ())
+        declared = set(_attr(fn, 'state') or ())
+        # what it keeps in the state: what it reads back starting from None, and what it declares (fastai's callbacks,
+        # which take **kwargs and declare nothing, may keep any of their optional names)
+        kept = {p.name for p in named if p.default is None} if not self.var_kw else self.optional
+        self.produces = kept | declared
 
     def __call__(self, p, state, hypers):
         if self.var_kw: kw = {**state, **hypers}

@@ -8,6 +8,7 @@ Docs: https://optcb.github.io/optcb/optim.html.md"""
 __all__ = ['TorchOptimizer', 'SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam']
 
 # %% ../nbs/06_optim.ipynb #c002
+from collections.abc import Mapping
 from functools import partial
 from .optimizer import Optimizer
 from . import callbacks
@@ -27,6 +28,16 @@ class TorchOptimizer(Optimizer):
         if differentiable: raise NotImplementedError(f"optcb.optim.{name}(differentiable=True): optcb steps are not differentiable")
         super().__init__(params, cbs, foreach=foreach, compile=fused, **hypers)
 
+    # torch's execution options, which a torch.optim state dict keeps in every group; optcb decides them per optimizer
+    _torch_options = ('foreach', 'fused', 'capturable', 'differentiable')
+
+    def _from_saved(self, sd):
+        sd = super()._from_saved(sd)
+        if not isinstance(sd.get('param_groups'), (list, tuple)): return sd
+        groups = [{k: v for k, v in g.items() if k not in self._torch_options} if isinstance(g, Mapping) else g
+                  for g in sd['param_groups']]
+        return {**sd, 'param_groups': groups}
+
     def add_param_group(self, param_group):
         for k in self.flags:
             if k in param_group and k in self.defaults and param_group[k] != self.defaults[k]:
@@ -40,6 +51,7 @@ def _first(maximize): return [callbacks.maximize] if maximize else []
 class SGD(TorchOptimizer):
     "torch.optim.SGD: momentum buffer started from the first gradient, `dampening`, Nesterov, L2 weight decay"
     aliases = dict(mom='momentum', wd='weight_decay')
+    state_names = dict(grad_avg='momentum_buffer')
     flags = ('nesterov', 'maximize')
     def __init__(self, params, lr=1e-3, momentum=0., dampening=0., weight_decay=0., nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):
@@ -51,17 +63,22 @@ class SGD(TorchOptimizer):
 class RMSprop(TorchOptimizer):
     "torch.optim.RMSprop: momentum on the scaled gradient, optionally centered"
     aliases = dict(sqr_mom='alpha', mom='momentum', wd='weight_decay')
+    state_names = dict(sqr_avg='square_avg', grad_mean='grad_avg')
+    tensor_state = ('step',)
     flags = ('centered', 'maximize')
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0., momentum=0., centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False, fused=None):
         "`fused` is not in torch's RMSprop; here it selects the compiled path, as for the other classes"
-        cbs = [*_first(maximize), l2_reg, average_sqr_grad, *([mean_grad] if centered else []), rms_prop_momentum_step]
+        cbs = [*_first(maximize), l2_reg, step_stat, average_sqr_grad, *([mean_grad] if centered else []),
+               rms_prop_momentum_step]
         super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, lr=lr,
                          alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize)
 
 class Adam(TorchOptimizer):
     "torch.optim.Adam: L2 weight decay unless `decoupled_weight_decay`, AMSGrad with `amsgrad`"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
+    state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq', max_sqr_avg='max_exp_avg_sq')
+    tensor_state = ('step',)
     flags = ('amsgrad', 'maximize', 'decoupled_weight_decay')
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., amsgrad=False, *, foreach=None,
                  maximize=False, capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False):
@@ -81,6 +98,8 @@ class AdamW(Adam):
 class Adagrad(TorchOptimizer):
     "torch.optim.Adagrad: learning-rate decay, initial accumulator, L2 weight decay"
     aliases = dict(wd='weight_decay', initial_accumulator='initial_accumulator_value')
+    state_names = dict(sqr_sum='sum')
+    tensor_state = ('step',)
     flags = ('maximize',)
     def __init__(self, params, lr=1e-2, lr_decay=0., weight_decay=0., initial_accumulator_value=0., eps=1e-10, foreach=None, *,
                  maximize=False, differentiable=False, fused=None):
@@ -91,6 +110,8 @@ class Adagrad(TorchOptimizer):
 class Adamax(TorchOptimizer):
     "torch.optim.Adamax"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
+    state_names = dict(grad_avg='exp_avg', inf_norm='exp_inf')
+    tensor_state = ('step',)
     flags = ('maximize',)
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., foreach=None, *,
                  maximize=False, differentiable=False, capturable=False, fused=None):
@@ -101,16 +122,20 @@ class Adamax(TorchOptimizer):
 class Adadelta(TorchOptimizer):
     "torch.optim.Adadelta"
     aliases = dict(sqr_mom='rho', wd='weight_decay')
+    state_names = dict(sqr_avg='square_avg', delta_avg='acc_delta')
+    tensor_state = ('step',)
     flags = ('maximize',)
     def __init__(self, params, lr=1., rho=0.9, eps=1e-6, weight_decay=0., foreach=None, *, capturable=False,
                  maximize=False, differentiable=False, fused=None):
-        cbs = [*_first(maximize), l2_reg, average_sqr_grad, adadelta_step]
+        cbs = [*_first(maximize), l2_reg, step_stat, average_sqr_grad, adadelta_step]
         super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
                          lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
 
 class RAdam(TorchOptimizer):
     "torch.optim.RAdam, optionally with decoupled weight decay"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
+    state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
+    tensor_state = ('step',)
     flags = ('maximize', 'decoupled_weight_decay')
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., decoupled_weight_decay=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
@@ -123,6 +148,8 @@ class RAdam(TorchOptimizer):
 class NAdam(TorchOptimizer):
     "torch.optim.NAdam, optionally with decoupled weight decay"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
+    state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
+    tensor_state = ('step', 'mu_product')
     flags = ('maximize', 'decoupled_weight_decay')
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):

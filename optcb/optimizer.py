@@ -39,6 +39,27 @@ def _even_mults(start, stop, n):
 
 def _plain(v): return v.item() if isinstance(v, np.generic) else v
 
+def _scalar_tensor(v):
+    "A number as torch.optim keeps scalar state: a 0-d tensor of its scalar dtype (float32, or float64 by default)"
+    if isinstance(v, torch.Tensor) or v is None: return v
+    return torch.tensor(float(v), dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
+
+def _scalar_value(k, v):
+    "torch's 0-d tensor state as optcb keeps it: the step count as an int, other scalars as floats"
+    if not isinstance(v, torch.Tensor) or v.dim() > 0: return v
+    return int(round(v.item())) if k == 'step' else v.item()
+
+def _guess_source(state) -> str:
+    "', probably X' naming the optimizers (torch's, or the registry's) whose state has the keys of `state`"
+    keys = {k for s in state.values() if isinstance(s, Mapping) for k in s} - {'step', 'do_wd', 'force_train'}
+    if not keys: return ''
+    from optcb.registry import REGISTRY
+    torch_names = sorted({e.torch.__name__ for e in REGISTRY.values() if e.torch
+                          and keys <= set(e.torch.state_names.values()) | set(e.torch.tensor_state)})
+    ours = [n for n, e in REGISTRY.items() if keys <= e.build([torch.zeros(1, requires_grad=True)]).chain.state_names()]
+    found = [f"torch.optim.{n}" for n in torch_names] + ([f"optcb's {', '.join(ours[:4])}"] if ours else [])
+    return f", probably {' or '.join(found)}" if found else ''
+
 class _Hypers(MutableMapping):
     "A live view of one param group's hyperparameters by callback name (fastai's `hypers[i]`)"
     def __init__(self, opt, group): self.opt, self.group = opt, group
@@ -59,6 +80,8 @@ class Optimizer(torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
     flags = ()     # param_group keys that chose the callbacks and are not passed to them
+    state_names = {}  # callback state name -> the name a state dict uses (torch's, in the torch-signature classes)
+    tensor_state = ()  # scalar state a state dict keeps as a 0-d tensor, as torch.optim does (`step`, `mu_product`)
     _keep_on_clear = ('force_train', 'do_wd')
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
@@ -154,14 +177,33 @@ class Optimizer(torch.optim.Optimizer):
     # -- checkpoints
     def _state_names(self):
         hyper_names = {n for g in self.param_groups for n in self._hypers(g)}
-        return (self.chain.state_names(hyper_names) | set(self._keep_on_clear)
-                | {k for s in self.state.values() for k in s})
+        return self.chain.state_names(hyper_names) | {k for s in self.state.values() for k in s}
+
+    def state_dict(self):
+        "torch's format; the state under `state_names` (torch's names for the torch-signature classes)"
+        sd = super().state_dict()
+        if not (self.state_names or self.tensor_state): return sd
+        return {'state': {i: self._to_saved(s) for i, s in sd['state'].items()}, 'param_groups': sd['param_groups']}
+
+    def _to_saved(self, s):
+        return {self.state_names.get(k, k): _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
+
+    def _from_saved(self, sd):
+        "A state dict in this class's saved names (or in the callbacks' own, as older optcb versions saved) by callback name"
+        if not (self.state_names or self.tensor_state) or not isinstance(sd.get('state'), Mapping): return sd
+        back = {v: k for k, v in self.state_names.items()}
+        def one(s):
+            if not isinstance(s, Mapping): return s
+            s = {back.get(k, k): v for k, v in s.items()}
+            return {k: _scalar_value(k, v) if k in self.tensor_state else v for k, v in s.items()}
+        return {**sd, 'state': {i: one(s) for i, s in sd['state'].items()}}
 
     def load_state_dict(self, state_dict):
         "Load a torch-format state dict (or a fastai `Optimizer`'s), after checking it fits; on error nothing changes"
         state_dict = self._from_fastai(state_dict)
         if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
             raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
+        state_dict = self._from_saved(state_dict)
         saved_groups, state = state_dict['param_groups'], state_dict['state']
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"the state dict has {len(saved_groups)} parameter groups, "
@@ -174,7 +216,7 @@ class Optimizer(torch.optim.Optimizer):
             need = {k for k in g if k != 'params' and (k in self.chain.used or k in self._alias_keys or k in self.flags)}
             if need - sg.keys():
                 raise ValueError(f"parameter group {i} of the state dict lacks {sorted(need - sg.keys())}: "
-                                 "it was saved by a different optimizer")
+                                 f"it was saved by a different optimizer{_guess_source(state)}")
             try: self.chain.check_hypers(self._hypers({**g, **sg}), f"parameter group {i} of the state dict")
             except TypeError as e: raise ValueError(str(e)) from e
             ids.update(zip(sg['params'], g['params']))
@@ -184,10 +226,11 @@ class Optimizer(torch.optim.Optimizer):
             if not isinstance(s, Mapping):
                 raise ValueError(f"the state of parameter {pid!r} is a {type(s).__name__}, not a dict")
             for k, v in s.items():
-                if k not in names:
-                    raise ValueError(f"the state of parameter {pid!r} has {k!r}, which none of this optimizer's "
-                                     f"callbacks keeps (they keep {sorted(names - set(self._keep_on_clear))}): "
-                                     "it was saved by a different optimizer")
+                if k not in names and k not in self._keep_on_clear:
+                    keeps = sorted(self.state_names.get(n, n) for n in names)
+                    raise ValueError(f"the state of parameter {pid!r} has {self.state_names.get(k, k)!r}, which this "
+                                     f"optimizer does not keep (it keeps {keeps}): it was saved by a different "
+                                     f"optimizer{_guess_source(state)}")
                 if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
                     raise ValueError(f"state {k!r} of parameter {pid!r} has shape {tuple(v.shape)}, "
                                      f"the parameter has {tuple(p.shape)}")

@@ -4,16 +4,10 @@ from types import SimpleNamespace
 import torch
 import optcb
 
-TORCH_STATE = {  # torch.optim's state names -> optcb's (fastai's) names
-    'SGD': {'momentum_buffer': 'grad_avg'},
-    'Adam': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg', 'max_exp_avg_sq': 'max_sqr_avg'},
-    'AdamW': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg', 'max_exp_avg_sq': 'max_sqr_avg'},
-    'RMSprop': {'square_avg': 'sqr_avg', 'grad_avg': 'grad_mean'},
-    'Adagrad': {'sum': 'sqr_sum'}, 'Adamax': {'exp_avg': 'grad_avg', 'exp_inf': 'inf_norm'},
-    'Adadelta': {'square_avg': 'sqr_avg', 'acc_delta': 'delta_avg'},
-    'RAdam': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'}, 'NAdam': {'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'}}
-# torch's RMSprop and Adadelta count steps only for CUDA-graph capture; optcb's have no use for a step count
-TORCH_IGNORE = {'RMSprop': ('step',), 'Adadelta': ('step',)}
+# torch.optim's state names -> optcb's (fastai's): from the classes themselves, where the mapping lives
+TORCH_STATE = {n: {v: k for k, v in getattr(optcb.optim, n).state_names.items()}
+               for n in ('SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam')}
+TORCH_IGNORE = {}  # state of torch's that optcb does not keep (none: RMSprop and Adadelta count steps too)
 STEPS = 120
 TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
 

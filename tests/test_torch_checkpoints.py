@@ -1,0 +1,89 @@
+"Drop-in both ways: torch.optim's checkpoints load into optcb.optim and continue exactly, and optcb.optim's into torch.optim"
+import copy, pytest, torch
+import optcb
+from _util import make_params, clone_params, grad_stream, three_groups
+
+CLASSES = sorted({e.torch.__name__ for e in optcb.REGISTRY.values() if e.torch} | {'AdamW'})
+KW = {'SGD': [dict(momentum=0.9, dampening=0.1, weight_decay=0.1), dict(momentum=0.9, nesterov=True)],
+      'RMSprop': [dict(momentum=0.9, centered=True), dict(weight_decay=0.1)],
+      'Adam': [dict(amsgrad=True, weight_decay=0.1), dict()], 'AdamW': [dict(amsgrad=True), dict()],
+      'NAdam': [dict(decoupled_weight_decay=True, weight_decay=0.1), dict()], 'RAdam': [dict(), dict(weight_decay=0.1)]}
+
+def _steps(opt, ps, grads, ts):
+    for t in ts:
+        for p, g in zip(ps, grads(t, ps)): p.grad = None if g is None else g.clone()
+        opt.step()
+
+def _resume(name, kw, first, second, dtype=torch.float64, steps=(15, 15)):
+    "`first` runs, saves; `second` loads and continues; torch.optim's uninterrupted run, and torch resuming itself, beside it"
+    ps = make_params(dtype); ref, own = clone_params(ps), clone_params(ps)
+    extra = dict(lr=0.02)
+    make = lambda lib, qs: getattr(lib, name)(three_groups(qs, extra), **({'foreach': False} if lib is torch.optim else {}), **kw)
+    grads = grad_stream(ps, sum(steps))
+    a, r, o = make(first, ps), make(torch.optim, ref), make(torch.optim, own)
+    for opt, qs in ((a, ps), (r, ref), (o, own)): _steps(opt, qs, grads, range(steps[0]))
+    b, o2 = make(second, ps), make(torch.optim, own)
+    b.load_state_dict(copy.deepcopy(torch.load(_saved(a.state_dict()), weights_only=True)))
+    o2.load_state_dict(copy.deepcopy(o.state_dict()))
+    for opt, qs in ((b, ps), (r, ref), (o2, own)): _steps(opt, qs, grads, range(steps[0], sum(steps)))
+    return ps, ref, own, b, r
+
+def _saved(sd):
+    import io
+    f = io.BytesIO(); torch.save(sd, f); f.seek(0)
+    return f
+
+@pytest.mark.parametrize('name', CLASSES)
+def test_a_torch_checkpoint_resumes_in_optcb_as_an_uninterrupted_torch_run(name):
+    for kw in KW.get(name, [dict()]):
+        ps, ref, own, ours, theirs = _resume(name, kw, torch.optim, optcb.optim)
+        assert all(torch.equal(p, q) for p, q in zip(ps, ref)), (name, kw)
+        for p, q in zip(ps, ref):  # and the state: torch's names in our state dict, the same values
+            mine = ours.state_dict()['state']; i = [id(x) for x in ps].index(id(p))
+            for k, v in theirs.state[q].items():
+                if torch.is_tensor(v): assert torch.equal(torch.as_tensor(mine[i][k], dtype=v.dtype), v), (name, k)
+
+@pytest.mark.parametrize('name', CLASSES)
+def test_an_optcb_checkpoint_resumes_in_torch_as_torch_resuming_itself(name):
+    "torch's own resume equals its uninterrupted run, except NAdam in float64 (torch casts mu_product to the params' dtype)"
+    for kw in KW.get(name, [dict()]):
+        ps, ref, own, _, _ = _resume(name, kw, optcb.optim, torch.optim)
+        assert all(torch.equal(p, q) for p, q in zip(ps, own)), (name, kw)
+        if name != 'NAdam': assert all(torch.equal(p, q) for p, q in zip(ps, ref)), (name, kw)
+
+@pytest.mark.parametrize('name', CLASSES)
+def test_state_dict_uses_torchs_names_and_keys(name):
+    ps = make_params(torch.float32); qs = clone_params(ps)
+    ours, theirs = getattr(optcb.optim, name)(ps, lr=0.01), getattr(torch.optim, name)(qs, lr=0.01)
+    g = grad_stream(ps, 3, skip=())
+    _steps(ours, ps, g, range(3)); _steps(theirs, qs, g, range(3))
+    a, b = ours.state_dict(), theirs.state_dict()
+    for i in b['state']:
+        assert a['state'][i].keys() == b['state'][i].keys(), (a['state'][i].keys(), b['state'][i].keys())
+        for k, v in b['state'][i].items():
+            assert type(a['state'][i][k]) is type(v) and (not torch.is_tensor(v) or a['state'][i][k].dtype == v.dtype), k
+    assert set(a['param_groups'][0]) <= set(b['param_groups'][0])
+
+def test_optcbs_own_older_format_still_loads():
+    ps = make_params(); opt = optcb.optim.Adam(ps, lr=0.01)
+    _steps(opt, ps, grad_stream(ps, 3, skip=()), range(3))
+    sd = opt.state_dict()
+    old = {**sd, 'state': {i: {{'exp_avg': 'grad_avg', 'exp_avg_sq': 'sqr_avg'}.get(k, k): int(v) if k == 'step' else v
+                                for k, v in s.items()} for i, s in sd['state'].items()}}
+    again = optcb.optim.Adam(clone_params(ps), lr=0.01); again.load_state_dict(old)
+    assert again.state_dict()['state'][0].keys() == sd['state'][0].keys()
+
+def test_a_foreign_state_dict_is_refused_naming_state_only_and_its_likely_source():
+    ps = make_params()
+    sgd = torch.optim.SGD(ps, lr=0.1, momentum=0.9)
+    _steps(sgd, ps, grad_stream(ps, 2, skip=()), range(2))
+    with pytest.raises(ValueError) as e: optcb.optim.Adam(ps).load_state_dict(sgd.state_dict())
+    assert 'probably torch.optim.SGD' in str(e.value)
+    adam = optcb.optim.Adam(ps); sd = adam.state_dict()  # the right groups, another optimizer's state
+    sd['state'] = {i: {'momentum_buffer': torch.zeros_like(p)} for i, p in enumerate(ps)}
+    with pytest.raises(ValueError) as e: adam.load_state_dict(sd)
+    msg = str(e.value)
+    assert "has 'momentum_buffer'" in msg and "['exp_avg', 'exp_avg_sq', 'max_exp_avg_sq', 'step']" in msg and 'torch.optim.SGD' in msg
+    assert 'dampening' not in msg and 'initial_accumulator' not in msg  # hyperparameters are not state
+    adam = optcb.Adam(ps, lr=0.1); _steps(adam, ps, grad_stream(ps, 2, skip=()), range(2))
+    with pytest.raises(ValueError, match="optcb's adam"): optcb.optim.SGD(ps, momentum=0.9).load_state_dict(adam.state_dict())
