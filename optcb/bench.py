@@ -1,4 +1,4 @@
-"""Adam steps side by side: fastai, torch.optim's three paths, torch.compile, and every optcb path, interleaved in one process.
+"""Optimizer steps side by side: fastai, torch.optim's paths, torch.compile and every optcb path.
 
 Docs: https://optcb.github.io/optcb/bench.html.md"""
 
@@ -75,11 +75,12 @@ def contenders(opt:str='adam', include_torch_compile=True) -> dict:
     if opt == 'adam':
         try:
             import optimi
-            c['torch-optimi AdamW'] = lambda ps: optimi.AdamW(ps, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, decouple_lr=False)
+            c['torch-optimi AdamW'] = lambda ps: optimi.AdamW(ps, lr=1e-3, betas=(0.9, 0.99), eps=1e-5,
+                                                              weight_decay=0.01, decouple_lr=False)
         except ImportError: pass
     c.update({'optcb per-tensor': partial(ours, foreach=False), 'optcb group (foreach)': partial(ours, foreach=True)})
     if ours([torch.zeros(1, requires_grad=True)]).chain.elementwise:  # per-layer norms (LAMB, LARC): no compiled path
-        compiled = {'fused': True} if isinstance(ours.func, type) else {'compile': True}  # optcb.optim classes say fused=
+        compiled = {'fused': True} if isinstance(ours.func, type) else {'compile': True}  # optcb.optim says fused=
         c['optcb group (foreach)'] = partial(ours, foreach=True, **{k: False for k in compiled})
         c['optcb default (compiled)'] = ours
         c['optcb compiled, new grads/step'] = _fresh_grads(partial(ours, **compiled))
@@ -148,8 +149,8 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
     # like with like: every contender ran the same steps with the same lrs, so all should end where the first did
     first_real = next(n for n in opts if 'yardstick' not in n)
     final = {n: [p.detach() for p in _params(o)] for n, o in opts.items()}
-    diff = {n: max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(final[n], final[first_real]) if b.numel())
-            for n in opts}
+    rel = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+    diff = {n: max(rel(a, b) for a, b in zip(final[n], final[first_real]) if b.numel()) for n in opts}
     reference = next(n for n in times if n.startswith('torch fused'))
     fused = statistics.median(times[reference])
     out = {}
@@ -159,8 +160,8 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
                       ratio_to_fused=statistics.median(ts) / fused, first_two_steps_s=first[n],
                       state_mb=_state_bytes(opts[n]) / 2**20, step_alloc_mb=_step_alloc_bytes(opts[n]) / 2**20,
                       rel_diff_to_first=diff[n])
-    out['_meta'] = dict(tensors=len(shapes), values=sum(math.prod(s) for s in shapes), rounds=rounds, reference=reference,
-                        graphs_compiled_while_timing=recompiles)
+    out['_meta'] = dict(tensors=len(shapes), values=sum(math.prod(s) for s in shapes), rounds=rounds,
+                        reference=reference, graphs_compiled_while_timing=recompiles)
     del opts; gc.collect()
     return out
 
@@ -169,13 +170,16 @@ def format_results(res:dict) -> str:
     lines = []
     for set_name, r in res.items():
         m = r['_meta']
-        lines.append(f"\n{set_name}: {m['tensors']} tensors, {m['values'] / 1e6:.1f}M values, {m['rounds']} interleaved rounds, "
-                     f"{m['graphs_compiled_while_timing']} graphs compiled while timing (lr changed every round); ref = {m['reference']}")
-        lines.append(f"{'contender':31} {'median ms':>10} {'IQR ms':>15} {'× ref':>8} {'first 2 steps':>14} {'state MB':>9} {'step alloc MB':>14}")
+        lines.append(f"\n{set_name}: {m['tensors']} tensors, {m['values'] / 1e6:.1f}M values, "
+                     f"{m['rounds']} interleaved rounds, {m['graphs_compiled_while_timing']} graphs compiled while "
+                     f"timing (lr changed every round); ref = {m['reference']}")
+        lines.append(f"{'contender':31} {'median ms':>10} {'IQR ms':>15} {'× ref':>8} {'first 2 steps':>14} "
+                     f"{'state MB':>9} {'step alloc MB':>14}")
         for n, f in r.items():
             if n == '_meta': continue
-            lines.append(f"{n:31} {f['median_ms']:10.2f} {f['q1_ms']:7.2f}–{f['q3_ms']:<7.2f} {f['ratio_to_fused']:8.2f} "
-                         f"{f['first_two_steps_s']:13.1f}s {f['state_mb']:9.0f} {f['step_alloc_mb']:14.1f}")
+            lines.append(f"{n:31} {f['median_ms']:10.2f} {f['q1_ms']:7.2f}–{f['q3_ms']:<7.2f} "
+                         f"{f['ratio_to_fused']:8.2f} {f['first_two_steps_s']:13.1f}s {f['state_mb']:9.0f} "
+                         f"{f['step_alloc_mb']:14.1f}")
     return '\n'.join(lines)
 
 # %% ../nbs/09_bench.ipynb #c007
@@ -199,15 +203,17 @@ def end_to_end(epochs:int=2, log=print) -> dict:
         learn = make_learner(make_dls(digits_folder(), DIGITS, device='cpu'), DIGITS, opt_func, cbs=[timer])
         with learn.no_bar(), learn.no_logging():
             for _ in range(epochs): learn.fit_one_cycle(1, 3e-3)
-        out[name] = dict(epoch_s=timer.epoch_s, step_s=timer.step_s, share=timer.step_s / timer.epoch_s, accuracy=float(learn.recorder.values[-1][2]))
+        out[name] = dict(epoch_s=timer.epoch_s, step_s=timer.step_s, share=timer.step_s / timer.epoch_s,
+                         accuracy=float(learn.recorder.values[-1][2]))
     log('\nend to end: one fit_one_cycle epoch of the digits default (the second, after a warm-up epoch)')
     for n, r in out.items():
-        log(f"{n:32} epoch {r['epoch_s']:6.2f}s  inside opt.step {r['step_s'] * 1e3:7.1f} ms ({r['share'] * 100:4.1f}% of the epoch)")
+        log(f"{n:32} epoch {r['epoch_s']:6.2f}s  inside opt.step {r['step_s'] * 1e3:7.1f} ms "
+            f"({r['share'] * 100:4.1f}% of the epoch)")
     return out
 
 # %% ../nbs/09_bench.ipynb #c008
-def bench(sets:str='resnet34,small,big,transformer', opt:str='adam', rounds:int=15, threads:int|None=None, torch_compile:bool=True,
-          e2e:bool=False, json_path:str|None=None, log=print) -> dict:
+def bench(sets:str='resnet34,small,big,transformer', opt:str='adam', rounds:int=15, threads:int|None=None,
+          torch_compile:bool=True, e2e:bool=False, json_path:str|None=None, log=print) -> dict:
     "Run the step benchmark of optimizer `opt` on the named parameter sets (and the end-to-end epoch) and print tables"
     entry(opt)  # a ValueError naming the choices
     available = param_sets()
@@ -220,7 +226,8 @@ def bench(sets:str='resnet34,small,big,transformer', opt:str='adam', rounds:int=
 
 def _bench(names, available, opt, rounds, threads, torch_compile, e2e, json_path, log):
     if threads: torch.set_num_threads(threads)
-    log(f"{opt}: torch {torch.__version__}, {torch.get_num_threads()} threads, denormals flushed, gradients N(0, 1e-3), float32")
+    log(f"{opt}: torch {torch.__version__}, {torch.get_num_threads()} threads, denormals flushed, "
+        "gradients N(0, 1e-3), float32")
     res = {}
     for n in names:
         builders = contenders(opt, include_torch_compile=torch_compile and n != 'small')
@@ -229,5 +236,6 @@ def _bench(names, available, opt, rounds, threads, torch_compile, e2e, json_path
     if e2e:
         res['end_to_end'] = end_to_end(log=log)
     if json_path:
-        with open(json_path, 'w') as f: json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(), opt=opt, results=res), f, indent=1)
+        meta = dict(torch=torch.__version__, threads=torch.get_num_threads(), opt=opt)
+        with open(json_path, 'w') as f: json.dump(dict(meta, results=res), f, indent=1)
     return res

@@ -154,7 +154,7 @@ def adamax_step(p, *, lr, mom, step, grad_avg, inf_norm):
 
 @callback(eps=1e-6)
 def adadelta_step(p, *, lr, sqr_mom, eps, sqr_avg, delta_avg=None):
-    "Adadelta (Zeiler 2012, Algorithm 1): Δ = √(D + eps)/√(v + eps)·g, D ← ρ·D + (1−ρ)·Δ², p ← p − lr·Δ, with ρ = sqr_mom"
+    "Adadelta (Zeiler 2012, Algorithm 1), ρ = sqr_mom: Δ = √(D + eps)/√(v + eps)·g, D ← ρ·D + (1−ρ)·Δ², p ← p − lr·Δ"
     if delta_avg is None: delta_avg = torch.zeros_like(p.grad)
     delta = delta_avg.add(eps).sqrt_().div_(sqr_avg.add(eps).sqrt_()).mul_(p.grad)
     delta_avg.mul_(sqr_mom).addcmul_(delta, delta, value=1 - sqr_mom)
@@ -180,7 +180,7 @@ def _rect(rho_inf, rho_t):
 
 @callback(eps=1e-5, beta=0., ranges=dict(beta=NONNEG))
 def radam_step(p, *, lr, mom, sqr_mom, eps, beta, step, grad_avg, sqr_avg):
-    "RAdam as fastai writes it: p ← p − lr·m̂·r_t/(√v̂ + eps) where ρ_t > 5, else p ← p − lr·m̂; `beta` > 0 softplus-smooths √v̂"
+    "RAdam as fastai writes it: p ← p − lr·m̂·r_t/(√v̂ + eps) where ρ_t > 5, else p ← p − lr·m̂; `beta` > 0 smooths √v̂"
     rho_inf, rho_t = _rho(sqr_mom, step)
     denom = (sqr_avg / (1 - sqr_mom**step)).sqrt().add_(eps)
     if not is_zero(beta): denom = F.softplus(denom, beta)
@@ -189,7 +189,7 @@ def radam_step(p, *, lr, mom, sqr_mom, eps, beta, step, grad_avg, sqr_avg):
 
 @callback(eps=1e-8)
 def torch_radam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
-    "RAdam as torch.optim.RAdam computes it: eps added to √v before the bias correction, p ← p − lr·r_t·m̂·√(1−sqr_momᵗ)/(√v + eps)"
+    "RAdam as torch.optim.RAdam computes it (eps on √v, not √v̂): p ← p − lr·r_t·m̂·√(1−sqr_momᵗ)/(√v + eps)"
     rho_inf, rho_t = _rho(sqr_mom, step)
     m_hat = grad_avg / (1 - mom**step) * lr
     adaptive = (1 - sqr_mom**step) ** 0.5 / sqr_avg.sqrt().add_(eps)
@@ -226,7 +226,7 @@ def lamb_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
 
 @callback(trust_coeff=0.02, eps=1e-8, elementwise=False, state=('local_lr',), ranges=dict(trust_coeff=NONNEG))
 def larc_layer_lr(p, *, lr, trust_coeff, wd, eps, clip=True):
-    "LARS/LARC's per-layer learning rate (You et al. 2017, eq. 6): lr·η·‖p‖/(‖g‖ + wd·‖p‖ + eps), at most lr with `clip` (LARC)"
+    "LARS/LARC's per-layer rate (You et al. 2017, eq. 6): lr·η·‖p‖/(‖g‖ + wd·‖p‖ + eps), at most lr with `clip` (LARC)"
     p_norm = p.norm()
     local_lr = p_norm.mul(lr * trust_coeff).div_(p.grad.norm().add(p_norm, alpha=wd).add_(eps))
     return {'local_lr': torch.clamp(local_lr, max=lr) if clip else local_lr}
@@ -257,10 +257,12 @@ def nadam_step(p, *, lr, mom, sqr_mom, eps, momentum_decay, step, mu_product, gr
 @callback(mom2=0.92, sqr_mom=0.99)
 def adan_stats(p, *, mom2, sqr_mom, prev_grad=None, diff_avg=None, sqr_avg=None):
     "Adan's statistics (Xie et al. 2022, Algorithm 1 lines 4–5): d ← β₂d + (1−β₂)Δg, n ← β₃n + (1−β₃)(g + β₂Δg)²"
-    if prev_grad is None: prev_grad, diff_avg, sqr_avg = p.grad.clone(), torch.zeros_like(p.grad), torch.zeros_like(p.grad)
+    if prev_grad is None:
+        prev_grad, diff_avg, sqr_avg = p.grad.clone(), torch.zeros_like(p.grad), torch.zeros_like(p.grad)
     diff = p.grad - prev_grad
     u = p.grad.add(diff, alpha=mom2)
-    return {'diff_avg': diff_avg.lerp_(diff, 1 - mom2), 'sqr_avg': sqr_avg.mul_(sqr_mom).addcmul_(u, u, value=1 - sqr_mom),
+    return {'diff_avg': diff_avg.lerp_(diff, 1 - mom2),
+            'sqr_avg': sqr_avg.mul_(sqr_mom).addcmul_(u, u, value=1 - sqr_mom),
             'prev_grad': prev_grad.copy_(p.grad)}
 
 @callback(eps=1e-8, wd=0.)

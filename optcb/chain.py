@@ -15,8 +15,8 @@ from numbers import Real
 import torch
 
 # %% auto #0
-__all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'is_zero', 'select', 'scalar_dtype', 'Callback',
-           'check_hyper', 'Chain', 'run_chain']
+__all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'is_zero', 'select', 'torch_scalar_dtype',
+           'scalar_dtype', 'Callback', 'check_hyper', 'Chain', 'run_chain']
 
 # %% ../nbs/00_chain.ipynb #c005
 @dataclass(frozen=True)
@@ -55,10 +55,14 @@ def select(cond, a, b):
     if isinstance(cond, torch.Tensor): return torch.where(cond, a, b)
     return a if cond else b
 
+def torch_scalar_dtype() -> torch.dtype:
+    "The dtype of torch.optim's scalar state (`step`, NAdam's μ product): float64 if it is the default, else float32"
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
 def scalar_dtype(x):
-    "`x` rounded to the dtype in which torch.optim keeps scalar state (the default dtype): a float stays a float"
-    if isinstance(x, torch.Tensor): return x.to(torch.get_default_dtype()).double()
-    return torch.tensor(x, dtype=torch.get_default_dtype()).item()
+    "`x` rounded to `torch_scalar_dtype()`, as torch.optim keeps it (a float stays a float, a tensor a float64 tensor)"
+    if isinstance(x, torch.Tensor): return x.to(torch_scalar_dtype()).double()
+    return torch.tensor(x, dtype=torch_scalar_dtype()).item()
 
 # %% ../nbs/00_chain.ipynb #c011
 def _attr(fn, name):
@@ -114,7 +118,8 @@ def check_hyper(name, v, where='', ranges=RANGES):
         if v.numel() != 1:
             raise ValueError(f"hyperparameter {name} must be a scalar, got a tensor of shape {tuple(v.shape)}{at}")
         v = v.item()
-    if v is None or isinstance(v, (str, bytes)) or (name in ranges and (isinstance(v, bool) or not isinstance(v, Real))):
+    not_real = isinstance(v, bool) or not isinstance(v, Real)
+    if v is None or isinstance(v, (str, bytes)) or (name in ranges and not_real):
         raise TypeError(f"hyperparameter {name}={v!r} must be a real number{at}")
     if isinstance(v, Real) and not isinstance(v, bool):
         if math.isnan(v): raise ValueError(f"hyperparameter {name} is NaN{at}")
@@ -177,7 +182,8 @@ def run_chain(chain, p, state, hypers, check_owners=False):
         if not res: continue
         if check_owners:
             for k in res:
-                if k in owner: raise TypeError(f"callbacks {owner[k]} and {cb.name} both return state {k!r}: rename one of them")
+                if k in owner:
+                    raise TypeError(f"callbacks {owner[k]} and {cb.name} both return state {k!r}: rename one of them")
                 owner[k] = cb.name
         state.update(res)
     return state

@@ -1,4 +1,4 @@
-"""The `optcb` command: `optcb compare …` and `optcb bench …`, with the optimizers and data sets they know listed from the registries.
+"""The `optcb` command: `optcb compare …` and `optcb bench …`.
 
 Docs: https://optcb.github.io/optcb/cli.html.md"""
 
@@ -19,7 +19,7 @@ def compare_cli(
     path:str=None, # a folder with train/<class>/* and val/<class>/*; unreadable images are refused, all named
     opts:str='sgd,momentum,rmsprop,adam', # comma-separated optimizers (listed below), or torch:<Name> (torch.optim)
     epochs:int=3, # epochs of fit_one_cycle
-    lr:str=None, # a learning rate for all, 'find' (lr_find's valley), or name=value pairs; default: each optimizer's own
+    lr:str=None, # one learning rate, 'find' (lr_find's valley), or name=value pairs; default: each optimizer's own
     seed:int=42, # fixes the initial weights and the batch order, the same for every optimizer
     out:str=None, # output folder (default runs/compare-<data set or folder name>)
     device:str=None, # cpu or cuda (default: cuda if available)
@@ -37,13 +37,14 @@ def bench_cli(
     opt:str='adam', # an optimizer (listed below)
     rounds:int=15, # interleaved timing rounds per set
     threads:int=None, # torch threads (default: torch's)
-    no_torch_compile:bool=False, # skip torch.compile of torch's own step (always skipped on 'small', where it compiles for minutes)
+    no_torch_compile:bool=False, # skip torch.compile of torch's step (always skipped on 'small': minutes to compile)
     e2e:bool=False, # also time a fit_one_cycle epoch of the digits default with fastai's and optcb's Adam
     json:str=None, # also write the figures to this JSON file
 ):
-    "Time one optimizer step of fastai, torch.optim (for-loop, foreach, fused, compiled) and every optcb path, side by side"
+    "Time one step of fastai, torch.optim (for-loop, foreach, fused, compiled) and every optcb path, side by side"
     from optcb.bench import bench
-    bench(sets=sets, opt=opt, rounds=rounds, threads=threads, torch_compile=not no_torch_compile, e2e=e2e, json_path=json)
+    bench(sets=sets, opt=opt, rounds=rounds, threads=threads, torch_compile=not no_torch_compile, e2e=e2e,
+          json_path=json)
 
 COMMANDS = {'compare': compare_cli, 'bench': bench_cli}
 
@@ -68,7 +69,8 @@ def main(argv=None):
     "Entry point of the `optcb` command"
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ('-h', '--help') or argv[0] not in COMMANDS:
-        print(f"usage: optcb {{{','.join(COMMANDS)}}} [options]   (optcb <command> --help for its options)", file=sys.stderr)
+        print(f"usage: optcb {{{','.join(COMMANDS)}}} [options]   (optcb <command> --help for its options)",
+              file=sys.stderr)
         return 0 if argv and argv[0] in ('-h', '--help') else 2
     cmd = argv.pop(0)
     try: args = vars(parser(cmd).parse_args(argv))

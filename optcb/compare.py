@@ -1,4 +1,4 @@
-"""The classic optimizer study — SGD, momentum, RMSProp, Adam, … under `fit_one_cycle` in a fastai `Learner` — offline by default.
+"""The classic optimizer study under `fit_one_cycle` in a fastai `Learner`, offline by default.
 
 Docs: https://optcb.github.io/optcb/compare.html.md"""
 
@@ -16,7 +16,8 @@ import torch
 from torch import nn
 try:
     from fastai.vision.all import (Learner, ImageDataLoaders, Resize, Normalize, aug_transforms, imagenet_stats,
-                                   accuracy, vision_learner, resnet34, set_seed, Callback, OptimWrapper, untar_data, URLs)
+                                   accuracy, vision_learner, resnet34, set_seed, Callback, OptimWrapper, untar_data,
+                                   URLs)
 except ImportError as e:
     raise ImportError(f"optcb compare needs fastai, torchvision, matplotlib and scikit-learn ({e}): "
                       "pip install 'optcb[fastai]'") from e
@@ -60,26 +61,27 @@ def digits_folder(dest:Path|None=None, size:int=32, valid_pct:float=0.2, seed:in
     return dest
 
 def check_image_folder(path) -> list[str]:
-    "The class names of an Imagenette-shaped folder, or a `ValueError` that says what is missing where"
+    "The class names of an Imagenette-shaped folder's layout, or a `ValueError` that says what is missing where"
     path = Path(path)
     if not path.is_dir(): raise ValueError(f"data folder {path} does not exist")
     for split in ('train', 'val'):
-        if not (path / split).is_dir(): raise ValueError(f"data folder {path} has no '{split}' folder (expected {split}/<class>/<images>)")
+        if not (path / split).is_dir():
+            raise ValueError(f"data folder {path} has no '{split}' folder (expected {split}/<class>/<images>)")
     classes = {}
     for split in ('train', 'val'):
         d = path / split
         cls = sorted(c.name for c in d.iterdir() if c.is_dir())
         if not cls: raise ValueError(f"{d} has no class folders (expected {split}/<class>/<images>)")
-        empty = [c for c in cls if not any(f.suffix in IMAGE_EXTS for f in (d / c).iterdir())]
-        if empty: raise ValueError(f"{d} has class folders without images: {', '.join(empty[:5])}")
         classes[split] = cls
     if set(classes['val']) - set(classes['train']):
-        raise ValueError(f"{path}/val has classes that {path}/train lacks: {sorted(set(classes['val']) - set(classes['train']))}")
+        raise ValueError(f"{path}/val has classes that {path}/train lacks: "
+                         f"{sorted(set(classes['val']) - set(classes['train']))}")
     return classes['train']
 
 def check_images(path, classes) -> dict:
-    """Open every file of an image folder before training: a `ValueError` naming every file with an image extension
-    that cannot be read; what is not an image (by extension) is returned under 'ignored'; images per split and class"""
+    """Open every file of an image folder before training. A `ValueError` names every file with an image extension that
+    cannot be read, and every class without images in a split; returns the files that are not images (by extension)
+    under 'ignored', and the number of images per split and class under 'counts'"""
     from PIL import Image
     bad, ignored, counts = [], [], {}
     for split in ('train', 'val'):
@@ -96,14 +98,15 @@ def check_images(path, classes) -> dict:
     if bad:
         raise ValueError(f"{len(bad)} file{'s' if len(bad) > 1 else ''} in {path} cannot be read as images — remove or "
                          f"replace {'them' if len(bad) > 1 else 'it'}:\n  " + '\n  '.join(bad))
+    for split in ('train', 'val'):
+        empty = [c for c in classes if counts[split, c] == 0]
+        if empty: raise ValueError(f"{Path(path) / split} has class folders without images: {', '.join(empty[:5])} "
+                                   "(every class needs training and validation images)")
     return dict(ignored=ignored, counts=counts)
 
 def check_sizes(counts, classes, bs) -> tuple:
-    "The batch size to train with: `bs`, or smaller (with a reason) so that an epoch has full batches; errors for what cannot train"
+    "The batch size to train with, and why when it is not `bs`: an epoch needs at least 4 full batches"
     n_train = sum(counts['train', c] for c in classes)
-    no_val = [c for c in classes if counts['val', c] == 0]
-    if no_val: raise ValueError(f"class{'es' if len(no_val) > 1 else ''} {', '.join(no_val)} ha{'ve' if len(no_val) > 1 else 's'} "
-                                "no validation image (val/<class>/): accuracy on them could not be measured")
     if n_train < 8: raise ValueError(f"only {n_train} training images: too few to compare optimizers (at least 8)")
     if n_train >= bs * 4: return bs, None
     new = max(1, 2 ** int(math.log2(n_train / 4)))
@@ -164,10 +167,11 @@ def dataset(name:str) -> DataSet:
     return DATASETS[name]
 
 def make_dls(path, proto:Protocol, device=None, bs=None):
-    "fastai `DataLoaders` for the folder `path` with the protocol's resizing, augmentation, normalisation and batch size"
-    return ImageDataLoaders.from_folder(path, train='train', valid='val', item_tfms=Resize(proto.resize), bs=bs or proto.bs,
-                                        batch_tfms=[*aug_transforms(size=proto.size, **proto.aug), Normalize.from_stats(*imagenet_stats)],
-                                        num_workers=proto.num_workers, device=device)
+    "fastai `DataLoaders` for the folder `path` with the protocol's resizing, augmentation, normalisation, batch size"
+    batch_tfms = [*aug_transforms(size=proto.size, **proto.aug), Normalize.from_stats(*imagenet_stats)]
+    return ImageDataLoaders.from_folder(path, train='train', valid='val', item_tfms=Resize(proto.resize),
+                                        bs=bs or proto.bs, batch_tfms=batch_tfms, num_workers=proto.num_workers,
+                                        device=device)
 
 def make_learner(dls, proto:Protocol, opt_func, cbs=(), wd_bn_bias=False):
     "A `Learner` with the protocol's model (resnet34 from scratch, or the small convnet), accuracy, and `opt_func`"
@@ -178,7 +182,7 @@ def make_learner(dls, proto:Protocol, opt_func, cbs=(), wd_bn_bias=False):
 # %% ../nbs/08_compare.ipynb #c008
 @dataclass
 class Contender:
-    "An optimizer in the comparison: its name, its fastai `opt_func`, its default learning rate and `fit_one_cycle` keywords"
+    "An optimizer in the comparison: its name, fastai `opt_func`, default learning rate and `fit_one_cycle` keywords"
     name: str
     opt_func: object
     lr: float
@@ -190,7 +194,7 @@ TORCH_MATCH = {'AdamW': dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01), 'A
 TORCH_LR = {'SGD': 0.05, 'RMSprop': 3e-3}
 
 def contender(name:str, match:bool=False) -> Contender:
-    "The `Contender` called `name`: a name in optcb's registry, an optcb optimizer's name, or `torch:<torch.optim class>`"
+    "The `Contender` called `name`: a registry name, an optcb optimizer's name, or `torch:<torch.optim class>`"
     if name.startswith('torch:'):
         cls = name.split(':', 1)[1]
         opt = getattr(torch.optim, cls, None)
@@ -222,7 +226,8 @@ def parse_lrs(lr, names) -> dict:
             if not (val > 0 and math.isfinite(val)): raise ValueError(f"--lr: {part!r} must be a positive number")
         targets = [key.strip()] if key else list(names)
         for t in targets:
-            if t not in names: raise ValueError(f"--lr: {t!r} is not one of the optimizers compared ({', '.join(names)})")
+            if t not in names:
+                raise ValueError(f"--lr: {t!r} is not one of the optimizers compared ({', '.join(names)})")
             out[t] = val
     return out
 
@@ -236,11 +241,13 @@ class RecordRun(Callback):
         if self.training: self.losses.append(self.learn.loss.item())
     def after_epoch(self): self.epoch_times.append(time.perf_counter() - self._t0)
 
-def train_one(c:Contender, path, proto:Protocol, epochs:int, lr, seed:int, device=None, quiet=False, bs=None, wd_bn_bias=False) -> dict:
+def train_one(c:Contender, path, proto:Protocol, epochs:int, lr, seed:int, device=None, quiet=False, bs=None,
+              wd_bn_bias=False) -> dict:
     "Train a fresh model with contender `c`; the seed fixes the initial weights and the batch order"
     def fresh():
         set_seed(seed, reproducible=True)
-        return make_learner(make_dls(path, proto, device=device, bs=bs), proto, c.opt_func, cbs=[rec], wd_bn_bias=wd_bn_bias)
+        dls = make_dls(path, proto, device=device, bs=bs)
+        return make_learner(dls, proto, c.opt_func, cbs=[rec], wd_bn_bias=wd_bn_bias)
     rec = RecordRun()
     learn = fresh()
     if lr == 'find':
@@ -269,8 +276,10 @@ def table(rows, cols, fmts) -> str:
     line = lambda xs: '  '.join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(xs, widths)))
     return '\n'.join([line(cols), line(['-' * w for w in widths]), *map(line, cells)])
 
-EPOCH_COLS = (['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'], ['{}', '{:.4f}', '{:.4f}', '{:.4f}', '{:.1f}s'])
-SUMMARY_COLS = (['optimizer', 'lr', 'train_loss', 'valid_loss', 'accuracy', 'seconds'], ['{}', '{:.3g}', '{:.4f}', '{:.4f}', '{:.4f}', '{:.1f}'])
+EPOCH_COLS = (['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'],
+              ['{}', '{:.4f}', '{:.4f}', '{:.4f}', '{:.1f}s'])
+SUMMARY_COLS = (['optimizer', 'lr', 'train_loss', 'valid_loss', 'accuracy', 'seconds'],
+                ['{}', '{:.3g}', '{:.4f}', '{:.4f}', '{:.4f}', '{:.1f}'])
 
 def plot_results(results, title, dest:Path):
     "Two figures: training loss per batch (raw, faint; smoothed, solid) and validation accuracy per epoch"
@@ -282,7 +291,8 @@ def plot_results(results, title, dest:Path):
         ax.plot(y, color=color, alpha=0.25, lw=0.8)
         k = max(1, len(y) // 30)
         smooth = np.convolve(y, np.ones(k) / k, mode='valid') if len(y) >= k else y
-        ax.plot(np.arange(len(smooth)) + (k - 1) / 2, smooth, color=color, lw=2, label=f"{r['optimizer']} (lr={r['lr']:.3g})")
+        ax.plot(np.arange(len(smooth)) + (k - 1) / 2, smooth, color=color, lw=2,
+                label=f"{r['optimizer']} (lr={r['lr']:.3g})")
     ax.set(xlabel='training batch', ylabel='training loss (cross-entropy)', title=f'Training loss — {title}')
     ax.set_yscale('log'); ax.grid(alpha=0.3, which='both'); ax.legend()
     fmt = matplotlib.ticker.FormatStrFormatter('%.2g')
@@ -290,7 +300,8 @@ def plot_results(results, title, dest:Path):
     fig.tight_layout(); fig.savefig(dest / 'losses.png', dpi=120); plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, r in enumerate(results):
-        ax.plot([e['epoch'] + 1 for e in r['epochs']], [e['accuracy'] for e in r['epochs']], 'o-', color=f'C{i}', lw=2, label=r['optimizer'])
+        ax.plot([e['epoch'] + 1 for e in r['epochs']], [e['accuracy'] for e in r['epochs']], 'o-', color=f'C{i}', lw=2,
+                label=r['optimizer'])
     ax.set(xlabel='epoch', ylabel='validation accuracy', title=f'Validation accuracy — {title}', ylim=(0, 1))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3); ax.legend(loc='lower right')
@@ -322,7 +333,7 @@ def _write_atomically(out:Path, write):
 # %% ../nbs/08_compare.ipynb #c012
 def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', epochs:int=3, lr=None, seed:int=42,
             out=None, device=None, quiet:bool=False, match:bool=False, bs:int|None=None, print_fn=print) -> dict:
-    "Train the same model with each optimizer in `opts` under `fit_one_cycle`, print the tables and save CSV, JSON and plots"
+    "Train the same model with each optimizer in `opts` under `fit_one_cycle`; print tables, save CSV, JSON and plots"
     names = [o.strip() for o in (opts.split(',') if isinstance(opts, str) else opts) if o.strip()]
     if not names: raise ValueError("--opts names no optimizer")
     contenders = [contender(n, match=match) for n in names]
@@ -333,11 +344,13 @@ def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', 
     classes = check_image_folder(folder)
     data_name = ds.name if path is None else folder.resolve().name
     out = Path(out or Path('runs') / f'compare-{data_name}')
-    _check_out(out, data_name if path is None else str(folder.resolve()))
+    data_id = data_name if path is None else str(folder.resolve())  # what results.json records as 'data'
+    _check_out(out, data_id)
     found = check_images(folder, classes)
     if found['ignored']:
-        print_fn(f"optcb compare: ignoring {len(found['ignored'])} file(s) that are not images: "
-                 + ', '.join(str(f.relative_to(folder)) for f in found['ignored'][:10]) + (' …' if len(found['ignored']) > 10 else ''))
+        names = [str(f.relative_to(folder)) for f in found['ignored']]
+        print_fn(f"optcb compare: ignoring {len(names)} file(s) that are not images: "
+                 + ', '.join(names[:10]) + (' …' if len(names) > 10 else ''))
     bs, why = check_sizes(found['counts'], classes, bs or proto.bs)
     if why: print_fn(f"optcb compare: {why}")
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -353,11 +366,11 @@ def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', 
             print_fn(f"optcb compare: {c.name} diverged (its loss is not finite): try a smaller --lr")
         results.append(r)
     print_fn('\nSummary\n' + table(results, *SUMMARY_COLS))
-    summary = dict(data=data_name if path is None else str(folder.resolve()), model=proto.model, epochs=epochs, seed=seed, device=device,
-                   results=results)
+    summary = dict(data=data_id, model=proto.model, epochs=epochs, seed=seed, device=device, results=results)
     if match:
         base = results[0]
-        diffs = {r['optimizer']: max(abs(a - b) for a, b in zip(base['batch_losses'], r['batch_losses'])) for r in results[1:]}
+        diffs = {r['optimizer']: max(abs(a - b) for a, b in zip(base['batch_losses'], r['batch_losses']))
+                 for r in results[1:]}
         summary['match'] = dict(reference=base['optimizer'], max_abs_loss_difference=diffs)
         for k, d in diffs.items(): print_fn(f"largest difference in batch loss, {base['optimizer']} vs {k}: {d:.3g}")
     def write(d:Path):

@@ -1,4 +1,4 @@
-"""Drop-ins for torch.optim's classes (the list is in `registry`): torch's signatures and defaults, optcb's callbacks.
+"""Drop-ins for torch.optim's classes: torch's signatures, defaults and checkpoints; optcb's callbacks.
 
 Docs: https://optcb.github.io/optcb/optim.html.md"""
 
@@ -22,12 +22,16 @@ class TorchOptimizer(Optimizer):
         name = type(self).__name__
         if fused and foreach: raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         betas = hypers.get('betas', (0., 0.))
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2: raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         if 'betas' in hypers: hypers['betas'] = tuple(betas)
-        if capturable: raise NotImplementedError(f"optcb.optim.{name}(capturable=True): CUDA-graph capture is not supported")
-        if differentiable: raise NotImplementedError(f"optcb.optim.{name}(differentiable=True): optcb steps are not differentiable")
+        if capturable:
+            raise NotImplementedError(f"optcb.optim.{name}(capturable=True): CUDA-graph capture is not supported")
+        if differentiable:
+            raise NotImplementedError(f"optcb.optim.{name}(differentiable=True): optcb steps are not differentiable")
         super().__init__(params, cbs, foreach=foreach, compile=fused, **hypers)
 
+    tensor_state = ('step',)  # torch keeps the step count as a 0-d tensor
     # torch's execution options, which a torch.optim state dict keeps in every group; optcb decides them per optimizer
     _torch_options = ('foreach', 'fused', 'capturable', 'differentiable')
 
@@ -41,8 +45,8 @@ class TorchOptimizer(Optimizer):
     def add_param_group(self, param_group):
         for k in self.flags:
             if k in param_group and k in self.defaults and param_group[k] != self.defaults[k]:
-                raise NotImplementedError(f"{k}={param_group[k]!r} in a param group: optcb builds one callback chain per "
-                                          f"optimizer, so set {k} in the constructor")
+                raise NotImplementedError(f"{k}={param_group[k]!r} in a param group: optcb builds one callback chain "
+                                          f"per optimizer, so set {k} in the constructor")
         super().add_param_group(param_group)
 
 def _first(maximize): return [callbacks.maximize] if maximize else []
@@ -55,95 +59,96 @@ class SGD(TorchOptimizer):
     flags = ('nesterov', 'maximize')
     def __init__(self, params, lr=1e-3, momentum=0., dampening=0., weight_decay=0., nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):
-        if nesterov and (momentum <= 0 or dampening != 0): raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         cbs = [*_first(maximize), l2_reg, sgd_momentum, nesterov_step if nesterov else momentum_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, differentiable=differentiable, lr=lr, momentum=momentum,
-                         dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+        super().__init__(params, cbs, foreach=foreach, fused=fused, differentiable=differentiable, lr=lr,
+                         momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                         maximize=maximize)
 
 class RMSprop(TorchOptimizer):
     "torch.optim.RMSprop: momentum on the scaled gradient, optionally centered"
     aliases = dict(sqr_mom='alpha', mom='momentum', wd='weight_decay')
     state_names = dict(sqr_avg='square_avg', grad_mean='grad_avg')
-    tensor_state = ('step',)
     flags = ('centered', 'maximize')
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0., momentum=0., centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False, fused=None):
         "`fused` is not in torch's RMSprop; here it selects the compiled path, as for the other classes"
         cbs = [*_first(maximize), l2_reg, step_stat, average_sqr_grad, *([mean_grad] if centered else []),
                rms_prop_momentum_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable, lr=lr,
-                         alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize)
+        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+                         differentiable=differentiable, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                         momentum=momentum, centered=centered, maximize=maximize)
 
 class Adam(TorchOptimizer):
     "torch.optim.Adam: L2 weight decay unless `decoupled_weight_decay`, AMSGrad with `amsgrad`"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq', max_sqr_avg='max_exp_avg_sq')
-    tensor_state = ('step',)
     flags = ('amsgrad', 'maximize', 'decoupled_weight_decay')
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., amsgrad=False, *, foreach=None,
-                 maximize=False, capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., amsgrad=False, *,
+                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
+                 decoupled_weight_decay=False):
         cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                average_sqr_grad, step_stat, *([max_sqr_grad] if amsgrad else []), adam_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                         decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+                         differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
 class AdamW(Adam):
     "torch.optim.AdamW: Adam with decoupled weight decay, 0.01 by default"
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize, capturable=capturable,
-                         differentiable=differentiable, fused=fused, decoupled_weight_decay=True)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True)
 
 class Adagrad(TorchOptimizer):
     "torch.optim.Adagrad: learning-rate decay, initial accumulator, L2 weight decay"
     aliases = dict(wd='weight_decay', initial_accumulator='initial_accumulator_value')
     state_names = dict(sqr_sum='sum')
-    tensor_state = ('step',)
     flags = ('maximize',)
-    def __init__(self, params, lr=1e-2, lr_decay=0., weight_decay=0., initial_accumulator_value=0., eps=1e-10, foreach=None, *,
-                 maximize=False, differentiable=False, fused=None):
+    def __init__(self, params, lr=1e-2, lr_decay=0., weight_decay=0., initial_accumulator_value=0., eps=1e-10,
+                 foreach=None, *, maximize=False, differentiable=False, fused=None):
         cbs = [*_first(maximize), l2_reg, sum_sqr_grad, step_stat, adagrad_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, differentiable=differentiable, lr=lr, lr_decay=lr_decay,
-                         weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
+        super().__init__(params, cbs, foreach=foreach, fused=fused, differentiable=differentiable, lr=lr,
+                         lr_decay=lr_decay, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
 
 class Adamax(TorchOptimizer):
     "torch.optim.Adamax"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
     state_names = dict(grad_avg='exp_avg', inf_norm='exp_inf')
-    tensor_state = ('step',)
     flags = ('maximize',)
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., foreach=None, *,
                  maximize=False, differentiable=False, capturable=False, fused=None):
         cbs = [*_first(maximize), l2_reg, partial(average_grad, dampening=True), max_abs_grad, step_stat, adamax_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+                         differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize)
 
 class Adadelta(TorchOptimizer):
     "torch.optim.Adadelta"
     aliases = dict(sqr_mom='rho', wd='weight_decay')
     state_names = dict(sqr_avg='square_avg', delta_avg='acc_delta')
-    tensor_state = ('step',)
     flags = ('maximize',)
     def __init__(self, params, lr=1., rho=0.9, eps=1e-6, weight_decay=0., foreach=None, *, capturable=False,
                  maximize=False, differentiable=False, fused=None):
         cbs = [*_first(maximize), l2_reg, step_stat, average_sqr_grad, adadelta_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+                         differentiable=differentiable, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize)
 
 class RAdam(TorchOptimizer):
     "torch.optim.RAdam, optionally with decoupled weight decay"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
-    tensor_state = ('step',)
     flags = ('maximize', 'decoupled_weight_decay')
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., decoupled_weight_decay=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
         cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                average_sqr_grad, step_stat, torch_radam_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                         decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+                         differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
 class NAdam(TorchOptimizer):
     "torch.optim.NAdam, optionally with decoupled weight decay"
@@ -152,9 +157,11 @@ class NAdam(TorchOptimizer):
     tensor_state = ('step', 'mu_product')
     flags = ('maximize', 'decoupled_weight_decay')
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., momentum_decay=4e-3,
-                 decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False, differentiable=False,
+                 fused=None):
         cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                average_sqr_grad, step_stat, nadam_mu, nadam_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable,
-                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
-                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+                         differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         momentum_decay=momentum_decay, maximize=maximize,
+                         decoupled_weight_decay=decoupled_weight_decay)

@@ -1,4 +1,4 @@
-"""The `Optimizer`: a real `torch.optim.Optimizer` that runs a callback chain, speaks fastai's optimizer API, and checks checkpoints before loading them.
+"""The `Optimizer`: a `torch.optim.Optimizer` that runs a callback chain and speaks fastai's API.
 
 Docs: https://optcb.github.io/optcb/optimizer.html.md"""
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 
 import numpy as np
 import torch
-from .chain import Chain
+from .chain import Chain, torch_scalar_dtype
 from .paths import Paths, BucketPlan
 
 # %% auto #0
@@ -40,9 +40,9 @@ def _even_mults(start, stop, n):
 def _plain(v): return v.item() if isinstance(v, np.generic) else v
 
 def _scalar_tensor(v):
-    "A number as torch.optim keeps scalar state: a 0-d tensor of its scalar dtype (float32, or float64 by default)"
+    "A number as torch.optim keeps scalar state: a 0-d tensor of `torch_scalar_dtype()`"
     if isinstance(v, torch.Tensor) or v is None: return v
-    return torch.tensor(float(v), dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
+    return torch.tensor(float(v), dtype=torch_scalar_dtype())
 
 def _scalar_value(k, v):
     "torch's 0-d tensor state as optcb keeps it: the step count as an int, other scalars as floats"
@@ -50,14 +50,10 @@ def _scalar_value(k, v):
     return int(round(v.item())) if k == 'step' else v.item()
 
 def _guess_source(state) -> str:
-    "', probably X' naming the optimizers (torch's, or the registry's) whose state has the keys of `state`"
-    keys = {k for s in state.values() if isinstance(s, Mapping) for k in s} - {'step', 'do_wd', 'force_train'}
-    if not keys: return ''
-    from optcb.registry import REGISTRY
-    torch_names = sorted({e.torch.__name__ for e in REGISTRY.values() if e.torch
-                          and keys <= set(e.torch.state_names.values()) | set(e.torch.tensor_state)})
-    ours = [n for n, e in REGISTRY.items() if keys <= e.build([torch.zeros(1, requires_grad=True)]).chain.state_names()]
-    found = [f"torch.optim.{n}" for n in torch_names] + ([f"optcb's {', '.join(ours[:4])}"] if ours else [])
+    "', probably X', where the registry knows optimizers that keep the state keys of `state`"
+    from optcb.registry import sources  # the registry (built on this module) knows the optimizers
+    keys = {k for s in state.values() if isinstance(s, Mapping) for k in s} - {'step', *Optimizer._keep_on_clear}
+    found = sources(keys) if keys else []
     return f", probably {' or '.join(found)}" if found else ''
 
 class _Hypers(MutableMapping):
@@ -89,13 +85,17 @@ class Optimizer(torch.optim.Optimizer):
         self.cbs = list(cbs) if isinstance(cbs, Iterable) else [cbs]
         self.chain = Chain(self.cbs)
         self.paths = Paths(self.chain, foreach=foreach, compile=compile)
-        self.foreach, self.compile = foreach, compile
         self.skip_nonfinite, self.skipped_steps = skip_nonfinite, 0
         self._alias_keys = {k if isinstance(k, str) else k[0] for k in self.aliases.values()}
         defaults = {k: v for k, v in self.chain.defaults().items() if k not in self.aliases}
         defaults.update(hypers)
         self._check_names(hypers, 'the constructor')
         super().__init__(_param_groups(params), defaults)
+
+    @property
+    def foreach(self): return self.paths.foreach
+    @property
+    def compile(self): return self.paths.compile
 
     # -- hyperparameters, by callback name
     def _get(self, group, k):
@@ -168,9 +168,11 @@ class Optimizer(torch.optim.Optimizer):
         groups = {}
         for g in self.param_groups:
             for p in g['params']:
-                if p.grad is not None and p.grad.numel(): groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+                if p.grad is not None and p.grad.numel():
+                    groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
         for grads in groups.values():
-            peaks = [n.full_tensor() if hasattr(n, 'full_tensor') else n for n in torch._foreach_norm(grads, float('inf'))]
+            peaks = [n.full_tensor() if hasattr(n, 'full_tensor') else n  # a DTensor's shards: the whole
+                     for n in torch._foreach_norm(grads, float('inf'))]
             if not bool(torch.stack(peaks).isfinite().all()): return False
         return True
 
@@ -189,7 +191,7 @@ class Optimizer(torch.optim.Optimizer):
         return {self.state_names.get(k, k): _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
 
     def _from_saved(self, sd):
-        "A state dict in this class's saved names (or in the callbacks' own, as older optcb versions saved) by callback name"
+        "A state dict saved under `state_names` (or under the callbacks' names, as older optcb saved) by callback name"
         if not (self.state_names or self.tensor_state) or not isinstance(sd.get('state'), Mapping): return sd
         back = {v: k for k, v in self.state_names.items()}
         def one(s):
@@ -213,7 +215,7 @@ class Optimizer(torch.optim.Optimizer):
             if len(g['params']) != len(sg['params']):
                 raise ValueError(f"parameter group {i} of the state dict has {len(sg['params'])} parameters, "
                                  f"this optimizer's has {len(g['params'])}")
-            need = {k for k in g if k != 'params' and (k in self.chain.used or k in self._alias_keys or k in self.flags)}
+            need = {k for k in g if k != 'params' and (k in self.chain.used or k in self._alias_keys | set(self.flags))}
             if need - sg.keys():
                 raise ValueError(f"parameter group {i} of the state dict lacks {sorted(need - sg.keys())}: "
                                  f"it was saved by a different optimizer{_guess_source(state)}")
@@ -237,7 +239,7 @@ class Optimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
 
     def _from_fastai(self, sd):
-        "Convert the state dict of a `fastai.optimizer.Optimizer` (`{'state': [...], 'hypers': [...]}`) to torch's format"
+        "The state dict of a `fastai.optimizer.Optimizer` (`{'state': [...], 'hypers': [...]}`) in torch's format"
         if not (isinstance(sd, Mapping) and 'hypers' in sd and isinstance(sd.get('state'), (list, tuple))): return sd
         sizes = [len(g['params']) for g in self.param_groups]
         if len(sd['hypers']) != len(sizes) or len(sd['state']) != sum(sizes):
@@ -271,14 +273,16 @@ class Optimizer(torch.optim.Optimizer):
 
     def all_params(self, n=slice(None), with_grad=False):
         "(parameter, its group's params, its state, its group's hypers) for the groups `n`"
-        res = [(p, g['params'], self.state[p], h) for g, h in zip(self.param_groups[n], self.hypers[n]) for p in g['params']]
+        res = [(p, g['params'], self.state[p], h)
+               for g, h in zip(self.param_groups[n], self.hypers[n]) for p in g['params']]
         return [o for o in res if o[0].grad is not None] if with_grad else res
 
     def freeze_to(self, n):
         "Train only the groups from `n` on (parameters whose state has `force_train` always train)"
         k = len(self.param_groups)
         self.frozen_idx = n if n >= 0 else k + n
-        if self.frozen_idx >= k: warnings.warn(f"Freezing {self.frozen_idx} groups; model has {k}; whole model is frozen.")
+        if self.frozen_idx >= k:
+            warnings.warn(f"Freezing {self.frozen_idx} groups; model has {k}; whole model is frozen.")
         for p, _, state, _ in self.all_params(slice(n, None)): p.requires_grad_(True)
         for p, _, state, _ in self.all_params(slice(None, n)): p.requires_grad_(state.get('force_train', False))
 

@@ -1,4 +1,4 @@
-"""The named optimizers with fastai's signatures and defaults, each only a list of callbacks (the whole list is in `registry`).
+"""The named optimizers with fastai's signatures and defaults, each a short list of callbacks.
 
 Docs: https://optcb.github.io/optcb/optimizers.html.md"""
 
@@ -19,17 +19,21 @@ def _decay(decouple_wd): return weight_decay if decouple_wd else l2_reg
 def SGD(params, lr, mom=0., wd=0., decouple_wd=True, nesterov=False, foreach=None, compile=None):
     "SGD, with heavy-ball or Nesterov momentum and decoupled or L2 weight decay (fastai's signature)"
     if nesterov and mom == 0: raise ValueError("nesterov=True needs a momentum: mom > 0")
-    if mom == 0: return Optimizer(params, [_decay(decouple_wd), sgd_step], lr=lr, wd=wd, foreach=foreach, compile=compile)
+    if mom == 0:
+        return Optimizer(params, [_decay(decouple_wd), sgd_step], lr=lr, wd=wd, foreach=foreach, compile=compile)
     cbs = [_decay(decouple_wd), average_grad, nesterov_step if nesterov else momentum_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, wd=wd, foreach=foreach, compile=compile)
 
-def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True, centered=False, foreach=None, compile=None):
+def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True, centered=False,
+            foreach=None, compile=None):
     "RMSProp (Hinton 2012), optionally centered (Graves 2013), with fastai's momentum on the raw gradient"
     cbs = [_decay(decouple_wd), *([average_grad] if mom != 0 else []), average_sqr_grad,
            *([mean_grad] if centered else []), rms_prop_step]
-    return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile, **({'mom': mom} if mom != 0 else {}))
+    return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile,
+                     **({'mom': mom} if mom != 0 else {}))
 
-def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True, amsgrad=False, foreach=None, compile=None):
+def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True, amsgrad=False,
+         foreach=None, compile=None):
     "Adam (Kingma & Ba 2015); AdamW when `decouple_wd` (the default, as in fastai); AMSGrad's max with `amsgrad`"
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
            *([max_sqr_grad] if amsgrad else []), adam_step]
@@ -37,16 +41,19 @@ def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True,
 
 def AdamW(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, amsgrad=False, foreach=None, compile=None):
     "Adam with decoupled weight decay (Loshchilov & Hutter 2019), named as such"
-    return Adam(params, lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=True, amsgrad=amsgrad, foreach=foreach, compile=compile)
+    return Adam(params, lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=True, amsgrad=amsgrad,
+                foreach=foreach, compile=compile)
 
-def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6, wd=0., decouple_wd=True, foreach=None, compile=None):
-    "Yogi (Zaheer et al. 2018) as optax's `scale_by_yogi`: both moments start at `initial_accumulator`, both bias-corrected"
+def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6, wd=0., decouple_wd=True,
+         foreach=None, compile=None):
+    "Yogi (Zaheer et al. 2018) as optax's `scale_by_yogi`: moments start at `initial_accumulator`, both bias-corrected"
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), yogi_sqr_grad, step_stat, adam_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, initial_accumulator=initial_accumulator,
                      wd=wd, foreach=foreach, compile=compile)
 
 # %% ../nbs/05_optimizers.ipynb #c007
-def Adagrad(params, lr=1e-2, lr_decay=0., eps=1e-10, initial_accumulator=0., wd=0., decouple_wd=False, foreach=None, compile=None):
+def Adagrad(params, lr=1e-2, lr_decay=0., eps=1e-10, initial_accumulator=0., wd=0., decouple_wd=False,
+            foreach=None, compile=None):
     "Adagrad (Duchi et al. 2011): steps scaled by the running sum of squared gradients"
     cbs = [_decay(decouple_wd), sum_sqr_grad, step_stat, adagrad_step]
     return Optimizer(params, cbs, lr=lr, lr_decay=lr_decay, eps=eps, initial_accumulator=initial_accumulator, wd=wd,
@@ -64,20 +71,24 @@ def Adadelta(params, lr=1., sqr_mom=0.9, eps=1e-6, wd=0., decouple_wd=False, for
 
 def Lion(params, lr=1e-4, mom=0.9, mom2=0.99, wd=0., foreach=None, compile=None):
     "Lion (Chen et al. 2023): sign of an interpolated momentum, decoupled weight decay"
-    return Optimizer(params, [weight_decay, lion_step], lr=lr, mom=mom, mom2=mom2, wd=wd, foreach=foreach, compile=compile)
+    return Optimizer(params, [weight_decay, lion_step], lr=lr, mom=mom, mom2=mom2, wd=wd,
+                     foreach=foreach, compile=compile)
 
 # %% ../nbs/05_optimizers.ipynb #c009
 def RAdam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., beta=0., decouple_wd=True, foreach=None, compile=None):
     "RAdam (Liu et al. 2020) with fastai's signature: Adam with a rectified adaptive learning rate"
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, radam_step]
-    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, beta=beta, foreach=foreach, compile=compile)
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, beta=beta,
+                     foreach=foreach, compile=compile)
 
 def Lookahead(opt, k=6, alpha=0.5):
-    "Wrap the optcb optimizer `opt` in Lookahead (Zhang et al. 2019): a new optimizer over the same groups, hyperparameters and state"
+    "Lookahead (Zhang et al. 2019) around the optcb optimizer `opt`: a new optimizer on its groups, hypers and state"
     if type(opt) is not Optimizer:
-        raise TypeError(f"Lookahead wraps an optcb.Optimizer built from callbacks (optcb.SGD, optcb.RAdam, …), not {type(opt).__name__}")
+        raise TypeError("Lookahead wraps an optcb.Optimizer built from callbacks (optcb.SGD, optcb.RAdam, …), "
+                        f"not {type(opt).__name__}")
     groups = [dict(g) for g in opt.param_groups]
-    new = Optimizer(groups, [lookahead_start, *opt.cbs, lookahead_sync], k=k, alpha=alpha, foreach=opt.foreach, compile=opt.compile)
+    new = Optimizer(groups, [lookahead_start, *opt.cbs, lookahead_sync], k=k, alpha=alpha,
+                    foreach=opt.foreach, compile=opt.compile)
     new.state.update({p: s for p, s in opt.state.items()})
     return new
 
@@ -86,30 +97,36 @@ def ranger(params, lr, mom=0.95, wd=0.01, eps=1e-6, k=6, alpha=0.5, **kwargs):
     return Lookahead(RAdam(params, lr=lr, mom=mom, wd=wd, eps=eps, **kwargs), k=k, alpha=alpha)
 
 # %% ../nbs/05_optimizers.ipynb #c010
-def QHAdam(params, lr, mom=0.999, sqr_mom=0.999, nu_1=0.7, nu_2=1.0, eps=1e-8, wd=0., decouple_wd=True, foreach=None, compile=None):
+def QHAdam(params, lr, mom=0.999, sqr_mom=0.999, nu_1=0.7, nu_2=1.0, eps=1e-8, wd=0., decouple_wd=True,
+           foreach=None, compile=None):
     "QHAdam (Ma & Yarats 2019) with fastai's signature and defaults"
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, qhadam_step]
-    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, nu_1=nu_1, nu_2=nu_2, eps=eps, wd=wd, foreach=foreach, compile=compile)
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, nu_1=nu_1, nu_2=nu_2, eps=eps, wd=wd,
+                     foreach=foreach, compile=compile)
 
 def Lamb(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., decouple_wd=True, foreach=None, compile=None):
     "LAMB (You et al. 2019) with fastai's signature and defaults"
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, lamb_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-def Larc(params, lr, mom=0.9, clip=True, trust_coeff=0.02, eps=1e-8, wd=0., decouple_wd=True, foreach=None, compile=None):
+def Larc(params, lr, mom=0.9, clip=True, trust_coeff=0.02, eps=1e-8, wd=0., decouple_wd=True,
+         foreach=None, compile=None):
     "LARC (`clip=True`) or LARS (`clip=False`) with fastai's signature and defaults (You et al. 2017)"
     cbs = [_decay(decouple_wd), *([average_grad] if mom != 0 else []), partial(larc_layer_lr, clip=clip), larc_step]
     return Optimizer(params, cbs, lr=lr, trust_coeff=trust_coeff, eps=eps, wd=wd, foreach=foreach, compile=compile,
                      **({'mom': mom} if mom != 0 else {}))
 
 # %% ../nbs/05_optimizers.ipynb #c011
-def NAdam(params, lr=2e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, momentum_decay=4e-3, wd=0., decouple_wd=True, foreach=None, compile=None):
+def NAdam(params, lr=2e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, momentum_decay=4e-3, wd=0., decouple_wd=True,
+          foreach=None, compile=None):
     "NAdam (Dozat 2016) with torch's momentum schedule; decoupled weight decay by default, as fastai's Adams"
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, nadam_mu, nadam_step]
-    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, momentum_decay=momentum_decay, wd=wd, foreach=foreach,
-                     compile=compile)
+    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
+           nadam_mu, nadam_step]
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, momentum_decay=momentum_decay, wd=wd,
+                     foreach=foreach, compile=compile)
 
 def Adan(params, lr=1e-3, mom=0.98, mom2=0.92, sqr_mom=0.99, eps=1e-8, wd=0., foreach=None, compile=None):
     "Adan (Xie et al. 2022) as its authors' implementation: decay-rate betas, bias correction, proximal weight decay"
     cbs = [partial(average_grad, dampening=True), adan_stats, step_stat, adan_step]
-    return Optimizer(params, cbs, lr=lr, mom=mom, mom2=mom2, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
+    return Optimizer(params, cbs, lr=lr, mom=mom, mom2=mom2, sqr_mom=sqr_mom, eps=eps, wd=wd,
+                     foreach=foreach, compile=compile)

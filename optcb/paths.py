@@ -1,4 +1,4 @@
-"""How a step reaches the parameters: per tensor (the reference), per group (`torch._foreach_*`), or compiled over one flat buffer — and the one place that decides which.
+"""How a step reaches the parameters — per tensor, per group, or compiled — and the one place that decides.
 
 Docs: https://optcb.github.io/optcb/paths.html.md"""
 
@@ -21,7 +21,8 @@ __all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'compile_available', 'BucketPlan',
 PER_TENSOR, GROUP, COMPILED = 'per-tensor', 'group', 'compiled'
 
 def compile_available() -> bool:
-    "Whether compiling is on by default: `$OPTCB_COMPILE` is not 0 and a C++ compiler is on the PATH (inductor's CPU backend needs one)"
+    """Whether compiling is on by default: `$OPTCB_COMPILE` is not 0 and a C++ compiler is on the PATH (inductor's CPU
+    backend needs one)"""
     if os.environ.get('OPTCB_COMPILE', '1') == '0': return False
     return any(shutil.which(c) for c in (os.environ.get('CXX', ''), 'g++', 'c++', 'clang++') if c)
 
@@ -74,7 +75,7 @@ class _Flat:
         for s, v in zip(states, self.views[k]): s[k] = v
 
     def holds(self, params, states):
-        "Whether parameters and state are still the views this bucket made (a `load_state_dict` or `.to()` replaces them)"
+        "Whether parameters and state are still this bucket's views (a `load_state_dict` or `.to()` replaces them)"
         if any(p.data_ptr() != ptr for p, ptr in zip(params, self.ptrs)): return False
         if any(isinstance(v, torch.Tensor) and k not in self.bufs for k, v in states[0].items()): return False
         return all(s.get(k) is v for k, vs in self.views.items() for s, v in zip(states, vs))
@@ -86,15 +87,12 @@ class _Flat:
         torch.cat([p.grad.reshape(-1) for p in params], out=self.G)
         for p, v in zip(params, self.gviews): p.grad = v  # backward after zero_grad(set_to_none=False) accumulates here
 
-    def grads_are_views(self, params):
-        "Whether every `p.grad` is still this buffer's view (a loop zeroing with set_to_none=False keeps them)"
-        return hasattr(self, 'gviews') and all(p.grad is v for p, v in zip(params, self.gviews))
-
     def step(self, fn, params, states, hypers):
         "Bring the gradients in, run `fn` (the chain, compiled or not) on the flat buffers, and keep what it returns"
         self.load_grads(params)
         kinds = {k: type(v) for k, v in states[0].items() if not isinstance(v, torch.Tensor)}
-        state = {k: TensorList([self.bufs[k]], flat=True) if k in self.bufs else _as_tensor(v) for k, v in states[0].items()}
+        state = {k: TensorList([self.bufs[k]], flat=True) if k in self.bufs else _as_tensor(v)
+                 for k, v in states[0].items()}
         new = fn(TensorList([self.P], flat=True), state, {k: _as_tensor(v) for k, v in hypers.items()})
         for k, v in new.items():
             if isinstance(v, TensorList): v = v.tensors[0]
@@ -108,7 +106,8 @@ class _Flat:
 # %% ../nbs/02_paths.ipynb #c009
 class Paths:
     "Which path steps each bucket — per tensor, group or compiled — decided in one place, and the runs themselves"
-    compile_min_numel = 2**18  # smaller buckets take the group path: a compiled call costs ~0.1-0.5 ms whatever its size
+    # smaller buckets take the group path: a compiled call costs ~0.1-0.5 ms whatever its size
+    compile_min_numel = 2**18
 
     def __init__(self, chain, foreach:bool|None=None, compile:bool|None=None):
         for name, v in (('foreach', foreach), ('compile', compile)):
@@ -120,7 +119,8 @@ class Paths:
             raise ValueError("compile=True runs the callbacks on one flat buffer per bucket, so every callback must be "
                              f"declared with @callback (elementwise): not {self._not_elementwise()}"
                              + (" (and foreach=False was asked for)" if foreach is False else ''))
-        self.compiling = self.flat_ok and (compile if compile is not None else (foreach is None and compile_available()))
+        by_default = foreach is None and compile_available()
+        self.compiling = self.flat_ok and (compile if compile is not None else by_default)
         self.compile_error, self.owners_checked = None, False
         self._flats, self._compiled = {}, None
 
@@ -141,15 +141,17 @@ class Paths:
         if not _Flat.fits(params, states): return GROUP, 'not plain contiguous tensors (a DTensor, or strided)'
         numel = sum(p.numel() for p in params)
         if self.compile: return COMPILED, 'compile=True'
-        if numel < self.compile_min_numel: return GROUP, f"{numel:,} values < compile_min_numel={self.compile_min_numel:,}"
-        return COMPILED, f"{numel:,} values >= compile_min_numel={self.compile_min_numel:,}"
+        least = f"compile_min_numel={self.compile_min_numel:,}"
+        if numel < self.compile_min_numel: return GROUP, f"{numel:,} values < {least}"
+        return COMPILED, f"{numel:,} values >= {least}"
 
     def buckets(self, params, state):
         "Split `params` so that each bucket shares device, dtype, state keys and non-tensor state"
         if not self.group: return [[p] for p in params]
         buckets = {}
         for p in params:
-            scalars = tuple(sorted((k, torch.Tensor if isinstance(v, torch.Tensor) else v) for k, v in state[p].items()))
+            scalars = tuple(sorted((k, torch.Tensor if isinstance(v, torch.Tensor) else v)
+                                   for k, v in state[p].items()))
             key = (p.device, p.dtype, None if p.grad is None else p.grad.dtype, scalars)
             try: hash(key)
             except TypeError: key = id(p)  # unhashable state: a bucket of its own
@@ -197,10 +199,11 @@ class Paths:
                 flat.step(partial(run_chain, self.chain, check_owners=True), params, states, hypers)
                 return
         try: flat.step(self.compiled_chain(), params, states, hypers)
-        except Exception as e:  # torch.compile could not build the kernel (no working compiler, say): run eagerly from now on
+        except Exception as e:  # torch.compile could not build the kernel (no compiler, say): run eagerly from now on
             errors = (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError, OSError)
             if not isinstance(e, errors): raise
-            warnings.warn(f"optcb: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); using the uncompiled group path")
+            warnings.warn(f"optcb: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "using the uncompiled group path")
             self.compiling, self.compile_error = False, f"{type(e).__name__}: {str(e)[:80]}"
             self._run_group(params, states, hypers)
 
@@ -208,11 +211,8 @@ class Paths:
         "The flat buffers of the compiled path: one `_Flat` per bucket that has been compiled"
         return list(self._flats.values())
 
-    def reset(self):
-        "Forget the flat buffers and the compiled kernel (rebuilt on the next step), e.g. before pickling"
-        self._flats, self._compiled = {}, None
-
     def __getstate__(self):
+        "Everything but the flat buffers and the compiled kernel, rebuilt on the next step"
         d = self.__dict__.copy()
         d['_flats'], d['_compiled'] = {}, None
         return d

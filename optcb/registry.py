@@ -1,4 +1,4 @@
-"""One registry of the named optimizers: everything that lists them — `optcb compare --opts`, `optcb bench --opt`, the CLI help, the README and docs tables — is derived from it.
+"""One registry of the named optimizers, from which compare, bench, the CLI and the tables are derived.
 
 Docs: https://optcb.github.io/optcb/registry.html.md"""
 
@@ -8,22 +8,22 @@ Docs: https://optcb.github.io/optcb/registry.html.md"""
 from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Callable
 
 import torch
 from . import optimizers as O, optim
 
 # %% auto #0
-__all__ = ['REGISTRY', 'Bench', 'Entry', 'entry', 'markdown_table']
+__all__ = ['REGISTRY', 'Bench', 'Entry', 'sources', 'entry', 'markdown_table']
 
 # %% ../nbs/07_registry.ipynb #c005
 @dataclass(frozen=True)
 class Bench:
-    "What `optcb bench` times for an optimizer: optcb's builder, and fastai's and torch's versions with equal hyperparameters"
+    "What `optcb bench` times: optcb's builder, and fastai's and torch's versions with equal hyperparameters"
     ours: Callable                      # builds optcb's optimizer from a list of parameters
     fastai: tuple | None = None         # (name in fastai.optimizer, keyword arguments)
-    torch: tuple | None = None          # (name in torch.optim, keyword arguments, torch's fast modes: 'foreach', 'fused')
+    torch: tuple | None = None          # (name in torch.optim, keyword arguments, its fast modes: 'foreach', 'fused')
 
 @dataclass(frozen=True)
 class Entry:
@@ -40,15 +40,20 @@ class Entry:
         "The fastai-signature optimizer over `params`, at the entry's learning rate unless `lr` is given"
         return self.fastai(params, **{'lr': self.lr, **kw})
 
+    @cached_property
+    def chain(self):
+        "The callback chain of its default composition"
+        return self.build([torch.zeros(1, requires_grad=True)]).chain
+
     @property
     def callbacks(self) -> list[str]:
         "The names of the callbacks its default composition runs"
-        return [cb.name for cb in self.build([torch.zeros(1, requires_grad=True)]).chain]
+        return [cb.name for cb in self.chain]
 
     @property
     def compiles(self) -> bool:
         "Whether its default composition can take the compiled path (every callback elementwise)"
-        return self.build([torch.zeros(1, requires_grad=True)]).chain.elementwise
+        return self.chain.elementwise
 
     @property
     def call(self) -> str:
@@ -104,6 +109,14 @@ REGISTRY = {e.name: e for e in [
     Entry('adan', O.Adan, 3e-3, 'Xie et al. 2022, Algorithm 1 (1e-10)'),
 ]}
 
+def sources(keys) -> list[str]:
+    "The optimizers whose state dicts keep all of `keys`: torch.optim classes (by torch's names), then optcb's entries"
+    keys = set(keys)
+    torch_names = sorted({f"torch.optim.{e.torch.__name__}" for e in REGISTRY.values()
+                          if e.torch and keys <= {*e.torch.state_names.values(), *e.torch.tensor_state}})
+    ours = [n for n, e in REGISTRY.items() if keys <= e.chain.state_names()]
+    return torch_names + ([f"optcb's {', '.join(ours[:4])}"] if ours else [])
+
 def entry(name:str) -> Entry:
     "The registry entry called `name` (case-insensitive), or a `ValueError` listing the names"
     e = REGISTRY.get(name.lower())
@@ -112,8 +125,9 @@ def entry(name:str) -> Entry:
 
 # %% ../nbs/07_registry.ipynb #c009
 def markdown_table() -> str:
-    "The registry as a Markdown table: name, fastai-signature call, torch-signature class, callbacks, reference, compiled"
-    rows = ["| name | `optcb.` (fastai signature) | `optcb.optim.` (torch signature) | callbacks | checked against | compiled |",
+    "The registry as a Markdown table: name, fastai-signature call, torch class, callbacks, reference, compiled"
+    rows = ["| name | `optcb.` (fastai signature) | `optcb.optim.` (torch signature) | callbacks | checked against "
+            "| compiled |",
             "|---|---|---|---|---|---|"]
     for e in REGISTRY.values():
         cbs = ', '.join(f"`{c.split('(')[0]}`" for c in e.callbacks)

@@ -1,4 +1,4 @@
-"""`TensorList`, the value that lets one callback body update a whole group of tensors: one dispatcher, an explicit table of torch's foreach kernels.
+"""`TensorList`: one callback body updates a whole group of tensors, through torch's foreach kernels.
 
 Docs: https://optcb.github.io/optcb/tensorlist.html.md"""
 
@@ -13,8 +13,8 @@ from functools import partial
 import torch
 
 # %% auto #0
-__all__ = ['SCALAR', 'LIST', 'FOREACH', 'FOREACH_KWARGS', 'FOREACH_REDUCE', 'FOREACH_OUT', 'ROUNDS_DIFFERENTLY', 'loops',
-           'count_loops', 'foreach_kernel', 'TensorList']
+__all__ = ['SCALAR', 'LIST', 'FOREACH', 'FOREACH_KWARGS', 'FOREACH_OUT', 'ROUNDS_DIFFERENTLY', 'loops', 'count_loops',
+           'foreach_kernel', 'TensorList']
 
 # %% ../nbs/01_tensorlist.ipynb #c005
 SCALAR, LIST = 'scalar', 'list'
@@ -27,11 +27,10 @@ FOREACH = dict(
     maximum=[(SCALAR,), (LIST,)], minimum=[(SCALAR,), (LIST,)], clamp_min=[(SCALAR,), (LIST,)],
     clamp_max=[(SCALAR,), (LIST,)], pow=[(SCALAR,), (LIST,)], copy=[(LIST,)],
     abs=[()], neg=[()], sign=[()], sqrt=[()], exp=[()], log=[()], reciprocal=[()], zero=[()],
+    norm=[(), (SCALAR,)],  # a reduction: one 0-d result per tensor (no in-place form)
 )
 # keyword arguments the kernels take (a Python number only)
 FOREACH_KWARGS = dict(add={'alpha'}, sub={'alpha'}, addcmul={'value'}, addcdiv={'value'})
-# reductions with one result per tensor: `t.norm()` over a group is `torch._foreach_norm`
-FOREACH_REDUCE = {'norm'}
 # torch functions that the group writes in place with `out=`: torch.maximum(a, b, out=a) is a.maximum_(b)
 FOREACH_OUT = {'maximum', 'minimum', 'clamp_min', 'clamp_max'}
 
@@ -51,7 +50,7 @@ def count_loops():
 # %% ../nbs/01_tensorlist.ipynb #c009
 @torch.library.custom_op("optcb::scalar", mutates_args=())
 def _scalar(x: torch.Tensor) -> torch.Tensor:
-    "Identity on a 0-d tensor, opaque to torch.compile: the scalar is computed once, not in every step of the fused loop"
+    "Identity on a 0-d tensor, opaque to torch.compile: the scalar is computed once, not in each step of the fused loop"
     return x.clone()
 
 @_scalar.register_fake
@@ -68,7 +67,7 @@ def _raw(x): return x.tensors if isinstance(x, TensorList) else x
 def _at(x, i): return x.tensors[i] if isinstance(x, TensorList) else x
 
 def _fold_tensor_scalar(name, args, kwargs):
-    "`x.add_(y, alpha=s)`, `x.addcmul_(a, b, value=s)`, `x.addcdiv_(a, b, value=s)` for a tensor `s`, which the kernels refuse"
+    "`x.add_(y, alpha=s)`, `x.addcmul_(a, b, value=s)`, `x.addcdiv_(a, b, value=s)` for a tensor `s`, rewritten"
     kwargs = dict(kwargs); s = kwargs.pop('alpha') if 'alpha' in kwargs else kwargs.pop('value')
     base = name.rstrip('_'); inplace = name[len(base):]
     if base in ('add', 'sub'): return name, (args[0] * s,), kwargs
@@ -77,14 +76,11 @@ def _fold_tensor_scalar(name, args, kwargs):
     raise TypeError(f"{name}: a tensor alpha= or value= is only supported for add, sub, addcmul and addcdiv")
 
 def foreach_kernel(name, args=(), kwargs=None, dtype=torch.float32):
-    "The `torch._foreach_` kernel for tensor method `name` on a group with these operands, or None where the group loops"
-    base = name.rstrip('_')
-    if dtype in ROUNDS_DIFFERENTLY: return None
-    if base in FOREACH_REDUCE: return getattr(torch, f'_foreach_{name}') if not kwargs else None
-    if base not in FOREACH: return None
-    if tuple(map(_kind, args)) not in FOREACH[base]: return None
-    kwargs = kwargs or {}
-    if not set(kwargs) <= FOREACH_KWARGS.get(base, set()) or any(_kind(v) != SCALAR for v in kwargs.values()): return None
+    "The `torch._foreach_` kernel for tensor method `name` on a group with these operands, or None: the group loops"
+    base, kwargs = name.rstrip('_'), kwargs or {}
+    if dtype in ROUNDS_DIFFERENTLY or tuple(map(_kind, args)) not in FOREACH.get(base, ()): return None
+    if not set(kwargs) <= FOREACH_KWARGS.get(base, set()): return None
+    if any(_kind(v) != SCALAR for v in kwargs.values()): return None
     return getattr(torch, f'_foreach_{name}')
 
 # %% ../nbs/01_tensorlist.ipynb #c011
@@ -107,21 +103,20 @@ class TensorList:
         "Results as a TensorList of the same mode when they are tensors, else the plain list"
         return TensorList(res, self.flat) if all(isinstance(r, torch.Tensor) for r in res) else res
 
-    def _dispatch(self, name, call, args, kwargs, first=None):
-        """Run `call(tensor, *args, **kwargs)` per tensor — or the foreach kernel for `name` over the whole group;
-        `first` is the list the kernel takes first (default: this group)"""
-        inplace = name.endswith('_')
-        if self.flat:
+    def _dispatch(self, name, call, args, kwargs):
+        "`call(i, *args, **kwargs)` for each tensor i, or, where torch has one, `name`'s foreach kernel on the group"
+        if self.flat:  # under torch.compile: no work on `name` here (a function's __name__ is opaque to dynamo)
             res = call(0, *(_hoist(_at(a, 0)) for a in args), **{k: _hoist(_at(v, 0)) for k, v in kwargs.items()})
-            return self if inplace else self._like([res])
-        kernel = foreach_kernel(name, args, kwargs, self.tensors[0].dtype if self.tensors else None)
+            return self if res is self.tensors[0] else self._like([res])  # an in-place op returns its own tensor
+        inplace, dtype = name.endswith('_'), self.tensors[0].dtype if self.tensors else None
+        kernel = foreach_kernel(name, args, kwargs, dtype)
         if kernel is not None:
-            res = kernel(_raw(first if first is not None else self), *map(_raw, args), **kwargs)
+            res = kernel(self.tensors, *map(_raw, args), **kwargs)
             return self if inplace else TensorList(res)
         base = name.rstrip('_')
-        why = 'fallback' if (base in FOREACH or base in FOREACH_REDUCE) and self.tensors[0].dtype not in ROUNDS_DIFFERENTLY else 'no kernel'
-        loops[(base, why)] += 1
-        res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()}) for i in range(len(self))]
+        loops[(base, 'fallback' if base in FOREACH and dtype not in ROUNDS_DIFFERENTLY else 'no kernel')] += 1
+        res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+               for i in range(len(self))]
         return self if inplace else self._like(res)
 
     def _method(self, name, *args, **kwargs):
@@ -139,21 +134,19 @@ class TensorList:
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs, name = dict(kwargs or {}), getattr(func, '__name__', '')
-        lists = [a for a in (*args, *kwargs.values()) if isinstance(a, TensorList)]
         out = kwargs.pop('out', None)
         if isinstance(out, TensorList):
-            if name in FOREACH_OUT and args and args[0] is out:  # torch.maximum(a, b, out=a): in place, as a.maximum_(b)
+            # torch.maximum(a, b, out=a): in place, as a.maximum_(b) would be
+            if name in FOREACH_OUT and args and args[0] is out:
                 call = lambda i, *a, **k: func(out.tensors[i], *a, out=out.tensors[i], **k)
                 return out._dispatch(name + '_', call, args[1:], kwargs)
             call = lambda i, *a, **k: func(*a, out=out.tensors[i], **k)
             return out._dispatch(name + '=out', call, args, kwargs)
         if args and isinstance(args[0], TensorList):  # torch.sqrt(x), torch.maximum(x, y): the method of the first
             first = args[0]
-            if foreach_kernel(name, args[1:], kwargs, first.tensors[0].dtype if first.tensors else None) or first.flat:
-                return first._dispatch(name, lambda i, *a, **k: func(first.tensors[i], *a, **k), args[1:], kwargs)
-        group = lists[0]
-        call = lambda i, *a, **k: func(*a, **k)
-        return group._dispatch(name, call, args, kwargs)
+            return first._dispatch(name, lambda i, *a, **k: func(first.tensors[i], *a, **k), args[1:], kwargs)
+        group = next(a for a in (*args, *kwargs.values()) if isinstance(a, TensorList))  # torch.where(c, x, y)
+        return group._dispatch(name, lambda i, *a, **k: func(*a, **k), args, kwargs)
 
     def __neg__(self): return self._method('neg')
     def __abs__(self): return self._method('abs')

@@ -110,3 +110,21 @@ def test_compiled_adam_in_a_learner_follows_fit_one_cycle_without_recompiling():
     assert graphs() == before
     ref = learner(partial(optcb.Adam, foreach=False)); quiet_fit(ref, 1, 1e-2); quiet_fit(ref, 2, 1e-2)
     for a, b in zip(learn.model.parameters(), ref.model.parameters()): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+COMPILED = [(n, e.build) for n, e in optcb.REGISTRY.items() if e.compiles] + \
+           [(f'optim.{e.torch.__name__}', e.torch) for e in optcb.REGISTRY.values() if e.torch] + \
+           [('optim.Adam(amsgrad)', lambda ps, **kw: optcb.optim.Adam(ps, amsgrad=True, **kw))]
+
+@pytest.mark.parametrize('name,make', COMPILED, ids=[n for n, _ in COMPILED])
+def test_every_compiled_chain_is_one_graph_and_equals_the_per_tensor_path(name, make):
+    "A graph break inside the chain makes dynamo fall back frame by frame (slow, and once silently wrong): none allowed"
+    torch._dynamo.reset(); torch._dynamo.utils.counters.clear()
+    ps = make_params(torch.float64); ref = clone_params(ps)
+    flag = {'fused': True} if name.startswith('optim.') else {'compile': True}
+    fast, slow = make(ps, **flag), make(ref, foreach=False)
+    assert paths(fast) == {'compiled'}
+    g = grad_stream(ps, 12, skip=())
+    run(fast, ps, g, 12); run(slow, ref, g, 12)
+    assert dict(torch._dynamo.utils.counters['graph_break']) == {}
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 1e-12 and serr < 1e-12, (perr, serr)

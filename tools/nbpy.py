@@ -1,7 +1,7 @@
 """Convert nbdev notebooks to and from a plain-text "percent" form, so they can be edited as text.
 
-    python tools/nbpy.py to-py nbs/00_core.ipynb      # writes nbs/00_core.pct.py
-    python tools/nbpy.py to-nb nbs/00_core.pct.py     # writes nbs/00_core.ipynb (outputs dropped)
+    python tools/nbpy.py to-py nbs/03_optimizer.ipynb  # writes nbs/03_optimizer.pct.py
+    python tools/nbpy.py to-nb nbs/03_optimizer.pct.py # writes nbs/03_optimizer.ipynb (outputs dropped)
 
 Cells are separated by `# %%` lines; `# %% [markdown]` starts a markdown cell whose lines are
 written with a leading `# `. The notebooks in nbs/ stay the source of the package; `.pct.py`
