@@ -1,5 +1,5 @@
 "Callback-composed optimizers for PyTorch and fastai"
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .chain import *
 from .tensorlist import *

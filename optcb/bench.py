@@ -51,10 +51,11 @@ def _torch_compiled(cls, **kw):
         return opt
     return build
 
-def _fresh_grads(make):
-    "Mark a contender that must get new gradient tensors before every step (a loop that zeroes with set_to_none=True)"
+def _learner_loop(make):
+    """Mark a contender timed as a fastai `Learner` (or any loop with torch's default `zero_grad`) runs it:
+    `zero_grad()` setting the gradients to None, backward handing over new gradient tensors, then the step"""
     def build(ps):
-        opt = make(ps); opt._bench_fresh_grads = True
+        opt = make(ps); opt._bench_learner_loop = True
         return opt
     return build
 
@@ -79,12 +80,15 @@ def contenders(opt:str='adam', include_torch_compile=True) -> dict:
                                                               weight_decay=0.01, decouple_lr=False)
         except ImportError: pass
     c.update({'optcb per-tensor': partial(ours, foreach=False), 'optcb group (foreach)': partial(ours, foreach=True)})
-    if ours([torch.zeros(1, requires_grad=True)]).chain.elementwise:  # per-layer norms (LAMB, LARC): no compiled path
+    if ours([torch.zeros(1, requires_grad=True)]).chain.foreach:  # the compiled path is the default where it applies
         compiled = {'fused': True} if isinstance(ours.func, type) else {'compile': True}  # optcb.optim says fused=
         c['optcb group (foreach)'] = partial(ours, foreach=True, **{k: False for k in compiled})
         c['optcb default (compiled)'] = ours
-        c['optcb compiled, new grads/step'] = _fresh_grads(partial(ours, **compiled))
     else: c['optcb default'] = ours
+    fused = next(n for n in c if n.startswith('torch fused'))
+    c[f'{fused}, Learner loop'] = _learner_loop(c[fused])
+    c['optcb default, Learner loop'] = _learner_loop(ours)
+    if opt != 'adam': c['optcb adam default (yardstick)'] = REGISTRY['adam'].bench_spec().ours
     return c
 
 def _params(opt): return [p for g in opt.param_groups for p in g['params']]
@@ -142,9 +146,11 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
         lr = 1e-3 * (1 + r % 5)
         for n in names[r % len(names):] + names[:r % len(names)]:
             _set_lr(opts[n], lr)
-            if getattr(opts[n], '_bench_fresh_grads', False):
-                for p, gr in zip(opts[n].param_groups[0]['params'], grads): p.grad = gr
-            t0 = time.perf_counter(); opts[n].step(); times[n].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            if getattr(opts[n], '_bench_learner_loop', False):
+                opts[n].zero_grad()
+                for p, gr in zip(_params(opts[n]), grads): p.grad = gr  # autograd hands over the new tensor: no copy
+            opts[n].step(); times[n].append(time.perf_counter() - t0)
     recompiles = torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs_before
     # like with like: every contender ran the same steps with the same lrs, so all should end where the first did
     first_real = next(n for n in opts if 'yardstick' not in n)
@@ -152,16 +158,21 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
     rel = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
     diff = {n: max(rel(a, b) for a, b in zip(final[n], final[first_real]) if b.numel()) for n in opts}
     reference = next(n for n in times if n.startswith('torch fused'))
-    fused = statistics.median(times[reference])
+    loop_reference = f'{reference}, Learner loop'
+    med = {n: statistics.median(ts) for n, ts in times.items()}
     out = {}
     for n, ts in times.items():
         q = statistics.quantiles(ts, n=4)
-        out[n] = dict(median_ms=statistics.median(ts) * 1e3, q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3,
-                      ratio_to_fused=statistics.median(ts) / fused, first_two_steps_s=first[n],
+        ref = loop_reference if n.endswith('Learner loop') and loop_reference in med else reference
+        out[n] = dict(median_ms=med[n] * 1e3, q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3,
+                      ratio_to_fused=med[n] / med[ref], first_two_steps_s=first[n],
                       state_mb=_state_bytes(opts[n]) / 2**20, step_alloc_mb=_step_alloc_bytes(opts[n]) / 2**20,
                       rel_diff_to_first=diff[n])
+    ours = next((n for n in med if n.startswith('optcb default') and not n.endswith('loop')), None)
+    adam = med.get('optcb adam default (yardstick)')
     out['_meta'] = dict(tensors=len(shapes), values=sum(math.prod(s) for s in shapes), rounds=rounds,
-                        reference=reference, graphs_compiled_while_timing=recompiles)
+                        reference=reference, graphs_compiled_while_timing=recompiles,
+                        default_to_optcb_adam=med[ours] / adam if ours and adam else None)
     del opts; gc.collect()
     return out
 
@@ -172,7 +183,7 @@ def format_results(res:dict) -> str:
         m = r['_meta']
         lines.append(f"\n{set_name}: {m['tensors']} tensors, {m['values'] / 1e6:.1f}M values, "
                      f"{m['rounds']} interleaved rounds, {m['graphs_compiled_while_timing']} graphs compiled while "
-                     f"timing (lr changed every round); ref = {m['reference']}")
+                     f"timing (lr changed every round); ref = {m['reference']} (Learner loops: its Learner loop)")
         lines.append(f"{'contender':31} {'median ms':>10} {'IQR ms':>15} {'× ref':>8} {'first 2 steps':>14} "
                      f"{'state MB':>9} {'step alloc MB':>14}")
         for n, f in r.items():
@@ -180,6 +191,8 @@ def format_results(res:dict) -> str:
             lines.append(f"{n:31} {f['median_ms']:10.2f} {f['q1_ms']:7.2f}–{f['q3_ms']:<7.2f} "
                          f"{f['ratio_to_fused']:8.2f} {f['first_two_steps_s']:13.1f}s {f['state_mb']:9.0f} "
                          f"{f['step_alloc_mb']:14.1f}")
+        if m.get('default_to_optcb_adam'):
+            lines.append(f"optcb default step / optcb Adam's default step: {m['default_to_optcb_adam']:.2f}")
     return '\n'.join(lines)
 
 # %% ../nbs/09_bench.ipynb #c007

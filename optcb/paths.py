@@ -47,98 +47,53 @@ def _fresh_copy(fn):
     "A copy of `fn` with its own code object: torch.compile keeps one cache (and one recompile limit) per code object"
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
-class _Flat:
-    "A bucket's parameters, and the per-parameter tensors the callbacks keep, as views into one contiguous buffer each"
-    def __init__(self, params, states):
-        self.params, self.shapes = list(params), [p.shape for p in params]
-        self.sizes = [p.numel() for p in params]
-        self.P = torch.cat([p.detach().reshape(-1) for p in params])
-        self.P.grad = self.G = torch.empty_like(self.P)
-        for p, v in zip(params, self._views(self.P)): p.data = v
-        self.ptrs = [p.data_ptr() for p in params]
-        self.bufs, self.views = {}, {}
-        for k, v in states[0].items():
-            if isinstance(v, torch.Tensor): self._adopt(k, torch.cat([s[k].reshape(-1) for s in states]), states)
+def _keep_scalar(states, k, v):
+    "Store scalar state `k` (the compiled chain returns it as a 0-d tensor) in every state, as the type it had"
+    kind = type(states[0].get(k, v))
+    if isinstance(v, torch.Tensor) and v.dim() == 0: v = v.item()
+    if kind is int: v = int(round(v))
+    for s in states: s[k] = v
 
-    @staticmethod
-    def fits(params, states):
-        "Whether a bucket can be flattened: plain contiguous tensors, and tensor state shaped like its parameter"
-        plain = all(type(p.data) is torch.Tensor and p.is_contiguous()
-                    and (p.grad is None or p.grad.layout is torch.strided) for p in params)
-        return plain and all(v.shape == p.shape for p, s in zip(params, states)
-                             for v in s.values() if isinstance(v, torch.Tensor))
-
-    def _views(self, buf): return [v.view(shape) for v, shape in zip(buf.split(self.sizes), self.shapes)]
-
-    def _adopt(self, k, buf, states):
-        self.bufs[k], self.views[k] = buf, self._views(buf)
-        for s, v in zip(states, self.views[k]): s[k] = v
-
-    def holds(self, params, states):
-        "Whether parameters and state are still this bucket's views (a `load_state_dict` or `.to()` replaces them)"
-        if any(p.data_ptr() != ptr for p, ptr in zip(params, self.ptrs)): return False
-        if any(isinstance(v, torch.Tensor) and k not in self.bufs for k, v in states[0].items()): return False
-        return all(s.get(k) is v for k, vs in self.views.items() for s, v in zip(states, vs))
-
-    def load_grads(self, params):
-        "Bring the gradients into the flat buffer: nothing to do where they are still its views"
-        if not hasattr(self, 'gviews'): self.gviews = self._views(self.G)
-        if all(p.grad is v for p, v in zip(params, self.gviews)): return
-        torch.cat([p.grad.reshape(-1) for p in params], out=self.G)
-        for p, v in zip(params, self.gviews): p.grad = v  # backward after zero_grad(set_to_none=False) accumulates here
-
-    def step(self, fn, params, states, hypers):
-        "Bring the gradients in, run `fn` (the chain, compiled or not) on the flat buffers, and keep what it returns"
-        self.load_grads(params)
-        kinds = {k: type(v) for k, v in states[0].items() if not isinstance(v, torch.Tensor)}
-        state = {k: TensorList([self.bufs[k]], flat=True) if k in self.bufs else _as_tensor(v)
-                 for k, v in states[0].items()}
-        new = fn(TensorList([self.P], flat=True), state, {k: _as_tensor(v) for k, v in hypers.items()})
-        for k, v in new.items():
-            if isinstance(v, TensorList): v = v.tensors[0]
-            if isinstance(v, torch.Tensor) and v.shape == self.P.shape:
-                if v is not self.bufs.get(k): self._adopt(k, v, states)
-                continue
-            if isinstance(v, torch.Tensor) and v.dim() == 0: v = v.item()
-            if kinds.get(k) is int: v = int(round(v))
-            for s in states: s[k] = v
+def _traceable(params) -> bool:
+    "Whether the compiled path can take these parameters: plain tensors, with strided (not sparse) gradients"
+    return all(type(p.data) is torch.Tensor and (p.grad is None or p.grad.layout is torch.strided) for p in params)
 
 # %% ../nbs/02_paths.ipynb #c009
 class Paths:
     "Which path steps each bucket — per tensor, group or compiled — decided in one place, and the runs themselves"
     # smaller buckets take the group path: a compiled call costs ~0.1-0.5 ms whatever its size
     compile_min_numel = 2**18
+    # in a compiled bucket, tensors smaller than this are stepped together in one gathered buffer (elementwise chains)
+    gather_max_numel = 2**14
 
     def __init__(self, chain, foreach:bool|None=None, compile:bool|None=None):
         for name, v in (('foreach', foreach), ('compile', compile)):
             if v not in (None, True, False): raise TypeError(f"{name} must be None, True or False, not {v!r}")
         self.chain, self.foreach, self.compile = chain, foreach, compile
         self.group = foreach if foreach is not None else chain.foreach
-        self.flat_ok = self.group and chain.elementwise
-        if compile and not self.flat_ok:
-            raise ValueError("compile=True runs the callbacks on one flat buffer per bucket, so every callback must be "
-                             f"declared with @callback (elementwise): not {self._not_elementwise()}"
+        if compile and not self.group:
+            raise ValueError("compile=True traces the callbacks over a bucket's tensors as one TensorList, so every "
+                             f"callback must be declared with @callback (foreach): not {self._not_foreach()}"
                              + (" (and foreach=False was asked for)" if foreach is False else ''))
         by_default = foreach is None and compile_available()
-        self.compiling = self.flat_ok and (compile if compile is not None else by_default)
+        self.compiling = self.group and (compile if compile is not None else by_default)
         self.compile_error, self.owners_checked = None, False
-        self._flats, self._compiled = {}, None
+        self._compiled = self._compiled_flat = None
 
-    def _not_elementwise(self): return [cb.name for cb in self.chain if not cb.elementwise]
+    def _not_foreach(self): return [cb.name for cb in self.chain if not cb.foreach]
 
     def decide(self, params, states) -> tuple[str, str]:
         "The path for one bucket, and why"
         if not self.group:
             if self.foreach is False: return PER_TENSOR, 'foreach=False'
-            return PER_TENSOR, f"callbacks not declared for groups: {[cb.name for cb in self.chain if not cb.foreach]}"
+            return PER_TENSOR, f"callbacks not declared for groups: {self._not_foreach()}"
         if not self.compiling:
             if self.compile_error: why = f"torch.compile failed ({self.compile_error})"
-            elif not self.flat_ok: why = f"callbacks not elementwise: {self._not_elementwise()}"
             elif self.compile is False: why = 'compile=False'
             elif self.foreach: why = 'foreach=True'
             else: why = 'compiling is off ($OPTCB_COMPILE=0 or no C++ compiler)'
             return GROUP, why
-        if not _Flat.fits(params, states): return GROUP, 'not plain contiguous tensors (a DTensor, or strided)'
+        if not _traceable(params): return GROUP, 'not plain tensors with strided gradients (a DTensor, or sparse)'
         numel = sum(p.numel() for p in params)
         if self.compile: return COMPILED, 'compile=True'
         least = f"compile_min_numel={self.compile_min_numel:,}"
@@ -161,7 +116,7 @@ class Paths:
     def step(self, params, states, hypers):
         "Step one bucket on its path"
         path, _ = self.decide(params, states)
-        if path == COMPILED: self._run_flat(params, states, hypers)
+        if path == COMPILED: self._run_compiled(params, states, hypers)
         elif path == GROUP: self._run_group(params, states, hypers)
         else:
             for p, s in zip(params, states): self._run(p, s, hypers)
@@ -170,35 +125,63 @@ class Paths:
         run_chain(self.chain, p, state, hypers, check_owners=not self.owners_checked)
         self.owners_checked = True
 
-    def _run_group(self, params, states, hypers):
-        gathered = {k: TensorList([s[k] for s in states]) if isinstance(v, torch.Tensor) else v
-                    for k, v in states[0].items()}
+    def _run_group(self, params, states, hypers, compiled=False):
+        "Run the chain on a bucket as one `TensorList`: foreach kernels, or traced by the compiled chain"
+        gathered = {k: TensorList([s[k] for s in states], compiled) if isinstance(v, torch.Tensor)
+                    else _as_tensor(v) if compiled else v for k, v in states[0].items()}
         state = dict(gathered)
-        self._run(TensorList(params), state, hypers)
+        if compiled:
+            state = self.compiled_chain()(TensorList(params, traced=True), state,
+                                          {k: _as_tensor(v) for k, v in hypers.items()})
+        else: self._run(TensorList(params), state, hypers)
         for k, v in state.items():
             if k in gathered and v is gathered[k]: continue
             if isinstance(v, TensorList):
                 for s, t in zip(states, v.tensors): s[k] = t
+            elif compiled: _keep_scalar(states, k, v)
             else:
                 for s in states: s[k] = v
 
-    def compiled_chain(self):
-        "The chain under torch.compile (built once per optimizer)"
-        if self._compiled is None: self._compiled = torch.compile(_fresh_copy(run_chain), dynamic=True)
-        return partial(self._compiled, self.chain)
+    def _run_gathered(self, params, states, hypers):
+        """Many small tensors: parameters, gradients and state copied into one buffer each, the compiled chain run on
+        those, and the results copied back, so that every tensor keeps its own storage"""
+        sizes = [p.numel() for p in params]
+        flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])
+        back = lambda buf, like: [v.view_as(t) for v, t in zip(buf.split(sizes), like)]
+        P = flat(params); P.grad = flat([p.grad for p in params])
+        state = {k: TensorList([flat([s[k] for s in states])], traced=True) if isinstance(v, torch.Tensor)
+                 else _as_tensor(v) for k, v in states[0].items()}
+        state = self.compiled_chain(gathered=True)(TensorList([P], traced=True), state,
+                                                   {k: _as_tensor(v) for k, v in hypers.items()})
+        torch._foreach_copy_(params, back(P, params))
+        for k, v in state.items():
+            if not isinstance(v, TensorList): _keep_scalar(states, k, v); continue
+            if isinstance(states[0].get(k), torch.Tensor):
+                torch._foreach_copy_([s[k] for s in states], back(v[0], params))
+            else:  # state the chain has just created: one tensor of its own per parameter
+                for s, t in zip(states, back(v[0], params)): s[k] = t.clone()
 
-    def _run_flat(self, params, states, hypers):
-        key = tuple(map(id, params))
-        flat = self._flats.get(key)
-        if flat is None or not flat.holds(params, states): flat = self._flats[key] = _Flat(params, states)
-        if not self.owners_checked:
-            self.owners_checked = True
-            if not any(isinstance(v, torch.Tensor) for v in states[0].values()):
-                # a fresh start: this first step runs uncompiled and checks the chain; the kernel is built on the next.
-                # (A loaded state came from a checked chain: resuming runs the same kernel as an uninterrupted run.)
-                flat.step(partial(run_chain, self.chain, check_owners=True), params, states, hypers)
-                return
-        try: flat.step(self.compiled_chain(), params, states, hypers)
+    def compiled_chain(self, gathered=False):
+        """The chain under torch.compile, built once per optimizer for bucket lists and once for gathered buffers (two
+        graph caches); shapes are dynamic, so there is one graph per bucket structure, not per size"""
+        name = '_compiled_flat' if gathered else '_compiled'
+        if getattr(self, name) is None: setattr(self, name, torch.compile(_fresh_copy(run_chain), dynamic=True))
+        return partial(getattr(self, name), self.chain)
+
+    def _run_compiled(self, params, states, hypers):
+        has_state = any(isinstance(v, torch.Tensor) for v in states[0].values())
+        if not has_state and (self.chain.state_names() or not self.owners_checked):
+            # a bucket's first step runs uncompiled: it creates the state (and, once, checks the chain); the kernel is
+            # built on the next. A loaded state is not fresh: resuming runs the same kernel as an uninterrupted run.
+            return self._run_group(params, states, hypers)
+        small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if self.chain.elementwise else []
+        try:
+            if len(small) > 1:
+                large = sorted(set(range(len(params))) - set(small))
+                self._run_gathered([params[i] for i in small], [states[i] for i in small], hypers)
+                if not large: return
+                params, states = [params[i] for i in large], [states[i] for i in large]
+            self._run_group(params, states, hypers, compiled=True)
         except Exception as e:  # torch.compile could not build the kernel (no compiler, say): run eagerly from now on
             errors = (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError, OSError)
             if not isinstance(e, errors): raise
@@ -207,12 +190,8 @@ class Paths:
             self.compiling, self.compile_error = False, f"{type(e).__name__}: {str(e)[:80]}"
             self._run_group(params, states, hypers)
 
-    def flat_buffers(self):
-        "The flat buffers of the compiled path: one `_Flat` per bucket that has been compiled"
-        return list(self._flats.values())
-
     def __getstate__(self):
-        "Everything but the flat buffers and the compiled kernel, rebuilt on the next step"
+        "Everything but the compiled kernel, rebuilt on the next step"
         d = self.__dict__.copy()
-        d['_flats'], d['_compiled'] = {}, None
+        d['_compiled'] = d['_compiled_flat'] = None
         return d

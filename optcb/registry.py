@@ -52,8 +52,8 @@ class Entry:
 
     @property
     def compiles(self) -> bool:
-        "Whether its default composition can take the compiled path (every callback elementwise)"
-        return self.chain.elementwise
+        "Whether its default composition can take the compiled path (every callback runs on a `TensorList`)"
+        return self.chain.foreach
 
     @property
     def call(self) -> str:
@@ -132,5 +132,5 @@ def markdown_table() -> str:
     for e in REGISTRY.values():
         cbs = ', '.join(f"`{c.split('(')[0]}`" for c in e.callbacks)
         rows.append(f"| `{e.name}` | `{e.call}` | {f'`{e.torch.__name__}`' if e.torch else '—'} | {cbs} "
-                    f"| {e.checked_against} | {'yes' if e.compiles else 'no (per-layer norms)'} |")
+                    f"| {e.checked_against} | {'yes' if e.compiles else 'no'} |")
     return '\n'.join(rows)

@@ -86,28 +86,29 @@ def foreach_kernel(name, args=(), kwargs=None, dtype=torch.float32):
 # %% ../nbs/01_tensorlist.ipynb #c011
 class TensorList:
     "The tensors of one group as a single value: tensor methods and torch functions apply to each of them"
-    __slots__ = ('tensors', 'flat')
-    def __init__(self, tensors, flat=False):
-        self.tensors, self.flat = list(tensors), flat
-        if flat and len(self.tensors) != 1: raise ValueError("a flat TensorList holds exactly one buffer")
+    __slots__ = ('tensors', 'traced')
+    def __init__(self, tensors, traced=False): self.tensors, self.traced = list(tensors), traced
 
     def __len__(self): return len(self.tensors)
     def __iter__(self): return iter(self.tensors)
     def __getitem__(self, i): return self.tensors[i]
-    def __repr__(self): return f"TensorList({[tuple(t.shape) for t in self.tensors]}{', flat' if self.flat else ''})"
+    def __repr__(self):
+        return f"TensorList({[tuple(t.shape) for t in self.tensors]}{', traced' if self.traced else ''})"
     def __bool__(self):
         raise TypeError("a TensorList has no single truth value: this callback branches on tensor values, "
                         "so it only runs per tensor (build the optimizer with foreach=False)")
 
     def _like(self, res):
         "Results as a TensorList of the same mode when they are tensors, else the plain list"
-        return TensorList(res, self.flat) if all(isinstance(r, torch.Tensor) for r in res) else res
+        return TensorList(res, self.traced) if all(isinstance(r, torch.Tensor) for r in res) else res
 
     def _dispatch(self, name, call, args, kwargs):
         "`call(i, *args, **kwargs)` for each tensor i, or, where torch has one, `name`'s foreach kernel on the group"
-        if self.flat:  # under torch.compile: no work on `name` here (a function's __name__ is opaque to dynamo)
-            res = call(0, *(_hoist(_at(a, 0)) for a in args), **{k: _hoist(_at(v, 0)) for k, v in kwargs.items()})
-            return self if res is self.tensors[0] else self._like([res])  # an in-place op returns its own tensor
+        if self.traced:  # under torch.compile: no work on `name` here (a function's __name__ is opaque to dynamo)
+            args, kwargs = [_hoist(a) for a in args], {k: _hoist(v) for k, v in kwargs.items()}
+            res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+                   for i in range(len(self.tensors))]
+            return self if res and res[0] is self.tensors[0] else self._like(res)  # in place: its own tensors
         inplace, dtype = name.endswith('_'), self.tensors[0].dtype if self.tensors else None
         kernel = foreach_kernel(name, args, kwargs, dtype)
         if kernel is not None:

@@ -3,7 +3,7 @@ import pytest
 import optcb.bench as B
 
 # optimizers with an independent version in torch or fastai to agree with (yogi's reference is in test_yogi.py)
-@pytest.mark.parametrize('opt', ['adam', 'momentum', 'rmsprop', 'adagrad'])
+@pytest.mark.parametrize('opt', ['adam', 'momentum', 'rmsprop', 'adagrad', 'lamb'])
 def test_bench_runs_and_contenders_agree(opt, monkeypatch):
     monkeypatch.setenv('OPTCB_COMPILE', '1')
     shapes = [(64, 3, 3, 3), (64,), (300,), (0,), (10, 10)] + [(50,)] * 20 + [(2**18,)]
@@ -12,6 +12,8 @@ def test_bench_runs_and_contenders_agree(opt, monkeypatch):
     assert meta['graphs_compiled_while_timing'] == 0  # an lr changing every round does not recompile optcb's kernel
     assert {'optcb per-tensor', 'optcb group (foreach)', 'optcb default (compiled)'} <= res.keys()
     assert meta['reference'] in res and res[meta['reference']]['ratio_to_fused'] == 1
+    loop_ref = res[meta['reference'] + ', Learner loop']  # the Learner loop is compared with fused in that loop
+    assert loop_ref['ratio_to_fused'] == 1 and 'optcb default, Learner loop' in res
     for name, r in res.items():
         assert r['median_ms'] > 0 and r['q1_ms'] <= r['median_ms'] <= r['q3_ms']
         if 'yardstick' not in name: assert r['rel_diff_to_first'] < 1e-4, name  # the same algorithm everywhere

@@ -1,4 +1,4 @@
-"The compiled path (flat buffers + torch.compile of the same callbacks) against the per-tensor reference"
+"The compiled path (torch.compile of the same callbacks over each bucket's own tensors) against the per-tensor reference"
 import copy, pytest, torch
 import optcb
 from optcb import Optimizer, callback
@@ -34,6 +34,21 @@ def test_compiled_equals_per_tensor_path(make, kw, dtype, tol):
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < tol and serr < tol, (perr, serr)
 
+@pytest.mark.parametrize('name', ['adam', 'yogi', 'lamb'])
+def test_a_parameter_whose_first_gradient_comes_late_is_stepped_like_the_others(name):
+    "Its bucket is new when its gradient arrives: that first step creates the state uncompiled, with no graph break"
+    torch._dynamo.utils.counters.clear()
+    make = optcb.REGISTRY[name].build
+    ps = make_params(torch.float64); ref = clone_params(ps)
+    fast, slow = make(ps, compile=True), make(ref, foreach=False)
+    stream = grad_stream(ps, 10, skip=())
+    late = lambda t, qs: [None if (i == 1 and t < 3) else g for i, g in enumerate(stream(t, qs))]
+    run(fast, ps, late, 10); run(slow, ref, late, 10)
+    assert dict(torch._dynamo.utils.counters['graph_break']) == {}
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 1e-12 and serr < 1e-12, (perr, serr)
+    assert fast.state[ps[1]]['step'] == 7 and fast.state[ps[0]]['step'] == 10
+
 def test_schedules_do_not_recompile():
     ps = make_params(torch.float32)
     opt = optcb.Adam(ps, lr=1e-3, compile=True)
@@ -45,17 +60,45 @@ def test_schedules_do_not_recompile():
         opt.step()
     assert graphs() == before and opt.state[ps[0]]['step'] == 22
 
-def test_parameters_become_views_of_one_buffer_and_gradients_keep_their_values():
+def own_storage(t): return t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+def saved_bytes(obj):
+    buf = __import__('io').BytesIO(); torch.save(obj, buf)
+    return buf.getbuffer().nbytes
+
+@pytest.mark.parametrize('flags,path', [(dict(foreach=False), 'per-tensor'), (dict(fused=False), 'group'),
+                                        (dict(fused=True), 'compiled'), ({}, None)])
+def test_parameters_gradients_and_state_keep_their_own_storage(flags, path):
+    "Issue 15: two 512x512 layers (large enough for the default compiled path): saving one writes one"
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512))
+    layer_bytes = saved_bytes(model[2].state_dict())
+    opt = optcb.optim.AdamW(model.parameters(), lr=1e-3, **flags)
+    if path: assert paths(opt) == {path}
+    grads = {}
+    for _ in range(4):
+        opt.zero_grad()
+        model(torch.randn(8, 512)).square().mean().backward()
+        grads = {p: p.grad for p in model.parameters()}
+        opt.step()
+    for p in model.parameters():
+        assert own_storage(p) and own_storage(p.grad) and p.grad is grads[p]  # the step did not replace the gradient
+        assert all(own_storage(v) for v in opt.state[p].values() if isinstance(v, torch.Tensor))
+    w = model[0].weight
+    assert saved_bytes(w) < 1.1 * w.numel() * 4
+    assert saved_bytes(model[2].state_dict()) == layer_bytes  # the same size as before any step
+    one = {k: v for k, v in opt.state_dict()['state'][0].items()}
+    assert saved_bytes(one) < 2.2 * w.numel() * 4  # exp_avg and exp_avg_sq of that weight, nothing else
+
+def test_gradients_keep_their_values():
     ps = make_params(torch.float32); grads = [torch.randn_like(p) for p in ps]
     for p, g in zip(ps, grads): p.grad = g.clone()
-    opt = optcb.Adam(ps, lr=1e-3, compile=True); opt.step()
-    bases = {p.untyped_storage().data_ptr() for p in ps if p.numel()}
-    assert len(bases) == 1  # one flat buffer
+    opt = optcb.Adam(ps, lr=1e-3, compile=True); opt.step(); opt.step()
     assert all(torch.equal(p.grad, g) for p, g in zip(ps, grads))
-    assert all(opt.state[p]['grad_avg']._base is not None for p in ps)  # state: views of flat buffers too
 
-def test_zero_grad_in_place_and_backward_accumulate_into_the_flat_gradients():
-    "A real training loop with zero_grad(set_to_none=False) — no copy per step — matches torch's fused AdamW"
+@pytest.mark.parametrize('set_to_none', [False, True])
+def test_a_training_loop_matches_torch_and_keeps_the_gradient_tensors(set_to_none):
+    "zero_grad(set_to_none=False): backward accumulates into the same gradient tensors, which the step reads in place"
     torch.manual_seed(0)
     models = [torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
@@ -64,11 +107,13 @@ def test_zero_grad_in_place_and_backward_accumulate_into_the_flat_gradients():
     x, y = torch.randn(32, 6), torch.randn(32, 1)
     for _ in range(30):
         for m, o in zip(models, (ours, ref)):
-            o.zero_grad(set_to_none=False)
+            before = [p.grad for p in m.parameters()]
+            o.zero_grad(set_to_none=set_to_none)
             torch.nn.functional.mse_loss(m(x), y).backward()
             o.step()
-    flat = ours.paths.flat_buffers()[0]
-    assert all(p.grad is v for p, v in zip(flat.params, flat.gviews))  # backward accumulated into the flat buffer
+            if not set_to_none and before[0] is not None:
+                assert all(p.grad is g for p, g in zip(m.parameters(), before))
+    assert paths(ours) == {'compiled'}
     for a, b in zip(models[0].parameters(), models[1].parameters()): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 def test_state_dict_round_trip_resumes_identically():
@@ -82,17 +127,28 @@ def test_state_dict_round_trip_resumes_identically():
     assert all(torch.equal(a, b) for a, b in zip(ps, ps2))
     assert opt2.state[ps2[0]]['step'] == 20
 
-def test_compile_needs_elementwise_callbacks():
+def test_compile_needs_callbacks_that_run_on_a_tensorlist():
+    @callback(foreach=False)
+    def branches(p, *, lr):
+        if p.grad.norm() > 1: p.add_(p.grad, alpha=-lr)
+    with pytest.raises(ValueError, match='foreach.*branches'):
+        Optimizer(make_params(), [branches], lr=0.1, compile=True)
+    assert paths(Optimizer(make_params(), [branches], lr=0.1)) == {'per-tensor'}
+
+def test_per_tensor_reductions_are_compiled_and_equal_the_per_tensor_path():
+    "A norm per tensor (LAMB's trust ratio) is traced per tensor: each parameter gets its own, not the bucket's"
     @callback(elementwise=False)
     def layerwise(p, *, lr): p.add_(p.grad / p.grad.norm(), alpha=-lr)
-    with pytest.raises(ValueError, match='elementwise.*layerwise'):
-        Optimizer(make_params(), [layerwise], lr=0.1, compile=True)
-    assert paths(Optimizer(make_params(), [layerwise], lr=0.1)) == {'group'}
+    ps = make_params(torch.float64); ref = clone_params(ps)
+    fast, slow = Optimizer(ps, [layerwise], lr=0.1, compile=True), Optimizer(ref, [layerwise], lr=0.1, foreach=False)
+    assert paths(fast) == {'compiled'}
+    g = grad_stream(ps, 6, skip=()); run(fast, ps, g, 6); run(slow, ref, g, 6)
+    assert max_errs(ps, ref, fast, slow)[0] < 1e-12
 
 def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch):
     ps = make_params(torch.float64); ref = clone_params(ps)
     opt = optcb.Adam(ps, lr=1e-2, compile=True)
-    def broken(self): raise OSError('no C++ compiler')
+    def broken(self, *args, **kwargs): raise OSError('no C++ compiler')
     monkeypatch.setattr(optcb.Paths, 'compiled_chain', broken)
     g = grad_stream(ps, 5, skip=())
     with pytest.warns(UserWarning, match='torch.compile failed'):

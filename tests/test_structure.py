@@ -41,7 +41,11 @@ def test_bench_builds_every_registry_entry_next_to_its_references():
         assert 'optcb per-tensor' in cs and ('torch for-loop' in cs) == bool(spec.torch)
         assert ('torch fused' in cs) == ('fused' in torch_modes) != ('torch fused AdamW (yardstick)' in cs)
         assert ('fastai ' + spec.fastai[0] in cs) if spec.fastai else not any(k.startswith('fastai') for k in cs)
-    assert 'optcb default (compiled)' in B.contenders('adam') and 'optcb default' in B.contenders('lamb')
+    for name in ('adam', 'lamb'):  # every built-in chain compiles, LAMB's per-layer norms included
+        cs = B.contenders(name, include_torch_compile=False)
+        assert {'optcb default (compiled)', 'optcb default, Learner loop'} <= cs.keys()
+        assert any(n.startswith('torch fused') and n.endswith(', Learner loop') for n in cs)
+        assert ('optcb adam default (yardstick)' in cs) == (name != 'adam')
 
 def test_bench_resnet34_shapes_are_torchvisions():
     tv = pytest.importorskip('torchvision')
@@ -121,8 +125,12 @@ def test_plan_says_which_path_each_bucket_takes_and_why(monkeypatch):
     big = [torch.zeros(2**18, requires_grad=True), torch.zeros(10, requires_grad=True)]
     assert [(b.path, b.why) for b in optcb.Adam(big, lr=1e-3, foreach=False).plan()] == [('per-tensor', 'foreach=False')] * 2
     assert [(b.path, b.why) for b in optcb.Adam(big, lr=1e-3, compile=False).plan()] == [('group', 'compile=False')]
-    lamb = optcb.Lamb(big, lr=1e-3, compile=None).plan()
-    assert lamb[0].path == 'group' and 'lamb_step' in lamb[0].why and not optcb.REGISTRY['lamb'].compiles
+    lamb = optcb.Lamb(big, lr=1e-3, compile=True).plan()  # per-layer norms compile too
+    assert lamb[0].path == 'compiled' and optcb.REGISTRY['lamb'].compiles
+    @optcb.callback(foreach=False)
+    def branches(p, *, lr): pass
+    bs = optcb.Optimizer(big, [branches], lr=1e-3).plan()
+    assert {b.path for b in bs} == {'per-tensor'} and 'branches' in bs[0].why
     [b] = optcb.Adam(big, lr=1e-3, compile=True).plan()
     assert (b.path, b.why, b.params, b.numel, b.dtype) == ('compiled', 'compile=True', 2, 2**18 + 10, 'float32')
     monkeypatch.setenv('OPTCB_COMPILE', '1')  # the default rule (compile=None): by the bucket's size
