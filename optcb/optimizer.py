@@ -147,8 +147,8 @@ class Optimizer(torch.optim.Optimizer):
                 if p.grad.is_sparse: raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             if not params: continue
             hypers = self._hypers(group)
-            for bucket in self.paths.buckets(params, self.state):
-                self.paths.step(bucket, [self.state[p] for p in bucket], hypers)
+            for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
+                self.paths.step(bucket, states, hypers)
         return loss
 
     def plan(self) -> list[BucketPlan]:
@@ -157,8 +157,8 @@ class Optimizer(torch.optim.Optimizer):
         res = []
         for i, group in enumerate(self.param_groups):
             params = [p for p in group['params'] if p.grad is not None] or list(group['params'])
-            for bucket in self.paths.buckets(params, self.state):
-                path, why = self.paths.decide(bucket, [self.state[p] for p in bucket])
+            for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
+                path, why = self.paths.decide(bucket, states)
                 res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
                                       str(bucket[0].dtype).replace('torch.', ''), path, why))
         return res

@@ -54,6 +54,41 @@ def _keep_scalar(states, k, v):
     if kind is int: v = int(round(v))
     for s in states: s[k] = v
 
+_flatten, _unflatten = torch._utils._flatten_dense_tensors, torch._utils._unflatten_dense_tensors
+
+class _Scratch:
+    """One buffer each for the parameters, gradients and tensor state of a compiled bucket's small tensors, with a view
+    per tensor: filled from the tensors before a step, copied back after it (the tensors stay where they are)"""
+    def __init__(self, params, states):
+        self.shapes = [(p.shape, p.dtype) for p in params]
+        self.P = _flatten([p.detach() for p in params])
+        self.P.grad = torch.empty_like(self.P)
+        self.bufs = {k: _flatten([s[k] for s in states]) for k, v in states[0].items() if isinstance(v, torch.Tensor)}
+        self.views = {k: _unflatten(b, params) for k, b in self.bufs.items()}
+        self.views['params'], self.views['grads'] = _unflatten(self.P, params), _unflatten(self.P.grad, params)
+        self.kept = {}
+
+    def fits(self, params, states) -> bool:
+        "Whether the bucket still has these shapes, dtypes and tensor state"
+        if [(p.shape, p.dtype) for p in params] != self.shapes: return False
+        return {k for k, v in states[0].items() if isinstance(v, torch.Tensor)} == self.bufs.keys()
+
+    def gather(self, params, states):
+        """Fill the buffers from the tensors. A state tensor that is still the one this step copied back, unchanged
+        since (the same version: no in-place change through it), is not copied again"""
+        torch._foreach_copy_(self.views['params'], params)
+        torch._foreach_copy_(self.views['grads'], [p.grad for p in params])
+        for k in self.bufs:
+            ts = [s[k] for s in states]
+            kept = self.kept.get(k)
+            if kept is None or not all(t is a and t._version == v for t, (a, v) in zip(ts, kept)):
+                torch._foreach_copy_(self.views[k], ts)
+
+    def scatter(self, k, tensors, views):
+        "Copy a result back into the tensors it belongs to"
+        torch._foreach_copy_(tensors, views)
+        if k in self.bufs: self.kept[k] = [(t, t._version) for t in tensors] if views is self.views[k] else None
+
 def _traceable(params) -> bool:
     "Whether the compiled path can take these parameters: plain tensors, with strided (not sparse) gradients"
     return all(type(p.data) is torch.Tensor and (p.grad is None or p.grad.layout is torch.strided) for p in params)
@@ -79,6 +114,7 @@ class Paths:
         self.compiling = self.group and (compile if compile is not None else by_default)
         self.compile_error, self.owners_checked = None, False
         self._compiled = self._compiled_flat = None
+        self._scratch = {}
 
     def _not_foreach(self): return [cb.name for cb in self.chain if not cb.foreach]
 
@@ -100,17 +136,19 @@ class Paths:
         if numel < self.compile_min_numel: return GROUP, f"{numel:,} values < {least}"
         return COMPILED, f"{numel:,} values >= {least}"
 
-    def buckets(self, params, state):
-        "Split `params` so that each bucket shares device, dtype, state keys and non-tensor state"
-        if not self.group: return [[p] for p in params]
+    def buckets(self, params, states):
+        """Split `params` (and their `states`) so that each bucket shares device, dtype, state keys and scalar state;
+        returns (params, states) pairs"""
+        if not self.group: return [([p], [s]) for p, s in zip(params, states)]
         buckets = {}
-        for p in params:
-            scalars = tuple(sorted((k, torch.Tensor if isinstance(v, torch.Tensor) else v)
-                                   for k, v in state[p].items()))
-            key = (p.device, p.dtype, None if p.grad is None else p.grad.dtype, scalars)
+        for p, s in zip(params, states):
+            grad = p.grad
+            key = (p.device, p.dtype, None if grad is None else grad.dtype, tuple(s),
+                   tuple(torch.Tensor if isinstance(v, torch.Tensor) else v for v in s.values()))
             try: hash(key)
             except TypeError: key = id(p)  # unhashable state: a bucket of its own
-            buckets.setdefault(key, []).append(p)
+            ps, ss = buckets.setdefault(key, ([], []))
+            ps.append(p); ss.append(s)
         return list(buckets.values())
 
     def step(self, params, states, hypers):
@@ -145,21 +183,21 @@ class Paths:
     def _run_gathered(self, params, states, hypers):
         """Many small tensors: parameters, gradients and state copied into one buffer each, the compiled chain run on
         those, and the results copied back, so that every tensor keeps its own storage"""
-        sizes = [p.numel() for p in params]
-        flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])
-        back = lambda buf, like: [v.view_as(t) for v, t in zip(buf.split(sizes), like)]
-        P = flat(params); P.grad = flat([p.grad for p in params])
-        state = {k: TensorList([flat([s[k] for s in states])], traced=True) if isinstance(v, torch.Tensor)
-                 else _as_tensor(v) for k, v in states[0].items()}
-        state = self.compiled_chain(gathered=True)(TensorList([P], traced=True), state,
+        key = tuple(map(id, params))
+        sc = self._scratch.get(key)
+        if sc is None or not sc.fits(params, states): sc = self._scratch[key] = _Scratch(params, states)
+        sc.gather(params, states)
+        state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else _as_tensor(v)
+                 for k, v in states[0].items()}
+        state = self.compiled_chain(gathered=True)(TensorList([sc.P], traced=True), state,
                                                    {k: _as_tensor(v) for k, v in hypers.items()})
-        torch._foreach_copy_(params, back(P, params))
+        torch._foreach_copy_(params, sc.views['params'])
         for k, v in state.items():
             if not isinstance(v, TensorList): _keep_scalar(states, k, v); continue
-            if isinstance(states[0].get(k), torch.Tensor):
-                torch._foreach_copy_([s[k] for s in states], back(v[0], params))
+            views = sc.views[k] if k in sc.bufs and v[0] is sc.bufs[k] else _unflatten(v[0], params)
+            if isinstance(states[0].get(k), torch.Tensor): sc.scatter(k, [s[k] for s in states], views)
             else:  # state the chain has just created: one tensor of its own per parameter
-                for s, t in zip(states, back(v[0], params)): s[k] = t.clone()
+                for s, t in zip(states, views): s[k] = t.clone()
 
     def compiled_chain(self, gathered=False):
         """The chain under torch.compile, built once per optimizer for bucket lists and once for gathered buffers (two
@@ -194,4 +232,5 @@ class Paths:
         "Everything but the compiled kernel, rebuilt on the next step"
         d = self.__dict__.copy()
         d['_compiled'] = d['_compiled_flat'] = None
+        d['_scratch'] = {}
         return d
