@@ -197,8 +197,8 @@ def format_results(res:dict) -> str:
 
 # %% ../nbs/09_bench.ipynb #c007
 def end_to_end(epochs:int=2, log=print) -> dict:
-    "Time the last of `epochs` one-cycle epochs on the digits default with fastai's and optcb's Adam"
-    from fastai.optimizer import Adam as FastaiAdam
+    "Time the last of `epochs` one-cycle epochs on the digits default with fastai's, torch's fused and optcb's Adam"
+    from fastai.optimizer import Adam as FastaiAdam, OptimWrapper
     from fastai.callback.core import Callback
     from optcb.compare import digits_folder, make_dls, make_learner, DIGITS
     from fastai.torch_core import set_seed
@@ -209,7 +209,9 @@ def end_to_end(epochs:int=2, log=print) -> dict:
         def after_step(self): self.step_s += time.perf_counter() - self._t
         def after_epoch(self): self.epoch_s = time.perf_counter() - self.t_epoch
     out = {}
-    for name, opt_func in [('fastai Adam', FastaiAdam), ('optcb Adam (default)', optcb.Adam),
+    fused = partial(OptimWrapper, opt=partial(torch.optim.AdamW, betas=(0.9, 0.99), eps=1e-5, fused=True))
+    for name, opt_func in [('fastai Adam', FastaiAdam), ('torch fused AdamW (OptimWrapper)', fused),
+                           ('optcb Adam (default)', optcb.Adam),
                            ('optcb Adam (compile=True)', partial(optcb.Adam, compile=True))]:
         set_seed(42, reproducible=True)
         timer = StepTimer()

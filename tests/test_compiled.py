@@ -184,3 +184,25 @@ def test_every_compiled_chain_is_one_graph_and_equals_the_per_tensor_path(name, 
     assert dict(torch._dynamo.utils.counters['graph_break']) == {}
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 1e-12 and serr < 1e-12, (perr, serr)
+
+def test_changes_made_between_steps_are_seen_like_torch_sees_them():
+    "Loading weights into the model, replacing p.data, and editing state in place between steps: on both compiled forms"
+    torch.manual_seed(0)
+    make = lambda: torch.nn.Sequential(torch.nn.Linear(200, 200), torch.nn.Tanh(), torch.nn.Linear(200, 3))
+    models = [make() for _ in range(2)]; models[1].load_state_dict(models[0].state_dict())
+    ours = optcb.optim.AdamW(models[0].parameters(), lr=1e-2, fused=True)
+    ref = torch.optim.AdamW(models[1].parameters(), lr=1e-2, foreach=False)
+    x, y, other = torch.randn(16, 200), torch.randn(16, 3), make().state_dict()
+    for t in range(12):
+        for m, o in zip(models, (ours, ref)):
+            if t == 4: m.load_state_dict(other)  # copies into the parameters in place
+            if t == 6: m[2].bias.data = torch.full((3,), 0.5)  # a new tensor: a gathered (small) parameter
+            if t == 8: m[0].weight.data = m[0].weight.data * 0.5  # a new tensor: a large parameter
+            if t == 10:
+                o.state[m[2].bias]['exp_avg' if o is ref else 'grad_avg'].zero_()
+                o.state[m[0].bias]['exp_avg' if o is ref else 'grad_avg'].mul_(2)
+            o.zero_grad()
+            torch.nn.functional.mse_loss(m(x), y).backward()
+            o.step()
+    assert paths(ours) == {'compiled'}
+    for a, b in zip(models[0].parameters(), models[1].parameters()): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
