@@ -48,15 +48,11 @@ def count_loops():
     finally: res.update(loops - before)
 
 # %% ../nbs/01_tensorlist.ipynb #c009
-@torch.library.custom_op("optcb::scalar", mutates_args=())
-def _scalar(x: torch.Tensor) -> torch.Tensor:
-    "Identity on a 0-d tensor, opaque to torch.compile: the scalar is computed once, not in each step of the fused loop"
-    return x.clone()
-
-@_scalar.register_fake
-def _(x): return torch.empty_like(x)
-
-def _hoist(x): return _scalar(x) if isinstance(x, torch.Tensor) and x.dim() == 0 else x
+def _hoist(x):
+    """A 0-d operand, as the compiled path passes it to an operation: through a reduction (the max of two copies: the
+    value itself, NaN included), which inductor computes once in its own loop. Inlined into the fused loop, a scalar
+    such as `1 - mom**step` would be recomputed for every 16 values (gcc cannot hoist `pow` under `-fmath-errno`)"""
+    return torch.stack((x, x)).amax() if isinstance(x, torch.Tensor) and x.dim() == 0 else x
 
 def _kind(x):
     if isinstance(x, TensorList): return LIST
