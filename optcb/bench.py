@@ -80,7 +80,7 @@ def contenders(opt:str='adam', include_torch_compile=True) -> dict:
                                                               weight_decay=0.01, decouple_lr=False)
         except ImportError: pass
     c.update({'optcb per-tensor': partial(ours, foreach=False), 'optcb group (foreach)': partial(ours, foreach=True)})
-    if ours([torch.zeros(1, requires_grad=True)]).chain.foreach:  # the compiled path is the default where it applies
+    if entry(opt).compiles:  # the compiled path is the default where it applies
         compiled = {'fused': True} if isinstance(ours.func, type) else {'compile': True}  # optcb.optim says fused=
         c['optcb group (foreach)'] = partial(ours, foreach=True, **{k: False for k in compiled})
         c['optcb default (compiled)'] = ours

@@ -164,13 +164,12 @@ class Paths:
         self.owners_checked = True
 
     def _run_group(self, params, states, hypers, compiled=False):
-        "Run the chain on a bucket as one `TensorList`: foreach kernels, or traced by the compiled chain"
+        """Run the chain on a bucket as one `TensorList`: foreach kernels, or traced by the compiled chain (`hypers`
+        then as `_as_tensor` passes them)"""
         gathered = {k: TensorList([s[k] for s in states], compiled) if isinstance(v, torch.Tensor)
                     else _as_tensor(v) if compiled else v for k, v in states[0].items()}
         state = dict(gathered)
-        if compiled:
-            state = self.compiled_chain()(TensorList(params, traced=True), state,
-                                          {k: _as_tensor(v) for k, v in hypers.items()})
+        if compiled: state = self.compiled_chain()(TensorList(params, traced=True), state, hypers)
         else: self._run(TensorList(params), state, hypers)
         for k, v in state.items():
             if k in gathered and v is gathered[k]: continue
@@ -189,8 +188,7 @@ class Paths:
         sc.gather(params, states)
         state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else _as_tensor(v)
                  for k, v in states[0].items()}
-        state = self.compiled_chain(gathered=True)(TensorList([sc.P], traced=True), state,
-                                                   {k: _as_tensor(v) for k, v in hypers.items()})
+        state = self.compiled_chain(gathered=True)(TensorList([sc.P], traced=True), state, hypers)
         torch._foreach_copy_(params, sc.views['params'])
         for k, v in state.items():
             if not isinstance(v, TensorList): _keep_scalar(states, k, v); continue
@@ -213,13 +211,14 @@ class Paths:
             # built on the next. A loaded state is not fresh: resuming runs the same kernel as an uninterrupted run.
             return self._run_group(params, states, hypers)
         small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if self.chain.elementwise else []
+        traced = {k: _as_tensor(v) for k, v in hypers.items()}
         try:
             if len(small) > 1:
                 large = sorted(set(range(len(params))) - set(small))
-                self._run_gathered([params[i] for i in small], [states[i] for i in small], hypers)
+                self._run_gathered([params[i] for i in small], [states[i] for i in small], traced)
                 if not large: return
                 params, states = [params[i] for i in large], [states[i] for i in large]
-            self._run_group(params, states, hypers, compiled=True)
+            self._run_group(params, states, traced, compiled=True)
         except Exception as e:  # torch.compile could not build the kernel (no compiler, say): run eagerly from now on
             errors = (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError, OSError)
             if not isinstance(e, errors): raise
