@@ -8,4 +8,5 @@ from .optimizer import *
 from .callbacks import *
 from .optimizers import *
 from .registry import *
+from .groups import *
 from . import optim

@@ -79,6 +79,7 @@ class Optimizer(torch.optim.Optimizer):
     state_names = {}  # callback state name -> the name a state dict uses (torch's, in the torch-signature classes)
     tensor_state = ()  # scalar state a state dict keeps as a 0-d tensor, as torch.optim does (`step`, `mu_product`)
     _keep_on_clear = ('force_train', 'do_wd')
+    _carried = ('lr_scale',)  # param-group keys of other libraries, kept and passed to no callback
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
                  **hypers):
@@ -113,16 +114,26 @@ class Optimizer(torch.optim.Optimizer):
 
     def _hypers(self, group):
         "The hyperparameters of `group` as the callbacks name them"
-        h = {k: v for k, v in group.items() if k != 'params' and k not in self._alias_keys and k not in self.flags}
+        h = {k: v for k, v in group.items()
+             if k != 'params' and k not in self._alias_keys and k not in self.flags and k not in self._carried}
         for k in self.aliases: h[k] = self._get(group, k)
         return h
 
     def _check_names(self, names, where):
-        self.chain.check_names(names, self._alias_keys | set(self.flags) | {'params'}, where)
+        self.chain.check_names(names, self._alias_keys | set(self.flags) | {'params', *self._carried}, where)
+
+    def _wd_named_ours(self, group, where):
+        "`group` with weight decay under this optimizer's name for it, whether it came as `wd` or `weight_decay`"
+        ours = self.aliases.get('wd', 'wd')
+        if 'wd' not in self.chain.used or not isinstance(ours, str): return group
+        theirs = ({'wd', 'weight_decay'} - {ours}).pop()
+        if theirs not in group: return group
+        if ours in group: raise TypeError(f"{where} sets weight decay twice, as {ours!r} and as {theirs!r}")
+        return {(ours if k == theirs else k): v for k, v in group.items()}
 
     def add_param_group(self, param_group):
-        group = dict(param_group)
         where = f"param group {len(self.param_groups)}"
+        group = self._wd_named_ours(dict(param_group), where)
         ps = [group['params']] if isinstance(group.get('params'), torch.Tensor) else list(group.get('params', []))
         if any(isinstance(p, torch.Tensor) and p.is_complex() for p in ps):
             raise TypeError(f"{where} has a complex parameter: optcb's callbacks treat values as real; optimize "
