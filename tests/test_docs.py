@@ -2,6 +2,7 @@
 import importlib, inspect, json, re, subprocess, sys
 from pathlib import Path
 import pytest
+import optcb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +36,13 @@ def test_every_exported_function_and_class_is_documented(site):
 def test_search_index_finds_api_entries(site):
     index = json.loads((site / 'search_index.js').read_text().removeprefix('const SEARCH_INDEX = ').rstrip(';'))
     assert any(e['url'] == 'optimizers.html#Adam' for e in index) and any(e['url'] == 'optimizer.html#Optimizer' for e in index)
+
+def test_the_landing_page_carries_the_readme(site):
+    "What optcb is, the optimizer table, the comparison with its two figures, speed: a site reader needs no README"
+    page, readme = (site / 'index.html').read_text(), (ROOT / 'README.md').read_text()
+    for heading in re.findall(r'^## (.+)$', readme, re.M):
+        assert re.sub(r'`([^`]+)`', r'<code>\1</code>', heading) in page, heading
+    assert all(f'<code>{name}</code>' in page for name in optcb.REGISTRY)
+    assert page.count('<img alt="') >= 2 and page.count('src="data:image/png;base64,') >= 2
+    assert 'fit_one_cycle(3)' in page and '0.9554' in page  # the comparison's table
+    assert 'torch\'s fused AdamW' in page and 'href="https://github.com/optcb/optcb/blob/main/BENCHMARKS.md"' in page

@@ -10,11 +10,16 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ('fastai', 'torchvision', 'matplotlib', 'sklearn')
 
 # -- the registry: every list of optimizers is derived from it
-def test_readme_and_docs_tables_are_the_registry():
-    table = optcb.registry.markdown_table()
-    assert table in (ROOT / 'README.md').read_text(), "README's optimizer table is stale: run python tools/sync_readme.py"
-    assert all(f"| `{name}` |" in table for name in REGISTRY)
-    assert 'markdown_table()' in (ROOT / 'nbs' / 'index.ipynb').read_text()  # the docs' front page prints it
+def test_readme_and_docs_tables_are_the_registry_and_the_committed_comparison():
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import sync_readme
+    readme = (ROOT / 'README.md').read_text()
+    for name, body in sync_readme.generated().items():
+        assert sync_readme.block(name, body) in readme, f"README's {name} table is stale: run python tools/sync_readme.py"
+    assert all(f"| `{name}` |" in optcb.registry.markdown_table() for name in REGISTRY)
+    for fig in ('losses.png', 'accuracy.png'):
+        assert f'](results/compare-digits/{fig})' in readme and (sync_readme.RESULTS / fig).stat().st_size > 10_000
+    assert "(root / 'README.md').read_text()" in (ROOT / 'nbs' / 'index.ipynb').read_text()  # the front page shows it
 
 def test_compare_knows_every_registry_entry():
     C = pytest.importorskip('optcb.compare')

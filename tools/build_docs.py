@@ -123,7 +123,7 @@ nav h1{font-size:20px;margin:0 0 12px} nav a{display:block;color:#1f4f9c;text-de
 #hits a{font-size:14px} main{max-width:980px;padding:24px 40px;box-sizing:border-box;flex:1}
 pre{background:#f6f8fb;border:1px solid #e3e7ee;border-radius:5px;padding:10px 12px;overflow-x:auto;font-size:14px}
 pre.out{background:#fff;border-left:3px solid #9fb3d1} pre.err{border-left-color:#c0392b}
-table{border-collapse:collapse;margin:10px 0} td,th{border:1px solid #d5dbe5;padding:4px 8px} th{background:#eef2f8}
+table{border-collapse:collapse;margin:10px 0;display:block;overflow-x:auto;max-width:100%} main img{max-width:100%} td,th{border:1px solid #d5dbe5;padding:4px 8px} th{background:#eef2f8}
 .api{border-top:2px solid #d5dbe5;margin:18px 0;padding-top:6px} .api h4{margin:4px 0;font-family:monospace;font-size:17px}
 .api h4 a{color:#1d2330;text-decoration:none} .method{margin-left:18px} img.plot{max-width:100%} blockquote{color:#555;border-left:3px solid #c3cad6;margin:0;padding-left:12px}
 math[display=block]{margin:10px 0}
