@@ -10,9 +10,10 @@ __all__ = ['weight_decay', 'l2_reg', 'maximize', 'average_grad', 'sgd_momentum',
            'rms_prop_momentum_step', 'adam_step', 'sum_sqr_grad', 'adagrad_step', 'max_abs_grad', 'adamax_step',
            'adadelta_step', 'lion_step', 'radam_step', 'torch_radam_step', 'lookahead_start', 'lookahead_sync',
            'qhadam_step', 'lamb_step', 'larc_layer_lr', 'larc_step', 'nadam_mu', 'nadam_step', 'adan_stats',
-           'adan_step']
+           'adan_step', 'rprop_step', 'asgd_step', 'adopt_step', 'ademamix_step']
 
 # %% ../nbs/04_callbacks.ipynb #c002
+import math
 import torch
 import torch.nn.functional as F
 from .chain import callback, is_zero, select, scalar_dtype, NONNEG, FRACTION, Range
@@ -271,3 +272,64 @@ def adan_step(p, *, lr, mom, mom2, sqr_mom, eps, wd, step, grad_avg, diff_avg, s
     upd = (grad_avg / (1 - mom**step)).add_(diff_avg / (1 - mom2**step), alpha=mom2)
     p.addcdiv_(upd, sqr_avg.sqrt().div_((1 - sqr_mom**step) ** 0.5).add_(eps), value=-lr)
     if do_wd and not is_zero(wd): p.div_(1 + lr * wd)
+
+# %% ../nbs/04_callbacks.ipynb #c026
+@callback(etaminus=0.5, etaplus=1.2, step_size_min=1e-6, step_size_max=50.,
+          ranges=dict(etaminus=Range(0, 1, closed=False), etaplus=Range(1), step_size_min=NONNEG,
+                      step_size_max=NONNEG))
+def rprop_step(p, *, lr, etaminus, etaplus, step_size_min, step_size_max, prev=None, step_size=None):
+    """Rprop: size ← clamp(size·η, min, max) with η = etaplus where g·g_prev > 0, etaminus where < 0
+    (and g skipped), else 1; p ← p − size·sign(g)"""
+    if prev is None: prev, step_size = torch.zeros_like(p.grad), torch.full_like(p.grad, lr)
+    s = p.grad.mul(prev).sign()
+    eta = torch.where(s.gt(0), etaplus, torch.where(s.lt(0), etaminus, torch.where(s.eq(0), 1., s)))
+    step_size.mul_(eta).clamp_min_(step_size_min).clamp_max_(step_size_max)
+    grad = torch.where(s.lt(0), 0., p.grad)
+    p.addcmul_(grad.sign(), step_size, value=-1)
+    return {'prev': prev.copy_(grad), 'step_size': step_size}
+
+@callback(lambd=1e-4, alpha=0.75, t0=1e6, state=('eta', 'mu'),
+          ranges=dict(lambd=NONNEG, alpha=NONNEG, t0=NONNEG))
+def asgd_step(p, *, lr, lambd, alpha, t0, step, eta=None, mu=1., ax=None):
+    """ASGD: p ← p·(1 − λ·η) − η·g, x̄ ← x̄ + μ·(p − x̄); then η ← lr/(1 + λ·lr·t)^α and
+    μ ← 1/max(1, t − t0), kept in torch's scalar dtype"""
+    if ax is None: eta, ax = scalar_dtype(lr), torch.zeros_like(p)
+    p.mul_(1 - lambd * eta).add_(p.grad, alpha=-eta)
+    ax.copy_(select(mu == 1, p, ax + (p - ax) * mu))
+    return {'ax': ax, 'eta': scalar_dtype(lr / (1 + lambd * lr * step) ** alpha),
+            'mu': scalar_dtype(1 / select(step - t0 > 1, step - t0, 1.))}
+
+@callback(mom=0.9, sqr_mom=0.9999, eps=1e-6, wd=0.)
+def adopt_step(p, *, lr, mom, sqr_mom, eps, wd, step, clip=True, decouple_wd=False, do_wd=True,
+               grad_avg=None, sqr_avg=None):
+    """ADOPT: v₀ = g₀², no step; then p ← p·(1 − lr·wd) if decoupled,
+    m ← mom·m + (1−mom)·clip(g/max(√v, eps), (t−1)^¼), p ← p − lr·m, v ← sqr_mom·v + (1−sqr_mom)·g²"""
+    if sqr_avg is None: return {'grad_avg': torch.zeros_like(p.grad), 'sqr_avg': p.grad * p.grad}
+    if decouple_wd and do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
+    normed = p.grad / sqr_avg.sqrt().clamp_min_(eps)
+    if clip: normed = normed.clamp_min_(-(step - 1) ** 0.25).clamp_max_((step - 1) ** 0.25)
+    p.add_(grad_avg.lerp_(normed, 1 - mom), alpha=-lr)
+    return {'grad_avg': grad_avg, 'sqr_avg': sqr_avg.mul_(sqr_mom).addcmul_(p.grad, p.grad, value=1 - sqr_mom)}
+
+def _ln(x): return x.log() if isinstance(x, torch.Tensor) else math.log(x)
+
+def _ademamix_schedule(step, mom, mom3, alpha, warmup):
+    "α_t and β₃_t of AdEMAMix's warm-up (Algorithm 1): α·t/T, and β₃'s schedule, until t = T; α and β₃ after"
+    frac = select(warmup > 0, step / select(warmup > 0, warmup, 1.), 1.)
+    ln1, ln3 = _ln(mom), _ln(mom3)
+    mom3_t = math.e ** (ln1 * ln3 / ((1 - frac) * ln3 + frac * ln1))
+    warm = frac < 1
+    return select(warm, alpha * frac, alpha), select(warm, select(mom3_t < mom3, mom3_t, mom3), mom3)
+
+@callback(mom3=0.9999, alpha=5., warmup=0., ranges=dict(mom3=Range(0, 1, closed=False), alpha=NONNEG,
+                                                        warmup=NONNEG))
+def ademamix_step(p, *, lr, mom, sqr_mom, mom3, alpha, warmup, eps, step, grad_avg, sqr_avg,
+                  slow_avg=None):
+    """AdEMAMix: m₂ ← β₃·m₂ + (1−β₃)·g, p ← p − lr·(m̂₁ + α·m₂)/(√v̂ + eps), with α and β₃ warmed up
+    over `warmup` steps (0: none)"""
+    if slow_avg is None: slow_avg = torch.zeros_like(p.grad)
+    alpha_t, mom3_t = _ademamix_schedule(step, mom, mom3, alpha, warmup)
+    slow_avg.lerp_(p.grad, 1 - mom3_t)
+    num = (grad_avg / (1 - mom**step)).add_(slow_avg, alpha=alpha_t)
+    p.addcdiv_(num, (sqr_avg / (1 - sqr_mom**step)).sqrt_().add_(eps), value=-lr)
+    return {'slow_avg': slow_avg}

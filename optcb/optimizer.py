@@ -21,11 +21,16 @@ __all__ = ['Optimizer']
 def _param_groups(params):
     "torch-style group dicts from tensors, fastai's list of lists, or group dicts"
     if isinstance(params, torch.Tensor): params = [params]
+    if not isinstance(params, Iterable):
+        raise TypeError(f"params must be an iterable of tensors or dicts, not {type(params).__name__}")
     items = list(params)
     if not items: raise ValueError("optimizer got an empty parameter list")
     if all(isinstance(x, Mapping) for x in items): return [dict(x) for x in items]
     if all(isinstance(x, torch.Tensor) for x in items): return [{'params': items}]
-    if all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in items): return [{'params': items}]
+    named = [isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in items]
+    if all(named): return [{'params': items}]
+    if any(named) and all(n or isinstance(x, torch.Tensor) for n, x in zip(named, items)):
+        raise ValueError("params mixes named parameters (name, tensor) and unnamed tensors: give all names or none")
     if all(isinstance(x, Iterable) and not isinstance(x, (torch.Tensor, Mapping, str)) for x in items):
         return [{'params': list(x)} for x in items]
     raise TypeError("params must be tensors, a list of lists of tensors (one per group) or a list of group dicts, "
@@ -91,6 +96,8 @@ class Optimizer(torch.optim.Optimizer):
         defaults = {k: v for k, v in self.chain.defaults().items() if k not in self.aliases}
         defaults.update(hypers)
         self._check_names(hypers, 'the constructor')
+        for k, v in self._hypers(hypers).items():  # bad values are named before the parameters are looked at
+            if k in self.chain.used: self.chain.check_hyper(k, v, 'the constructor')
         super().__init__(_param_groups(params), defaults)
 
     @property

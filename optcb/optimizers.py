@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/optimizers.html.md"""
 
 # %% auto #0
 __all__ = ['SGD', 'RMSProp', 'Adam', 'AdamW', 'Yogi', 'Adagrad', 'Adamax', 'Adadelta', 'Lion', 'RAdam', 'Lookahead', 'ranger',
-           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan']
+           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan', 'Rprop', 'ASGD', 'ADOPT', 'AdEMAMix']
 
 # %% ../nbs/05_optimizers.ipynb #c002
 from functools import partial
@@ -130,3 +130,29 @@ def Adan(params, lr=1e-3, mom=0.98, mom2=0.92, sqr_mom=0.99, eps=1e-8, wd=0., fo
     cbs = [partial(average_grad, dampening=True), adan_stats, step_stat, adan_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, mom2=mom2, sqr_mom=sqr_mom, eps=eps, wd=wd,
                      foreach=foreach, compile=compile)
+
+# %% ../nbs/05_optimizers.ipynb #c014
+def Rprop(params, lr=1e-2, etaminus=0.5, etaplus=1.2, step_size_min=1e-6, step_size_max=50., foreach=None,
+          compile=None):
+    "Rprop (Riedmiller & Braun 1993): per-value step sizes adapted by the sign of the gradient, made for full batches"
+    return Optimizer(params, [rprop_step], lr=lr, etaminus=etaminus, etaplus=etaplus, step_size_min=step_size_min,
+                     step_size_max=step_size_max, foreach=foreach, compile=compile)
+
+def ASGD(params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, wd=0., foreach=None, compile=None):
+    "Averaged SGD (Polyak & Juditsky 1992) as torch.optim.ASGD: the state's `ax` is the average to evaluate"
+    return Optimizer(params, [step_stat, l2_reg, asgd_step], lr=lr, lambd=lambd, alpha=alpha, t0=t0, wd=wd,
+                     foreach=foreach, compile=compile)
+
+def ADOPT(params, lr=1e-3, mom=0.9, sqr_mom=0.9999, eps=1e-6, wd=0., decouple_wd=False, clip=True, foreach=None,
+          compile=None):
+    "ADOPT (Taniguchi et al. 2024) with its authors' defaults; `clip=False` is the unclipped first version"
+    step = partial(adopt_step, clip=clip, decouple_wd=decouple_wd)
+    cbs = [step_stat, step] if decouple_wd else [l2_reg, step_stat, step]
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
+
+def AdEMAMix(params, lr=1e-3, mom=0.9, sqr_mom=0.999, mom3=0.9999, alpha=5., warmup=0, eps=1e-8, wd=0.,
+             decouple_wd=True, foreach=None, compile=None):
+    "AdEMAMix (Pagliardini et al. 2024): Adam plus a slow average weighted by `alpha`, warmed up over `warmup` steps"
+    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, ademamix_step]
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, mom3=mom3, alpha=alpha, warmup=warmup, eps=eps,
+                     wd=wd, foreach=foreach, compile=compile)

@@ -107,6 +107,13 @@ REGISTRY = {e.name: e for e in [
     Entry('nadam', O.NAdam, 3e-3, 'torch.optim.NAdam (bit for bit, the μ product included)', optim.NAdam,
           bench=Bench(partial(optim.NAdam, lr=2e-3), None, ('NAdam', dict(lr=2e-3), ('foreach',)))),
     Entry('adan', O.Adan, 3e-3, 'Xie et al. 2022, Algorithm 1 (1e-10)'),
+    Entry('rprop', O.Rprop, 1e-3, "torch.optim.Rprop (bit for bit, torch's test configurations)", optim.Rprop,
+          bench=Bench(partial(optim.Rprop, lr=1e-3), None, ('Rprop', dict(lr=1e-3), ('foreach',)))),
+    Entry('asgd', O.ASGD, 0.1, "torch.optim.ASGD (bit for bit, torch's test configurations)", optim.ASGD,
+          bench=Bench(partial(optim.ASGD, lr=1e-2), None, ('ASGD', dict(lr=1e-2), ('foreach',)))),
+    Entry('adopt', O.ADOPT, 3e-3, "the authors' ADOPT (torch-adopt 0.1.0) and Taniguchi et al. 2024, Algorithm 2 "
+          "with clipping (1e-10)"),
+    Entry('ademamix', O.AdEMAMix, 3e-3, 'Pagliardini et al. 2024, Algorithm 1 (1e-10); pytorch-optimizer 4.1 (1e-10)'),
 ]}
 
 def sources(keys) -> list[str]:

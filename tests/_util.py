@@ -6,7 +6,8 @@ import optcb
 
 # torch.optim's state names -> optcb's (fastai's): from the classes themselves, where the mapping lives
 TORCH_STATE = {n: {v: k for k, v in getattr(optcb.optim, n).state_names.items()}
-               for n in ('SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam')}
+               for n in ('SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam',
+                         'Rprop', 'ASGD')}
 TORCH_IGNORE = {}  # state of torch's that optcb does not keep (none: RMSprop and Adadelta count steps too)
 STEPS = 120
 TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
@@ -82,3 +83,12 @@ def against_torch(name, kw, extra=None, dtype=torch.float64, steps=STEPS, **ours
     run(a, ps, g, steps); run(b, ref, g, steps)
     perr, serr = max_errs(ps, ref, a, b, TORCH_STATE[name], ignore=TORCH_IGNORE.get(name, ()))
     return SimpleNamespace(perr=perr, serr=serr, moved=max(rel_err(p, q) for p, q in zip(ps, start)), ours=a, theirs=b, ps=ps, ref=ref)
+
+def torch_optim_db():
+    """torch's own optimizer test database (torch.testing._internal.common_optimizers). Importing it freezes the
+    torch.backends flags for the rest of the process (torch.backends.disable_global_flags): a later test must not set
+    them (Lightning's `deterministic=True` would)"""
+    import pytest
+    pytest.importorskip('expecttest')  # common_optimizers imports it
+    from torch.testing._internal.common_optimizers import optim_db
+    return optim_db

@@ -17,8 +17,9 @@ def test_readme_and_docs_tables_are_the_registry_and_the_committed_comparison():
     for name, body in sync_readme.generated().items():
         assert sync_readme.block(name, body) in readme, f"README's {name} table is stale: run python tools/sync_readme.py"
     assert all(f"| `{name}` |" in optcb.registry.markdown_table() for name in REGISTRY)
-    for fig in ('losses.png', 'accuracy.png'):
-        assert f'](results/compare-digits/{fig})' in readme and (sync_readme.RESULTS / fig).stat().st_size > 10_000
+    for folder in sync_readme.RESULTS.values():
+        for fig in ('losses.png', 'accuracy.png'):
+            assert f'](results/{folder.name}/{fig})' in readme and (folder / fig).stat().st_size > 10_000
     assert "(root / 'README.md').read_text()" in (ROOT / 'nbs' / 'index.ipynb').read_text()  # the front page shows it
 
 def test_compare_knows_every_registry_entry():
@@ -117,7 +118,8 @@ def test_group_path_never_falls_back_in_float32(name, make):
     assert not [k for k in n if k[1] == 'fallback'], n
     # loops by design where torch has no kernel: only where the maths needs it, listed here so that a new one shows
     allowed = {'radam': set(), 'optim.RAdam': {'rtruediv'}, 'lamb': {'eq', 'logical_or', 'where', 'clamp'},
-               'larc': {'clamp'}, 'ranger': set()}
+               'larc': {'clamp'}, 'ranger': set(), 'rprop': {'gt', 'lt', 'eq', 'where'},
+               'optim.Rprop': {'gt', 'lt', 'eq', 'where'}}
     assert {k[0] for k in n} <= allowed.get(name, set()), n
 
 def test_a_kernel_that_is_bypassed_is_counted_as_a_fallback():

@@ -79,7 +79,7 @@ def test_lightning_resumes_exactly_with_a_per_step_one_cycle(accumulate, tmp_pat
     def trainer(epochs, root):
         return L.Trainer(max_epochs=epochs, accumulate_grad_batches=accumulate, accelerator='cpu', logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(root), deterministic=True)
+                         default_root_dir=str(root))  # no deterministic=True: torch's test database froze the flags
     full = _Regressor(steps); init = _Regressor(steps)
     trainer(4, tmp_path).fit(full, _regression_loader())
     assert _moved(full, init) and len(full.betas) == steps and len(set(full.betas)) > 2  # beta1 cycled
