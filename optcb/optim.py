@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/optim.html.md"""
 
 # %% auto #0
 __all__ = ['TorchOptimizer', 'SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop',
-           'ASGD']
+           'ASGD', 'Muon']
 
 # %% ../nbs/06_optim.ipynb #c002
 from collections.abc import Mapping
@@ -201,3 +201,26 @@ class ASGD(TorchOptimizer):
         super().__init__(params, [*_first(maximize), step_stat, l2_reg, asgd_step], foreach=foreach, fused=fused,
                          capturable=capturable, differentiable=differentiable, lr=lr, lambd=lambd, alpha=alpha,
                          t0=t0, weight_decay=weight_decay, maximize=maximize)
+
+class Muon(TorchOptimizer):
+    """torch.optim.Muon: momentum, then each update orthogonalised by a bfloat16 Newton–Schulz iteration; 2-D
+    parameters only (use AdamW for the others)"""
+    aliases = dict(mom='momentum', wd='weight_decay', ns_a=('ns_coefficients', 0), ns_b=('ns_coefficients', 1),
+                   ns_c=('ns_coefficients', 2))
+    flags = ('nesterov', 'adjust_lr_fn')
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
+        if adjust_lr_fn is not None and adjust_lr_fn not in MUON_LR_ADJUST:
+            raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported: choose from "
+                             f"{', '.join(MUON_LR_ADJUST)} or None")
+        if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
+            raise ValueError(f"ns_coefficients must be three numbers (a, b, c), got {ns_coefficients!r}")
+        step = partial(muon_step, nesterov=nesterov, adjust_lr=adjust_lr_fn or 'original')
+        super().__init__(params, [step], lr=lr, weight_decay=weight_decay, momentum=momentum,
+                         nesterov=nesterov, ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
+                         adjust_lr_fn=adjust_lr_fn)
+        for g in self.param_groups:
+            for p in g['params']:
+                if p.ndim != 2:
+                    raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter with size: "
+                                     f"{tuple(p.size())}")

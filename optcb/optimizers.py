@@ -16,12 +16,15 @@ from .callbacks import *
 # %% ../nbs/05_optimizers.ipynb #c005
 def _decay(decouple_wd): return weight_decay if decouple_wd else l2_reg
 
-def SGD(params, lr, mom=0., wd=0., decouple_wd=True, nesterov=False, foreach=None, compile=None):
-    "SGD, with heavy-ball or Nesterov momentum and decoupled or L2 weight decay (fastai's signature)"
+def _maybe_cautious(step, on): return cautious(step) if on else step
+
+def SGD(params, lr, mom=0., wd=0., decouple_wd=True, nesterov=False, cautious=False, foreach=None, compile=None):
+    "SGD with heavy-ball or Nesterov momentum, decoupled or L2 weight decay (fastai's signature); C-SGD if `cautious`"
     if nesterov and mom == 0: raise ValueError("nesterov=True needs a momentum: mom > 0")
     if mom == 0:
         return Optimizer(params, [_decay(decouple_wd), sgd_step], lr=lr, wd=wd, foreach=foreach, compile=compile)
-    cbs = [_decay(decouple_wd), average_grad, nesterov_step if nesterov else momentum_step]
+    step = nesterov_step if nesterov else momentum_step
+    cbs = [_decay(decouple_wd), average_grad, _maybe_cautious(step, cautious)]
     return Optimizer(params, cbs, lr=lr, mom=mom, wd=wd, foreach=foreach, compile=compile)
 
 def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True, centered=False,
@@ -32,17 +35,19 @@ def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True,
     return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile,
                      **({'mom': mom} if mom != 0 else {}))
 
-def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True, amsgrad=False,
+def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True, amsgrad=False, cautious=False,
          foreach=None, compile=None):
-    "Adam (Kingma & Ba 2015); AdamW when `decouple_wd` (the default, as in fastai); AMSGrad's max with `amsgrad`"
+    """Adam (Kingma & Ba 2015); AdamW when `decouple_wd` (the default, as in fastai); AMSGrad's max with `amsgrad`;
+    C-AdamW (Liang et al. 2024) with `cautious`"""
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
-           *([max_sqr_grad] if amsgrad else []), adam_step]
+           *([max_sqr_grad] if amsgrad else []), _maybe_cautious(adam_step, cautious)]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-def AdamW(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, amsgrad=False, foreach=None, compile=None):
-    "Adam with decoupled weight decay (Loshchilov & Hutter 2019), named as such"
+def AdamW(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, amsgrad=False, cautious=False, foreach=None,
+          compile=None):
+    "Adam with decoupled weight decay (Loshchilov & Hutter 2019), named as such; C-AdamW with `cautious`"
     return Adam(params, lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=True, amsgrad=amsgrad,
-                foreach=foreach, compile=compile)
+                cautious=cautious, foreach=foreach, compile=compile)
 
 def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6, wd=0., decouple_wd=True,
          foreach=None, compile=None):
@@ -69,9 +74,9 @@ def Adadelta(params, lr=1., sqr_mom=0.9, eps=1e-6, wd=0., decouple_wd=False, for
     cbs = [_decay(decouple_wd), average_sqr_grad, adadelta_step]
     return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-def Lion(params, lr=1e-4, mom=0.9, mom2=0.99, wd=0., foreach=None, compile=None):
-    "Lion (Chen et al. 2023): sign of an interpolated momentum, decoupled weight decay"
-    return Optimizer(params, [weight_decay, lion_step], lr=lr, mom=mom, mom2=mom2, wd=wd,
+def Lion(params, lr=1e-4, mom=0.9, mom2=0.99, wd=0., cautious=False, foreach=None, compile=None):
+    "Lion (Chen et al. 2023): sign of an interpolated momentum, decoupled weight decay; C-Lion with `cautious`"
+    return Optimizer(params, [weight_decay, _maybe_cautious(lion_step, cautious)], lr=lr, mom=mom, mom2=mom2, wd=wd,
                      foreach=foreach, compile=compile)
 
 # %% ../nbs/05_optimizers.ipynb #c009
