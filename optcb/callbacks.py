@@ -11,7 +11,7 @@ __all__ = ['MUON_LR_ADJUST', 'weight_decay', 'l2_reg', 'maximize', 'average_grad
            'max_abs_grad', 'adamax_step', 'adadelta_step', 'lion_step', 'cautious', 'radam_step', 'torch_radam_step',
            'lookahead_start', 'lookahead_sync', 'qhadam_step', 'lamb_step', 'larc_layer_lr', 'larc_step', 'nadam_mu',
            'nadam_step', 'adan_stats', 'adan_step', 'rprop_step', 'asgd_step', 'adopt_step', 'ademamix_step',
-           'newton_schulz', 'muon_step']
+           'newton_schulz', 'muon_step', 'adafactor_step', 'sparse_adam_step']
 
 # %% ../nbs/04_callbacks.ipynb #c002
 import functools, math
@@ -379,3 +379,47 @@ def muon_step(p, *, lr, mom, eps, ns_steps, ns_a, ns_b, ns_c, wd=0., nesterov=Tr
     if do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
     p.add_(ortho, alpha=-lr * MUON_LR_ADJUST[adjust_lr](*p.shape[:2]))
     return {'momentum_buffer': momentum_buffer}
+
+# %% ../nbs/04_callbacks.ipynb #c033
+@callback(foreach=False, elementwise=False, reduced=('row_var', 'col_var'), beta2_decay=-0.8, eps1=None, eps2=1e-3,
+          d=1., wd=0.,
+          ranges=dict(beta2_decay=Range(-math.inf, 0.), eps1=Range(none=True), eps2=NONNEG, d=Range(1.)))
+def adafactor_step(p, *, lr, beta2_decay, eps1, eps2, d, wd, step, do_wd=True, row_var=None, col_var=None,
+                   variance=None):
+    """Adafactor as torch.optim.Adafactor: v̂ = R·C/mean(R) for a matrix (row and column means of g², decay t^β),
+    u = g/√max(v̂, eps1²), p ← p·(1 − lr·wd) − max(eps2, rms(p))·min(lr, 1/√t)·u/max(1, rms(u)/d)"""
+    g, size = p.grad, p.numel() ** 0.5 or 1.
+    eps1 = torch.finfo(p.dtype).eps if eps1 is None else eps1
+    alpha = max(eps2, p.norm(2).item() / size) * min(lr, 1 / step**0.5)
+    if do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
+    if g.dim() > 1:
+        if row_var is None: row_var, col_var = g.new_zeros(*g.shape[:-1], 1), g.new_zeros(*g.shape[:-2], 1, g.shape[-1])
+        row_var.lerp_(torch.linalg.vector_norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1)), step**beta2_decay)
+        col_var.lerp_(torch.linalg.vector_norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2)), step**beta2_decay)
+        var, state = (row_var @ col_var).div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)), \
+                     {'row_var': row_var, 'col_var': col_var}
+    else:
+        if variance is None: variance = torch.zeros_like(g)
+        var, state = variance.lerp_(g * g, step**beta2_decay).clone(), {'variance': variance}
+    update = var.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
+    p.add_(update, alpha=-alpha / max(1., update.norm(2).item() / (size * d)))
+    return state
+
+# %% ../nbs/04_callbacks.ipynb #c035
+@callback(foreach=False, elementwise=False, mom=0.9, sqr_mom=0.999, eps=1e-8)
+def sparse_adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg=None, sqr_avg=None):
+    """SparseAdam, in the rows i of a sparse gradient: m_i ← m_i + (1−mom)(g_i − m_i), v_i likewise with g_i²,
+    p_i ← p_i − lr·√(1−sqr_momᵗ)/(1−momᵗ)·m_i/(√v_i + eps)"""
+    if grad_avg is None: grad_avg, sqr_avg = torch.zeros_like(p), torch.zeros_like(p)
+    g = p.grad.coalesce()  # the update is not linear in g: one value per index
+    idx, vals = g._indices(), g._values()
+    if vals.numel():
+        rows = lambda v: g.new(idx, v, g.size())
+        old_m, old_v = grad_avg.sparse_mask(g)._values(), sqr_avg.sparse_mask(g)._values()
+        dm = vals.sub(old_m).mul_(1 - mom)
+        grad_avg.add_(rows(dm))
+        dv = vals.pow(2).sub_(old_v).mul_(1 - sqr_mom)
+        sqr_avg.add_(rows(dv))
+        step_size = lr * math.sqrt(1 - sqr_mom**step) / (1 - mom**step)
+        p.add_(rows(-step_size * dm.add_(old_m).div_(dv.add_(old_v).sqrt_().add_(eps))))
+    return {'grad_avg': grad_avg, 'sqr_avg': sqr_avg}

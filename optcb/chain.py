@@ -21,10 +21,11 @@ __all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'is_
 # %% ../nbs/00_chain.ipynb #c005
 @dataclass(frozen=True)
 class Range:
-    "The values a hyperparameter may take: [lo, hi], or [lo, hi) when not `closed`"
+    "The values a hyperparameter may take: [lo, hi], or [lo, hi) when not `closed`; and None when `none`"
     lo: float = 0.
     hi: float = math.inf
     closed: bool = True
+    none: bool = False  # None is a value: the callback chooses (Adafactor's eps1: the dtype's machine epsilon)
     def __contains__(self, v): return self.lo <= v and (v <= self.hi if self.closed else v < self.hi)
     def __str__(self): return f"[{self.lo}, {self.hi}{']' if self.closed else ')'}"
 
@@ -36,11 +37,13 @@ MOMENTUM = Range(0, 1, closed=False)  # an averaging coefficient: 1 would never 
 RANGES = dict(lr=NONNEG, eps=NONNEG, wd=NONNEG, mom=MOMENTUM, sqr_mom=MOMENTUM, mom2=MOMENTUM)
 
 # %% ../nbs/00_chain.ipynb #c006
-def callback(*, foreach=True, elementwise=True, state=(), ranges=None, **defaults):
+def callback(*, foreach=True, elementwise=True, state=(), reduced=(), ranges=None, **defaults):
     """Decorator: give a callback its default hyperparameters and the `ranges` of its own hyperparameters, and say
-    whether its body also runs on a `TensorList` (`foreach`) and treats every value on its own (`elementwise`)"""
+    whether its body also runs on a `TensorList` (`foreach`) and treats every value on its own (`elementwise`); `state`
+    names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims of size 1"""
     def _decorate(fn):
         fn.defaults, fn.foreach, fn.elementwise, fn.state = defaults, foreach, elementwise, tuple(state)
+        fn.reduced = tuple(reduced)  # state tensors with size 1 along some of the parameter's dims
         fn.ranges = dict(ranges or {})
         return fn
     return _decorate
@@ -91,12 +94,14 @@ class Callback:
         self.defaults = dict(_attr(fn, 'defaults') or _attr(fn, '_defaults') or {})
         self.ranges = dict(_attr(fn, 'ranges') or {})
         self.foreach = bool(_attr(fn, 'foreach'))
+        self.per_tensor = _attr(fn, 'foreach') is False  # declared so: never run on a group
         self.elementwise = self.foreach and bool(_attr(fn, 'elementwise'))
         declared = set(_attr(fn, 'state') or ())
         # what it keeps in the state: what it reads back starting from None, and what it declares (fastai's callbacks,
         # which take **kwargs and declare nothing, may keep any of their optional names)
         kept = {p.name for p in named if p.default is None} if not self.var_kw else self.optional
         self.produces = kept | declared
+        self.reduced = set(_attr(fn, 'reduced') or ())
 
     def __call__(self, p, state, hypers):
         if self.var_kw: kw = {**state, **hypers}
@@ -119,6 +124,7 @@ def check_hyper(name, v, where='', ranges=RANGES):
             raise ValueError(f"hyperparameter {name} must be a scalar, got a tensor of shape {tuple(v.shape)}{at}")
         v = v.item()
     not_real = isinstance(v, bool) or not isinstance(v, Real)
+    if v is None and name in ranges and ranges[name].none: return
     if v is None or isinstance(v, (str, bytes)) or (name in ranges and not_real):
         raise TypeError(f"hyperparameter {name}={v!r} must be a real number{at}")
     if isinstance(v, Real) and not isinstance(v, bool):
@@ -136,6 +142,8 @@ class Chain:
         for cb in self.callbacks: self.ranges.update(cb.ranges)
         self.foreach = all(cb.foreach for cb in self.callbacks)
         self.elementwise = all(cb.elementwise for cb in self.callbacks)
+        self.reduced = {n for cb in self.callbacks for n in cb.reduced}  # state not of the parameter's shape
+        self.per_tensor = [cb.name for cb in self.callbacks if cb.per_tensor]
 
     def __iter__(self): return iter(self.callbacks)
     def __len__(self): return len(self.callbacks)

@@ -12,17 +12,19 @@ from collections.abc import Callable, Iterable, Mapping
 from torch import nn
 
 # %% auto #0
-__all__ = ['no_decay_names', 'block_layers', 'layer_ids', 'param_groups']
+__all__ = ['Layers', 'no_decay_names', 'block_layers', 'layer_ids', 'param_groups']
 
 # %% ../nbs/13_groups.ipynb #c005
-def _matches(name: str, patterns: Iterable[str]) -> bool: return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
-def no_decay_names(model: nn.Module, no_decay: Iterable[str] = (), exclude_1d: bool = True) -> set[str]:
-    """The names of `model`'s trainable parameters that get no weight decay: biases and other 1-D parameters (norm
-    weights) unless `exclude_1d=False`, the names the model lists in its `no_weight_decay()` (timm's convention), and
-    those matching a pattern of `no_decay` (shell-style: `'*.gamma'`, `'pos_embed'`)"""
-    listed = set(model.no_weight_decay()) if callable(getattr(model, 'no_weight_decay', None)) else set()
-    patterns = listed | set([no_decay] if isinstance(no_decay, str) else no_decay)
+def no_decay_names(model: nn.Module, no_decay: Iterable[str] = (), exclude_1d: bool = True) -> set:
+    """The names of `model`'s trainable parameters that get no weight decay: biases and other
+    1-D parameters (norm weights) unless `exclude_1d=False`, the names the model lists in its
+    `no_weight_decay()` (timm's convention), and those matching a pattern of `no_decay`
+    (shell-style: `'*.gamma'`, `'pos_embed'`)"""
+    listed = model.no_weight_decay() if callable(getattr(model, 'no_weight_decay', None)) else ()
+    patterns = set(listed) | set([no_decay] if isinstance(no_decay, str) else no_decay)
     return {n for n, p in model.named_parameters() if p.requires_grad and
             ((exclude_1d and (p.ndim <= 1 or n.endswith('.bias'))) or _matches(n, patterns))}
 
@@ -36,10 +38,12 @@ def _blocks(model: nn.Module) -> list[str]:
     return [b for b in found if not any(o.startswith(b + '.') for o in found)]
 
 def block_layers(model: nn.Module) -> dict[str, int]:
-    "Layer id of each parameter name by `model`'s numbered blocks: 0 before the first, block i → i+1, the rest on top"
+    """Layer id of each parameter name by `model`'s numbered blocks: 0 before the first,
+    block i → i+1, the rest on top"""
     blocks = _blocks(model)
-    if not blocks: raise ValueError(f"{type(model).__name__} has no numbered blocks (children '0', '1', … of a "
-                                    "ModuleList or Sequential holding modules): pass layers= to param_groups")
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} has no numbered blocks (children '0', '1', … of a "
+                         "ModuleList or Sequential holding modules): pass layers= to param_groups")
     def block_of(n): return next((i for i, b in enumerate(blocks) if n.startswith(b + '.')), None)
     ids, pending, seen = {}, [], False
     for n, _ in model.named_parameters():
@@ -50,17 +54,21 @@ def block_layers(model: nn.Module) -> dict[str, int]:
     ids.update({m: len(blocks) + 1 for m in pending})
     return ids
 
-def layer_ids(model: nn.Module, layers: Mapping[str, int] | Callable[[str], int] | None = None) -> dict[str, int]:
-    """Layer id of each parameter name: from `layers` (a dict or function of the name) if given, else from a timm
-    model's own `group_matcher`, else from the numbered blocks (`block_layers`)"""
+Layers = Mapping[str, int] | Callable[[str], int] | None  # a layer id per parameter name
+
+def layer_ids(model: nn.Module, layers: Layers = None) -> dict:
+    """Layer id of each parameter name: from `layers` (a dict or function of the name) if given,
+    else from a timm model's own `group_matcher`, else from the numbered blocks (`block_layers`)"""
     names = [n for n, _ in model.named_parameters()]
     if callable(layers): return {n: int(layers(n)) for n in names}
     if layers is not None:
         missing = [n for n in names if n not in layers]
-        if missing: raise ValueError(f"layers= gives no layer for {len(missing)} parameters, e.g. {missing[:3]}")
+        if missing:
+            raise ValueError(f"layers= gives no layer for {len(missing)} parameters, "
+                             f"e.g. {missing[:3]}")
         return {n: int(layers[n]) for n in names}
     if callable(getattr(model, 'group_matcher', None)):
-        from timm.models import group_parameters  # the model is timm's: read its declaration as timm does
+        from timm.models import group_parameters  # a timm model: its declaration, read as timm does
         ids = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
         top = max(ids.values())
         return {n: ids.get(n, top) for n in names}
@@ -68,12 +76,13 @@ def layer_ids(model: nn.Module, layers: Mapping[str, int] | Callable[[str], int]
 
 # %% ../nbs/13_groups.ipynb #c009
 def param_groups(model: nn.Module, wd: float | None = None, no_decay: Iterable[str] = (),
-                 layer_decay: float | None = None, lr: float | None = None,
-                 layers: Mapping[str, int] | Callable[[str], int] | None = None, exclude_1d: bool = True) -> list[dict]:
-    """Param groups for any optimizer: no weight decay for `no_decay_names(model, no_decay, exclude_1d)`, weight decay
-    `wd` for the rest (`None`: the optimizer's own default); with `layer_decay`, one group per layer and decay, each
-    with timm's `lr_scale = layer_decay ** (top - layer)` and, if `lr` is given, `lr = lr * lr_scale`. Frozen
-    parameters are left out."""
+                 layer_decay: float | None = None, lr: float | None = None, layers: Layers = None,
+                 exclude_1d: bool = True) -> list:
+    """Param groups for any optimizer: no weight decay for `no_decay_names(model, no_decay,
+    exclude_1d)`, weight decay `wd` for the rest (`None`: the optimizer's own default); with
+    `layer_decay`, one group per layer and decay, each with timm's
+    `lr_scale = layer_decay ** (top - layer)` and, if `lr` is given, `lr = lr * lr_scale`.
+    Frozen parameters are left out."""
     if wd is not None and wd < 0: raise ValueError(f"invalid wd={wd!r}: weight decay must be >= 0")
     if layer_decay is not None and not 0 < layer_decay <= 1:
         raise ValueError(f"invalid layer_decay={layer_decay!r}: must be in (0, 1]")
@@ -83,7 +92,8 @@ def param_groups(model: nn.Module, wd: float | None = None, no_decay: Iterable[s
     groups = {}
     for n, p in model.named_parameters():
         if not p.requires_grad: continue
-        decay = n not in skip and (wd != 0 or ids is not None)  # wd=0 without layer decay: one group, as in timm
+        # wd=0 without layer decay: one group, as in timm
+        decay = n not in skip and (wd != 0 or ids is not None)
         key = (ids[n] if ids else 0, decay)
         if key not in groups:
             g = groups[key] = {'params': []}
@@ -94,4 +104,4 @@ def param_groups(model: nn.Module, wd: float | None = None, no_decay: Iterable[s
                 if lr is not None: g['lr'] = lr * g['lr_scale']
         groups[key]['params'].append(p)
     if ids: return list(groups.values())
-    return [groups[k] for k in ((0, False), (0, True)) if k in groups]  # timm's order: no decay first
+    return [groups[k] for k in ((0, False), (0, True)) if k in groups]  # timm's order: no decay 1st

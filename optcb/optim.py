@@ -6,12 +6,13 @@ Docs: https://optcb.github.io/optcb/optim.html.md"""
 
 # %% auto #0
 __all__ = ['TorchOptimizer', 'SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop',
-           'ASGD', 'Muon']
+           'ASGD', 'Muon', 'Adafactor', 'SparseAdam']
 
 # %% ../nbs/06_optim.ipynb #c002
 from collections.abc import Mapping
 from functools import partial
 import torch
+from .chain import Chain
 from .optimizer import Optimizer
 from . import callbacks
 from .callbacks import *
@@ -36,6 +37,7 @@ class TorchOptimizer(Optimizer):
             raise NotImplementedError(f"optcb.optim.{name}(capturable=True): CUDA-graph capture is not supported")
         if differentiable:
             raise NotImplementedError(f"optcb.optim.{name}(differentiable=True): optcb steps are not differentiable")
+        if foreach and Chain(cbs).per_tensor: foreach = None  # a speed hint in torch; Adafactor runs per tensor
         super().__init__(params, cbs, foreach=foreach, compile=fused, **hypers)
 
     tensor_state = ('step',)  # torch keeps the step count as a 0-d tensor
@@ -224,3 +226,33 @@ class Muon(TorchOptimizer):
                 if p.ndim != 2:
                     raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter with size: "
                                      f"{tuple(p.size())}")
+
+class Adafactor(TorchOptimizer):
+    "torch.optim.Adafactor: factored second moment for matrices, relative step size, update clipping"
+    aliases = dict(eps1=('eps', 0), eps2=('eps', 1), wd='weight_decay')
+    flags = ('maximize',)
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1., weight_decay=0., *, foreach=None,
+                 maximize=False):
+        if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+            raise ValueError(f"eps must be a pair (eps1 or None, eps2), got {eps!r}")
+        super().__init__(params, [*_first(maximize), step_stat, adafactor_step], foreach=foreach, lr=lr,
+                         beta2_decay=beta2_decay, eps=tuple(eps), d=d, weight_decay=weight_decay, maximize=maximize)
+
+class SparseAdam(TorchOptimizer):
+    "torch.optim.SparseAdam: Adam for sparse gradients (embeddings with `sparse=True`), moving only the rows touched"
+    aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1))
+    state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
+    tensor_state = ()  # torch keeps SparseAdam's step as a Python int
+    flags = ('maximize',)
+    sparse_grads = True
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1: raise ValueError("Tensor lr must be 1-element")
+        if not lr > 0: raise ValueError(f"Invalid learning rate: {lr}")  # torch's SparseAdam refuses 0
+        if not eps > 0: raise ValueError(f"Invalid epsilon value: {eps}")
+        super().__init__(params, [*_first(maximize), step_stat, sparse_adam_step], lr=lr, betas=betas, eps=eps,
+                         maximize=maximize)
+        where = lambda test: [[i, j] for i, g in enumerate(self.param_groups) for j, p in enumerate(g['params'])
+                              if test(p)]
+        if where(lambda p: p.is_sparse):
+            raise ValueError(f"Sparse params at indices {where(lambda p: p.is_sparse)}: SparseAdam requires dense "
+                             "parameter tensors")

@@ -42,6 +42,11 @@ def _even_mults(start, stop, n):
     step = (stop / start) ** (1 / (n - 1))
     return [start * step**i for i in range(n)]
 
+def _fits(shape, pshape, reduced=False):
+    "Whether a state tensor of `shape` belongs to a parameter of `pshape`: the same, or with 1s where `reduced`"
+    if not reduced: return shape == pshape
+    return len(shape) == len(pshape) and all(a in (1, b) for a, b in zip(shape, pshape))
+
 def _plain(v): return v.item() if isinstance(v, np.generic) else v
 
 def _scalar_tensor(v):
@@ -84,6 +89,7 @@ class Optimizer(torch.optim.Optimizer):
     state_names = {}  # callback state name -> the name a state dict uses (torch's, in the torch-signature classes)
     tensor_state = ()  # scalar state a state dict keeps as a 0-d tensor, as torch.optim does (`step`, `mu_product`)
     _keep_on_clear = ('force_train', 'do_wd')
+    sparse_grads = False  # the gradients it takes: dense, or (SparseAdam) sparse
     _carried = ('lr_scale',)  # param-group keys of other libraries, kept and passed to no callback
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
@@ -126,6 +132,11 @@ class Optimizer(torch.optim.Optimizer):
         for k in self.aliases: h[k] = self._get(group, k)
         return h
 
+    @property
+    def _reduced(self):
+        "Names (as state dicts write them) of state tensors whose shape is the parameter's with some dims of size 1"
+        return {self.state_names.get(n, n) for n in self.chain.reduced}
+
     def _check_names(self, names, where):
         self.chain.check_names(names, self._alias_keys | set(self.flags) | {'params', *self._carried}, where)
 
@@ -141,9 +152,11 @@ class Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group):
         where = f"param group {len(self.param_groups)}"
         group = self._wd_named_ours(dict(param_group), where)
+        if not isinstance(group.get('params'), (torch.Tensor, set, type(None))):  # a generator is read once, here
+            group['params'] = list(group['params'])
         ps = [group['params']] if isinstance(group.get('params'), torch.Tensor) else list(group.get('params', []))
         if any(isinstance(p, torch.Tensor) and p.is_complex() for p in ps):
-            raise TypeError(f"{where} has a complex parameter: optcb's callbacks treat values as real; optimize "
+            raise ValueError(f"{where} has a complex parameter: optcb's callbacks treat values as real; optimize "
                             "torch.view_as_real(p) of a real parameter that holds the real and imaginary parts instead")
         self._check_names(group, where)
         self.chain.check_hypers(self._hypers({**self.defaults, **group}), where)
@@ -162,7 +175,10 @@ class Optimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             params = [p for p in group['params'] if p.grad is not None]
             for p in params:
-                if p.grad.is_sparse: raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                if p.grad.is_sparse != self.sparse_grads:
+                    kind = 'dense' if self.sparse_grads else 'sparse'
+                    raise RuntimeError(f"{type(self).__name__} does not support {kind} gradients"
+                                       + (", please consider Adam instead" if self.sparse_grads else ''))
             if not params: continue
             hypers = self._hypers(group)
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
@@ -251,7 +267,7 @@ class Optimizer(torch.optim.Optimizer):
                     raise ValueError(f"the state of parameter {pid!r} has {self.state_names.get(k, k)!r}, which this "
                                      f"optimizer does not keep (it keeps {keeps}): it was saved by a different "
                                      f"optimizer{_guess_source(state)}")
-                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and not _fits(v.shape, p.shape, k in self._reduced):
                     raise ValueError(f"state {k!r} of parameter {pid!r} has shape {tuple(v.shape)}, "
                                      f"the parameter has {tuple(p.shape)}")
         super().load_state_dict(state_dict)

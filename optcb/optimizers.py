@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/optimizers.html.md"""
 
 # %% auto #0
 __all__ = ['SGD', 'RMSProp', 'Adam', 'AdamW', 'Yogi', 'Adagrad', 'Adamax', 'Adadelta', 'Lion', 'RAdam', 'Lookahead', 'ranger',
-           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan', 'Rprop', 'ASGD', 'ADOPT', 'AdEMAMix']
+           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix']
 
 # %% ../nbs/05_optimizers.ipynb #c002
 from functools import partial
@@ -154,6 +154,11 @@ def ADOPT(params, lr=1e-3, mom=0.9, sqr_mom=0.9999, eps=1e-6, wd=0., decouple_wd
     step = partial(adopt_step, clip=clip, decouple_wd=decouple_wd)
     cbs = [step_stat, step] if decouple_wd else [l2_reg, step_stat, step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
+
+def Adafactor(params, lr=1e-2, beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1., wd=0., foreach=None, compile=None):
+    "Adafactor (Shazeer & Stern 2018) with torch's defaults: factored second moment, relative steps, clipped updates"
+    return Optimizer(params, [step_stat, adafactor_step], lr=lr, beta2_decay=beta2_decay, eps1=eps1, eps2=eps2, d=d,
+                     wd=wd, foreach=foreach, compile=compile)
 
 def AdEMAMix(params, lr=1e-3, mom=0.9, sqr_mom=0.999, mom3=0.9999, alpha=5., warmup=0, eps=1e-8, wd=0.,
              decouple_wd=True, foreach=None, compile=None):

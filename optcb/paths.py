@@ -106,6 +106,9 @@ class Paths:
             if v not in (None, True, False): raise TypeError(f"{name} must be None, True or False, not {v!r}")
         self.chain, self.foreach, self.compile = chain, foreach, compile
         self.group = foreach if foreach is not None else chain.foreach
+        if foreach and chain.per_tensor:  # undeclared callbacks may be tried on a group; these said they cannot
+            raise ValueError(f"foreach=True runs the callbacks on a whole group, but {chain.per_tensor} are declared "
+                             "@callback(foreach=False): they run one tensor at a time")
         if compile and not self.group:
             raise ValueError("compile=True traces the callbacks over a bucket's tensors as one TensorList, so every "
                              f"callback must be declared with @callback (foreach): not {self._not_foreach()}"

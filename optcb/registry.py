@@ -114,6 +114,9 @@ REGISTRY = {e.name: e for e in [
     Entry('adopt', O.ADOPT, 3e-3, "the authors' ADOPT (torch-adopt 0.1.0) and Taniguchi et al. 2024, Algorithm 2 "
           "with clipping (1e-10)"),
     Entry('ademamix', O.AdEMAMix, 3e-3, 'Pagliardini et al. 2024, Algorithm 1 (1e-10); pytorch-optimizer 4.1 (1e-10)'),
+    Entry('adafactor', O.Adafactor, 1e-2, "torch.optim.Adafactor (bit for bit, torch's test configurations)",
+          optim.Adafactor,
+          bench=Bench(partial(optim.Adafactor, lr=1e-2), None, ('Adafactor', dict(lr=1e-2), ('foreach',)))),
     Entry('cadamw', partial(O.AdamW, cautious=True), 3e-3, 'Liang et al. 2024, Algorithm 1 on AdamW (1e-10)'),
     Entry('clion', partial(O.Lion, cautious=True), 3e-4, 'Liang et al. 2024, Algorithm 1 on Lion (1e-10)'),
 ]}

@@ -7,7 +7,7 @@ import optcb
 # torch.optim's state names -> optcb's (fastai's): from the classes themselves, where the mapping lives
 TORCH_STATE = {n: {v: k for k, v in getattr(optcb.optim, n).state_names.items()}
                for n in ('SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam',
-                         'Rprop', 'ASGD')}
+                         'Rprop', 'ASGD', 'Adafactor')}
 TORCH_IGNORE = {}  # state of torch's that optcb does not keep (none: RMSprop and Adadelta count steps too)
 STEPS = 120
 TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
@@ -30,6 +30,11 @@ def make_params(dtype=torch.float64, seed=0, shapes=((4, 3), (5,), (0,), (2, 2),
     "Leaf parameters of several shapes, one of them empty"
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+
+def params_for(name, dtype=torch.float64):
+    "`make_params` for torch.optim.<name>: without the empty tensor for Adafactor, whose torch step divides by the size"
+    return make_params(dtype, shapes=((4, 3), (5,), (2, 3, 4), (2, 2), (3,), (6,))) if name == 'Adafactor' \
+        else make_params(dtype)
 
 def paths(opt):
     "The set of paths the optimizer's next step takes (its public `plan()`)"
@@ -76,7 +81,7 @@ def max_errs(ps1, ps2, opt1, opt2, state_map=None, ignore=(), extra=()):
 def against_torch(name, kw, extra=None, dtype=torch.float64, steps=STEPS, **ours):
     """`optcb.optim.<name>` (with the execution flags `ours`) and torch's for-loop `torch.optim.<name>`, same keywords `kw`,
     three groups, the same gradients for `steps` steps: the largest relative errors, how far the parameters moved, both optimizers"""
-    ps = make_params(dtype); start, ref = clone_params(ps), clone_params(ps)
+    ps = params_for(name, dtype); start, ref = clone_params(ps), clone_params(ps)
     a = getattr(optcb.optim, name)(three_groups(ps, extra or {}), **ours, **kw)
     b = getattr(torch.optim, name)(three_groups(ref, extra or {}), foreach=False, **kw)
     g = grad_stream(ps, steps)

@@ -3,7 +3,7 @@ from their papers and against their authors' (or another) implementation; every 
 import copy, math, pytest, torch
 import optcb
 from optcb import optimizers as O
-from _util import make_params, clone_params, grad_stream, run, max_errs, rel_err, against_torch, STEPS, torch_optim_db
+from _util import make_params, params_for, clone_params, grad_stream, run, max_errs, rel_err, against_torch, STEPS, torch_optim_db
 
 # -- Rprop and ASGD: torch's own configurations (torch.testing._internal.common_optimizers), bit for bit
 def torch_configs(name):
@@ -24,6 +24,22 @@ def test_equal_to_torch_on_torchs_test_configurations(name, dtype, foreach):
         r = against_torch(name, kw, extra, dtype, foreach=foreach)
         assert (r.perr, r.serr) == (0., 0.), (kw, r.perr, r.serr)
         assert r.moved > 1e-3
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('foreach', [True, False])
+def test_adafactor_equals_torch_on_torchs_test_configurations(dtype, foreach):
+    "Matrices (factored), a 3-D tensor (factored over its last two dims), vectors; three groups, a skipping parameter"
+    configs = torch_configs('Adafactor')
+    assert len(configs) >= 5
+    for kw in configs + [dict(eps=(1e-30, 1e-3), lr=0.05)]:
+        ps = params_for('Adafactor', dtype); ref = clone_params(ps); start = clone_params(ps)
+        groups = lambda qs: [{'params': qs[:2]}, {'params': qs[2:4], 'lr': 0.02, 'd': 1.2}, {'params': qs[4:]}]
+        a = optcb.optim.Adafactor(groups(ps), foreach=foreach, **kw)
+        b = torch.optim.Adafactor(groups(ref), foreach=False, **kw)
+        g = grad_stream(ps, STEPS); run(a, ps, g, STEPS); run(b, ref, g, STEPS)
+        assert max_errs(ps, ref, a, b) == (0., 0.), kw
+        assert all(not torch.equal(p, s) for p, s in zip(ps, start))
+        assert set(a.state[ps[0]]) == {'step', 'row_var', 'col_var'} and set(a.state[ps[1]]) == {'step', 'variance'}
 
 def test_asgd_keeps_torchs_scalar_state_and_average():
     ps = make_params(); ref = clone_params(ps)
@@ -145,9 +161,12 @@ def test_ademamix_matches_pytorch_optimizer(kw):
 
 # -- every path and checkpoints, for the new entries
 NEW = {'rprop': dict(lr=1e-2), 'asgd': dict(lr=0.05, t0=10, wd=0.1), 'adopt': dict(lr=1e-2, wd=0.1),
-       'ademamix': dict(lr=1e-2, warmup=30, wd=0.1), 'cadamw': dict(lr=1e-2, wd=0.1), 'clion': dict(lr=1e-3, wd=0.1)}
+       'ademamix': dict(lr=1e-2, warmup=30, wd=0.1), 'cadamw': dict(lr=1e-2, wd=0.1), 'clion': dict(lr=1e-3, wd=0.1),
+       'adafactor': dict(lr=1e-2, wd=0.1)}
 
-@pytest.mark.parametrize('name', NEW)
+GROUPED = [n for n in NEW if optcb.REGISTRY[n].compiles]  # Adafactor runs one tensor at a time
+
+@pytest.mark.parametrize('name', GROUPED)
 def test_group_path_equals_per_tensor_path(name):
     ps = make_params(); ref = clone_params(ps)
     build = optcb.REGISTRY[name].fastai
@@ -155,7 +174,7 @@ def test_group_path_equals_per_tensor_path(name):
     g = grad_stream(ps, 40, skip=((1, 3),)); run(a, ps, g, 40); run(b, ref, g, 40)
     assert max_errs(ps, ref, a, b) == (0, 0)
 
-@pytest.mark.parametrize('name', NEW)
+@pytest.mark.parametrize('name', GROUPED)
 def test_compiled_path_equals_per_tensor_path(name):
     "float64, 25 steps with the learning rate changing every step: within 1e-12, no graph recompiled for the schedule"
     ps = make_params(); ref = clone_params(ps)
@@ -191,3 +210,10 @@ def test_bad_hyperparameters_are_refused_by_name():
     with pytest.raises(ValueError, match='lambd'): optcb.optim.ASGD(w, lambd=-1.)
     with pytest.raises(ValueError, match='mom3'): O.AdEMAMix(w, mom3=1.)
     with pytest.raises(ValueError, match='sqr_mom'): O.ADOPT(w, sqr_mom=1.)
+
+def test_a_per_tensor_optimizer_refuses_the_group_paths_by_name():
+    "Adafactor's step reads norms with .item(): asking it for the group or compiled path is a clear error"
+    w = [torch.zeros(2, 2, requires_grad=True)]
+    for kw, what in ((dict(foreach=True), 'foreach=True'), (dict(compile=True), 'compile=True')):
+        with pytest.raises(ValueError, match=f"{what}.*adafactor_step"): O.Adafactor(w, **kw)
+    assert {b.path for b in optcb.optim.Adafactor(w, foreach=True).plan()} == {'per-tensor'}  # torch's hint: ignored

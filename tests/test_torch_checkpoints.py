@@ -1,7 +1,7 @@
 "Drop-in both ways: torch.optim's checkpoints load into optcb.optim and continue exactly, and optcb.optim's into torch.optim"
 import copy, pytest, torch
 import optcb
-from _util import make_params, clone_params, grad_stream, three_groups
+from _util import make_params, params_for, clone_params, grad_stream, three_groups
 
 CLASSES = sorted({e.torch.__name__ for e in optcb.REGISTRY.values() if e.torch} | {'AdamW'})
 KW = {'SGD': [dict(momentum=0.9, dampening=0.1, weight_decay=0.1), dict(momentum=0.9, nesterov=True)],
@@ -16,7 +16,7 @@ def _steps(opt, ps, grads, ts):
 
 def _resume(name, kw, first, second, dtype=torch.float64, steps=(15, 15)):
     "`first` runs, saves; `second` loads and continues; torch.optim's uninterrupted run, and torch resuming itself, beside it"
-    ps = make_params(dtype); ref, own = clone_params(ps), clone_params(ps)
+    ps = params_for(name, dtype); ref, own = clone_params(ps), clone_params(ps)
     extra = dict(lr=0.02)
     make = lambda lib, qs: getattr(lib, name)(three_groups(qs, extra), **({'foreach': False} if lib is torch.optim else {}), **kw)
     grads = grad_stream(ps, sum(steps))
@@ -53,7 +53,7 @@ def test_an_optcb_checkpoint_resumes_in_torch_as_torch_resuming_itself(name):
 
 @pytest.mark.parametrize('name', CLASSES)
 def test_state_dict_uses_torchs_names_and_keys(name):
-    ps = make_params(torch.float32); qs = clone_params(ps)
+    ps = params_for(name, torch.float32); qs = clone_params(ps)
     ours, theirs = getattr(optcb.optim, name)(ps, lr=0.01), getattr(torch.optim, name)(qs, lr=0.01)
     g = grad_stream(ps, 3, skip=())
     _steps(ours, ps, g, range(3)); _steps(theirs, qs, g, range(3))
