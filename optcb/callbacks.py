@@ -319,7 +319,8 @@ def asgd_step(p, *, lr, lambd, alpha, t0, step, eta=None, mu=1., ax=None):
 def adopt_step(p, *, lr, mom, sqr_mom, eps, wd, step, clip=True, decouple_wd=False, do_wd=True,
                grad_avg=None, sqr_avg=None):
     """ADOPT: v₀ = g₀², no step; then p ← p·(1 − lr·wd) if decoupled,
-    m ← mom·m + (1−mom)·clip(g/max(√v, eps), (t−1)^¼), p ← p − lr·m, v ← sqr_mom·v + (1−sqr_mom)·g²"""
+    m ← mom·m + (1−mom)·clip(g/max(√v, eps), (t−1)^¼), p ← p − lr·m,
+    v ← sqr_mom·v + (1−sqr_mom)·g²"""
     if sqr_avg is None: return {'grad_avg': torch.zeros_like(p.grad), 'sqr_avg': p.grad * p.grad}
     if decouple_wd and do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
     normed = p.grad / sqr_avg.sqrt().clamp_min_(eps)
@@ -330,8 +331,9 @@ def adopt_step(p, *, lr, mom, sqr_mom, eps, wd, step, clip=True, decouple_wd=Fal
 def _ln(x): return x.log() if isinstance(x, torch.Tensor) else math.log(x)
 
 def _ademamix_schedule(step, mom, mom3, alpha, warmup):
-    "α_t and β₃_t of AdEMAMix's warm-up (Algorithm 1): α·t/T, and β₃'s schedule, until t = T; α and β₃ after"
-    frac = select(warmup > 0, step / select(warmup > 0, warmup, 1.), 1.)
+    """α_t and β₃_t of AdEMAMix's warm-up (Algorithm 1): α·t/T and β₃'s schedule until t = T,
+    then α and β₃"""
+    frac = step / select(warmup > 0, warmup, step)  # no warm-up: 1 from the start
     ln1, ln3 = _ln(mom), _ln(mom3)
     mom3_t = math.e ** (ln1 * ln3 / ((1 - frac) * ln3 + frac * ln1))
     warm = frac < 1
@@ -341,8 +343,8 @@ def _ademamix_schedule(step, mom, mom3, alpha, warmup):
                                                         warmup=NONNEG))
 def ademamix_step(p, *, lr, mom, sqr_mom, mom3, alpha, warmup, eps, step, grad_avg, sqr_avg,
                   slow_avg=None):
-    """AdEMAMix: m₂ ← β₃·m₂ + (1−β₃)·g, p ← p − lr·(m̂₁ + α·m₂)/(√v̂ + eps), with α and β₃ warmed up
-    over `warmup` steps (0: none)"""
+    """AdEMAMix: m₂ ← β₃·m₂ + (1−β₃)·g, p ← p − lr·(m̂₁ + α·m₂)/(√v̂ + eps),
+    with α and β₃ warmed up over `warmup` steps (0: none)"""
     if slow_avg is None: slow_avg = torch.zeros_like(p.grad)
     alpha_t, mom3_t = _ademamix_schedule(step, mom, mom3, alpha, warmup)
     slow_avg.lerp_(p.grad, 1 - mom3_t)
@@ -368,19 +370,20 @@ MUON_LR_ADJUST = {'original': lambda rows, cols: math.sqrt(max(1, rows / cols)),
 
 @callback(foreach=False, elementwise=False, mom=0.95, eps=1e-7, ns_steps=5, ns_a=3.4445, ns_b=-4.775, ns_c=2.0315,
           ranges=dict(ns_steps=Range(0, 99), ns_a=Range(-math.inf), ns_b=Range(-math.inf), ns_c=Range(-math.inf)))
-def muon_step(p, *, lr, mom, eps, ns_steps, ns_a, ns_b, ns_c, wd=0., nesterov=True, adjust_lr='original',
-              do_wd=True, momentum_buffer=None):
+def muon_step(p, *, lr, mom, eps, ns_steps, ns_a, ns_b, ns_c, nesterov=True, adjust_lr='original',
+              momentum_buffer=None):
     """Muon: B ← mom·B + (1−mom)·g, u = (1−mom)·g + mom·B with `nesterov` else B,
-    p ← p·(1 − lr·wd) − lr·ratio(shape)·NewtonSchulz(u)"""
+    p ← p − lr·ratio(shape)·NewtonSchulz(u)"""
     if momentum_buffer is None: momentum_buffer = torch.zeros_like(p.grad)
     momentum_buffer.lerp_(p.grad, 1 - mom)
     update = p.grad.lerp(momentum_buffer, mom) if nesterov else momentum_buffer
     ortho = newton_schulz(update, ns_a, ns_b, ns_c, ns_steps, eps)
-    if do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
     p.add_(ortho, alpha=-lr * MUON_LR_ADJUST[adjust_lr](*p.shape[:2]))
     return {'momentum_buffer': momentum_buffer}
 
 # %% ../nbs/04_callbacks.ipynb #c033
+def _mean_sq(g, dim): return torch.linalg.vector_norm(g, dim=dim, keepdim=True).square_().div_(g.size(dim))
+
 @callback(foreach=False, elementwise=False, reduced=('row_var', 'col_var'), beta2_decay=-0.8, eps1=None, eps2=1e-3,
           d=1., wd=0.,
           ranges=dict(beta2_decay=Range(-math.inf, 0.), eps1=Range(none=True), eps2=NONNEG, d=Range(1.)))
@@ -388,19 +391,18 @@ def adafactor_step(p, *, lr, beta2_decay, eps1, eps2, d, wd, step, do_wd=True, r
                    variance=None):
     """Adafactor as torch.optim.Adafactor: v̂ = R·C/mean(R) for a matrix (row and column means of g², decay t^β),
     u = g/√max(v̂, eps1²), p ← p·(1 − lr·wd) − max(eps2, rms(p))·min(lr, 1/√t)·u/max(1, rms(u)/d)"""
-    g, size = p.grad, p.numel() ** 0.5 or 1.
+    g, size, decay = p.grad, p.numel() ** 0.5 or 1., step**beta2_decay
     eps1 = torch.finfo(p.dtype).eps if eps1 is None else eps1
-    alpha = max(eps2, p.norm(2).item() / size) * min(lr, 1 / step**0.5)
+    alpha = max(eps2, p.norm(2).item() / size) * min(lr, 1 / step**0.5)  # from p before its decay
     if do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
     if g.dim() > 1:
-        if row_var is None: row_var, col_var = g.new_zeros(*g.shape[:-1], 1), g.new_zeros(*g.shape[:-2], 1, g.shape[-1])
-        row_var.lerp_(torch.linalg.vector_norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1)), step**beta2_decay)
-        col_var.lerp_(torch.linalg.vector_norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2)), step**beta2_decay)
-        var, state = (row_var @ col_var).div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)), \
-                     {'row_var': row_var, 'col_var': col_var}
+        if row_var is None: row_var, col_var = torch.zeros_like(_mean_sq(g, -1)), torch.zeros_like(_mean_sq(g, -2))
+        row_var.lerp_(_mean_sq(g, -1), decay); col_var.lerp_(_mean_sq(g, -2), decay)
+        var = (row_var @ col_var).div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+        state = {'row_var': row_var, 'col_var': col_var}
     else:
         if variance is None: variance = torch.zeros_like(g)
-        var, state = variance.lerp_(g * g, step**beta2_decay).clone(), {'variance': variance}
+        var, state = variance.lerp_(g * g, decay).clone(), {'variance': variance}
     update = var.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
     p.add_(update, alpha=-alpha / max(1., update.norm(2).item() / (size * d)))
     return state

@@ -218,9 +218,9 @@ class Muon(TorchOptimizer):
         if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
             raise ValueError(f"ns_coefficients must be three numbers (a, b, c), got {ns_coefficients!r}")
         step = partial(muon_step, nesterov=nesterov, adjust_lr=adjust_lr_fn or 'original')
-        super().__init__(params, [step], lr=lr, weight_decay=weight_decay, momentum=momentum,
-                         nesterov=nesterov, ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
-                         adjust_lr_fn=adjust_lr_fn)
+        super().__init__(params, [callbacks.weight_decay, step], lr=lr, weight_decay=weight_decay,
+                         momentum=momentum, nesterov=nesterov, ns_coefficients=tuple(ns_coefficients), eps=eps,
+                         ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
         for g in self.param_groups:
             for p in g['params']:
                 if p.ndim != 2:
@@ -246,11 +246,11 @@ class SparseAdam(TorchOptimizer):
     flags = ('maximize',)
     sparse_grads = True
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
-        if isinstance(lr, torch.Tensor) and lr.numel() != 1: raise ValueError("Tensor lr must be 1-element")
-        if not lr > 0: raise ValueError(f"Invalid learning rate: {lr}")  # torch's SparseAdam refuses 0
-        if not eps > 0: raise ValueError(f"Invalid epsilon value: {eps}")
         super().__init__(params, [*_first(maximize), step_stat, sparse_adam_step], lr=lr, betas=betas, eps=eps,
                          maximize=maximize)
+        # beyond the engine's ranges (checked above, first): torch's SparseAdam refuses 0 for both
+        if not lr > 0: raise ValueError(f"Invalid learning rate: {lr}")
+        if not eps > 0: raise ValueError(f"Invalid epsilon value: {eps}")
         where = lambda test: [[i, j] for i, g in enumerate(self.param_groups) for j, p in enumerate(g['params'])
                               if test(p)]
         if where(lambda p: p.is_sparse):

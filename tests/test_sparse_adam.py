@@ -27,9 +27,8 @@ def test_equal_to_torch(kw, dtype):
     ours, theirs = optcb.optim.SparseAdam(groups(ours_m), **kw), torch.optim.SparseAdam(groups(theirs_m), **kw)
     data = batches(40)
     train(ours, ours_m, data); train(theirs, theirs_m, data)
-    for a, b in zip(ours_m, theirs_m):
-        assert torch.equal(a.weight, b.weight)
-        sa, sb = ours.state_dict()['state'], theirs.state_dict()['state']
+    for a, b in zip(ours_m, theirs_m): assert torch.equal(a.weight, b.weight)
+    sa, sb = ours.state_dict()['state'], theirs.state_dict()['state']
     assert sa.keys() == sb.keys()
     for i in sb:
         assert sa[i]['step'] == sb[i]['step'] and type(sa[i]['step']) is type(sb[i]['step'])
