@@ -11,7 +11,7 @@ __all__ = ['MUON_LR_ADJUST', 'weight_decay', 'l2_reg', 'maximize', 'average_grad
            'max_abs_grad', 'adamax_step', 'adadelta_step', 'lion_step', 'cautious', 'radam_step', 'torch_radam_step',
            'lookahead_start', 'lookahead_sync', 'qhadam_step', 'lamb_step', 'larc_layer_lr', 'larc_step', 'nadam_mu',
            'nadam_step', 'adan_stats', 'adan_step', 'rprop_step', 'asgd_step', 'adopt_step', 'ademamix_step',
-           'newton_schulz', 'muon_step', 'adafactor_step', 'sparse_adam_step']
+           'newton_schulz', 'muon_step', 'adafactor_step', 'sparse_adam_step', 'rms_normalize', 'schedule_free_step']
 
 # %% ../nbs/04_callbacks.ipynb #c002
 import functools, math
@@ -425,3 +425,33 @@ def sparse_adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg=None, sqr_avg=N
         step_size = lr * math.sqrt(1 - sqr_mom**step) / (1 - mom**step)
         p.add_(rows(-step_size * dm.add_(old_m).div_(dv.add_(old_v).sqrt_().add_(eps))))
     return {'grad_avg': grad_avg, 'sqr_avg': sqr_avg}
+
+# %% ../nbs/04_callbacks.ipynb #c037
+@callback(eps=1e-8)
+def rms_normalize(p, *, sqr_mom, eps, step, sqr_avg):
+    "Adam's preconditioner applied to the gradient itself: g ← g/(√(v/(1 − sqr_momᵗ)) + eps)"
+    p.grad.div_((sqr_avg / (1 - sqr_mom**step)).sqrt_().add_(eps))
+
+def _schedule_free_to_eval(p, *, mom, z=None):
+    "y → x: x = y + (1 − 1/mom)·(z − y)"
+    if z is not None: p.lerp_(z, 1 - 1 / mom)
+
+def _schedule_free_to_train(p, *, mom, z=None):
+    "x → y: y = x + (1 − mom)·(z − x)"
+    if z is not None: p.lerp_(z, 1 - mom)
+
+@callback(mom=0.9, warmup=0, r=0., weight_lr_power=2., state=('lr_max', 'weight_sum'),
+          ranges=dict(mom=Range(0, 1, closed=False, lo_open=True), warmup=NONNEG, r=NONNEG, weight_lr_power=NONNEG),
+          to_train=_schedule_free_to_train, to_eval=_schedule_free_to_eval)
+def schedule_free_step(p, *, lr, mom, warmup, r, weight_lr_power, step, z=None, lr_max=-1., weight_sum=0.):
+    """Schedule-free: with g taken at y (held by p), x ← (1−c)·x + c·z and z ← z − lr·g, c = tʳ·lr_maxᵖ/Σ;
+    p ← (1 − mom)·z + mom·x, written as the authors' two in-place updates of y"""
+    if z is None: z = p.clone()
+    lr = lr * select(step <= warmup, step / select(warmup > 0, warmup, 1), 1.)
+    lr_max = select(lr > lr_max, lr, lr_max)
+    weight = step**r * lr_max**weight_lr_power
+    weight_sum = weight_sum + weight
+    c = weight / select(weight_sum > 0, weight_sum, 1.)  # 0 while every weight is 0 (lr = 0 so far)
+    p.lerp_(z, c).add_(p.grad, alpha=lr * (mom * (1 - c) - 1))
+    z.sub_(p.grad, alpha=lr)
+    return {'z': z, 'lr_max': lr_max, 'weight_sum': weight_sum}

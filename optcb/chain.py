@@ -21,13 +21,15 @@ __all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'is_
 # %% ../nbs/00_chain.ipynb #c005
 @dataclass(frozen=True)
 class Range:
-    "The values a hyperparameter may take: [lo, hi], or [lo, hi) when not `closed`; and None when `none`"
+    "The values a hyperparameter may take: [lo, hi], [lo, hi) when not `closed`, (lo, … when `lo_open`; None if `none`"
     lo: float = 0.
     hi: float = math.inf
     closed: bool = True
     none: bool = False  # None is a value: the callback chooses (Adafactor's eps1: the dtype's machine epsilon)
-    def __contains__(self, v): return self.lo <= v and (v <= self.hi if self.closed else v < self.hi)
-    def __str__(self): return f"[{self.lo}, {self.hi}{']' if self.closed else ')'}"
+    lo_open: bool = False
+    def __contains__(self, v):
+        return (self.lo < v if self.lo_open else self.lo <= v) and (v <= self.hi if self.closed else v < self.hi)
+    def __str__(self): return f"{'(' if self.lo_open else '['}{self.lo}, {self.hi}{']' if self.closed else ')'}"
 
 NONNEG = Range()                    # a rate, an epsilon, a decay
 FRACTION = Range(0, 1)              # an interpolation weight
@@ -37,14 +39,17 @@ MOMENTUM = Range(0, 1, closed=False)  # an averaging coefficient: 1 would never 
 RANGES = dict(lr=NONNEG, eps=NONNEG, wd=NONNEG, mom=MOMENTUM, sqr_mom=MOMENTUM, mom2=MOMENTUM)
 
 # %% ../nbs/00_chain.ipynb #c006
-def callback(*, foreach=True, elementwise=True, state=(), reduced=(), ranges=None, **defaults):
+def callback(*, foreach=True, elementwise=True, state=(), reduced=(), ranges=None, to_train=None, to_eval=None,
+             **defaults):
     """Decorator: give a callback its default hyperparameters and the `ranges` of its own hyperparameters, and say
     whether its body also runs on a `TensorList` (`foreach`) and treats every value on its own (`elementwise`); `state`
-    names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims of size 1"""
+    names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims of size 1;
+    `to_train`/`to_eval` move a parameter between the point gradients are taken at and the one to evaluate"""
     def _decorate(fn):
         fn.defaults, fn.foreach, fn.elementwise, fn.state = defaults, foreach, elementwise, tuple(state)
         fn.reduced = tuple(reduced)  # state tensors with size 1 along some of the parameter's dims
         fn.ranges = dict(ranges or {})
+        fn.to_train, fn.to_eval = to_train, to_eval  # e.g. schedule-free: y for the gradient, x to evaluate
         return fn
     return _decorate
 
@@ -144,6 +149,10 @@ class Chain:
         self.elementwise = all(cb.elementwise for cb in self.callbacks)
         self.reduced = {n for cb in self.callbacks for n in cb.reduced}  # state not of the parameter's shape
         self.per_tensor = [cb.name for cb in self.callbacks if cb.per_tensor]
+        # optimizers with two points (train: where gradients are taken; eval: what to evaluate), switched per tensor
+        self.to_train = [Callback(f) for cb in self.callbacks if (f := _attr(cb.fn, 'to_train'))]
+        self.to_eval = [Callback(f) for cb in self.callbacks if (f := _attr(cb.fn, 'to_eval'))]
+        self.modes = bool(self.to_train or self.to_eval)
 
     def __iter__(self): return iter(self.callbacks)
     def __len__(self): return len(self.callbacks)

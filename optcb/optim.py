@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/optim.html.md"""
 
 # %% auto #0
 __all__ = ['TorchOptimizer', 'SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop',
-           'ASGD', 'Muon', 'Adafactor', 'SparseAdam']
+           'ASGD', 'Muon', 'Adafactor', 'SparseAdam', 'AdamWScheduleFree', 'SGDScheduleFree']
 
 # %% ../nbs/06_optim.ipynb #c002
 from collections.abc import Mapping
@@ -256,3 +256,27 @@ class SparseAdam(TorchOptimizer):
         if where(lambda p: p.is_sparse):
             raise ValueError(f"Sparse params at indices {where(lambda p: p.is_sparse)}: SparseAdam requires dense "
                              "parameter tensors")
+
+# %% ../nbs/06_optim.ipynb #c008
+class _ScheduleFree(TorchOptimizer):
+    tensor_state = ()  # the package keeps its counters in the param group, as Python numbers
+    def __init__(self, params, cbs, foreach, **hypers):
+        super().__init__(params, cbs, foreach=foreach if foreach is not True else None, **hypers)
+
+class AdamWScheduleFree(_ScheduleFree):
+    "schedulefree.AdamWScheduleFree: schedule-free AdamW; `train()` before training, `eval()` to evaluate or save"
+    aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay', warmup='warmup_steps')
+    state_names = dict(sqr_avg='exp_avg_sq')
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0, r=0.0,
+                 weight_lr_power=2.0, foreach=True):
+        cbs = [average_sqr_grad, step_stat, rms_normalize, l2_reg, schedule_free_step]
+        super().__init__(params, cbs, foreach, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
+
+class SGDScheduleFree(_ScheduleFree):
+    "schedulefree.SGDScheduleFree: schedule-free SGD; `train()` before training, `eval()` to evaluate or save"
+    aliases = dict(mom='momentum', wd='weight_decay', warmup='warmup_steps')
+    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0, weight_lr_power=2,
+                 foreach=True):
+        super().__init__(params, [l2_reg, step_stat, schedule_free_step], foreach, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)

@@ -90,7 +90,7 @@ class Optimizer(torch.optim.Optimizer):
     tensor_state = ()  # scalar state a state dict keeps as a 0-d tensor, as torch.optim does (`step`, `mu_product`)
     _keep_on_clear = ('force_train', 'do_wd')
     sparse_grads = False  # the gradients it takes: dense, or (SparseAdam) sparse
-    _carried = ('lr_scale',)  # param-group keys of other libraries, kept and passed to no callback
+    _carried = ('lr_scale', 'train_mode')  # param-group keys kept and passed to no callback (timm's; the mode)
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
                  **hypers):
@@ -160,6 +160,7 @@ class Optimizer(torch.optim.Optimizer):
                             "torch.view_as_real(p) of a real parameter that holds the real and imaginary parts instead")
         self._check_names(group, where)
         self.chain.check_hypers(self._hypers({**self.defaults, **group}), where)
+        if self.chain.modes: group.setdefault('train_mode', self.training)
         super().add_param_group(group)
 
     # -- the step
@@ -169,6 +170,9 @@ class Optimizer(torch.optim.Optimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        if not self.training:
+            raise RuntimeError(f"{type(self).__name__}.step() in eval mode: the parameters hold the point to evaluate, "
+                               "not the one gradients are taken at; call opt.train() before the forward pass")
         if self.skip_nonfinite and not self._grads_finite():
             self.skipped_steps += 1
             return loss
@@ -184,6 +188,29 @@ class Optimizer(torch.optim.Optimizer):
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
                 self.paths.step(bucket, states, hypers)
         return loss
+
+    # -- two points: schedule-free optimizers step at y and are evaluated at x
+    @property
+    def training(self) -> bool:
+        "Whether the parameters hold the training point (always, unless a callback keeps two points)"
+        return all(g.get('train_mode', True) for g in self.param_groups)
+
+    @torch.no_grad()
+    def train(self, mode:bool=True):
+        """Put the parameters at the point gradients are taken at (`mode`), or at the one to evaluate; a no-op for
+        optimizers whose callbacks keep one point. Like `nn.Module.train`, returns the optimizer"""
+        for group in self.param_groups:
+            if group.get('train_mode', True) == mode or not self.chain.modes: continue
+            hypers = self._hypers(group)
+            for p in group['params']:
+                state = self.state.get(p, {})
+                for cb in (self.chain.to_train if mode else self.chain.to_eval): cb(p, state, hypers)
+            group['train_mode'] = mode
+        return self
+
+    def eval(self):
+        "Put the parameters at the point to evaluate (schedule-free's x); `train()` moves them back"
+        return self.train(False)
 
     def plan(self) -> list[BucketPlan]:
         """How the next step will process each bucket of each param group — per tensor, group or compiled — and why

@@ -6,7 +6,8 @@ Docs: https://optcb.github.io/optcb/optimizers.html.md"""
 
 # %% auto #0
 __all__ = ['SGD', 'RMSProp', 'Adam', 'AdamW', 'Yogi', 'Adagrad', 'Adamax', 'Adadelta', 'Lion', 'RAdam', 'Lookahead', 'ranger',
-           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix']
+           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix',
+           'SGDScheduleFree', 'AdamWScheduleFree']
 
 # %% ../nbs/05_optimizers.ipynb #c002
 from functools import partial
@@ -166,3 +167,16 @@ def AdEMAMix(params, lr=1e-3, mom=0.9, sqr_mom=0.999, mom3=0.9999, alpha=5., war
     cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, ademamix_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, mom3=mom3, alpha=alpha, warmup=warmup, eps=eps,
                      wd=wd, foreach=foreach, compile=compile)
+
+# %% ../nbs/05_optimizers.ipynb #c016
+def SGDScheduleFree(params, lr=1., mom=0.9, wd=0., warmup=0, r=0., weight_lr_power=2., foreach=None, compile=None):
+    "Schedule-free SGD (Defazio et al. 2024) with the authors' defaults; `opt.eval()` for the averaged point"
+    return Optimizer(params, [l2_reg, step_stat, schedule_free_step], lr=lr, mom=mom, wd=wd, warmup=warmup, r=r,
+                     weight_lr_power=weight_lr_power, foreach=foreach, compile=compile)
+
+def AdamWScheduleFree(params, lr=2.5e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0., warmup=0, r=0.,
+                      weight_lr_power=2., foreach=None, compile=None):
+    "Schedule-free AdamW (Defazio et al. 2024) with the authors' defaults; `opt.eval()` for the averaged point"
+    cbs = [average_sqr_grad, step_stat, rms_normalize, l2_reg, schedule_free_step]
+    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, warmup=warmup, r=r,
+                     weight_lr_power=weight_lr_power, foreach=foreach, compile=compile)

@@ -69,6 +69,8 @@ class Entry:
 # %% ../nbs/07_registry.ipynb #c007
 _ADAM_BENCH = dict(lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01)
 _TORCH_ADAMW = dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
+# fit_one_cycle with a flat learning rate and momentum: learn.fit(n, lr), which schedule-free optimizers are made for
+_NO_SCHEDULE = dict(div=1., div_final=1., moms=(0.9, 0.9, 0.9))
 
 REGISTRY = {e.name: e for e in [
     Entry('sgd', partial(O.SGD, mom=0.), 0.1, 'fastai.optimizer.SGD, torch.optim.SGD (bit for bit)', optim.SGD,
@@ -119,6 +121,10 @@ REGISTRY = {e.name: e for e in [
           bench=Bench(partial(optim.Adafactor, lr=1e-2), None, ('Adafactor', dict(lr=1e-2), ('foreach',)))),
     Entry('cadamw', partial(O.AdamW, cautious=True), 3e-3, 'Liang et al. 2024, Algorithm 1 on AdamW (1e-10)'),
     Entry('clion', partial(O.Lion, cautious=True), 3e-4, 'Liang et al. 2024, Algorithm 1 on Lion (1e-10)'),
+    Entry('sfadamw', O.AdamWScheduleFree, 1e-2, "schedulefree 1.4.1's AdamWScheduleFree (bit for bit, train and eval "
+          "points)", optim.AdamWScheduleFree, fit_kwargs=_NO_SCHEDULE),
+    Entry('sfsgd', O.SGDScheduleFree, 1., "schedulefree 1.4.1's SGDScheduleFree (bit for bit, train and eval points)",
+          optim.SGDScheduleFree, fit_kwargs=_NO_SCHEDULE),
 ]}
 
 def sources(keys) -> list[str]:
