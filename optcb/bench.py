@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/bench.html.md"""
 
 # %% ../nbs/09_bench.ipynb #c002
 from __future__ import annotations
-import contextlib, gc, importlib.util, json, math, os, statistics, sys, time
+import contextlib, gc, importlib.util, inspect, json, math, os, statistics, sys, time
 from functools import partial
 import torch
 import optcb
@@ -33,7 +33,9 @@ def param_sets() -> dict:
     d, ff, vocab, layers = 512, 2048, 8000, 6
     block = [(3 * d, d), (3 * d,), (d, d), (d,), (ff, d), (ff,), (d, ff), (d,), (d,), (d,), (d,), (d,)]
     transformer = [(vocab, d), (512, d)] + block * layers + [(d,), (d,)]
-    return {'resnet34': resnet, 'small': [(1000,)] * 1000, 'big': [(20_000_000,)], 'transformer': transformer}
+    matrices = [s for s in block if len(s) == 2] * layers  # a transformer's hidden matrices (Muon's share)
+    return {'resnet34': resnet, 'small': [(1000,)] * 1000, 'big': [(20_000_000,)], 'transformer': transformer,
+            'matrices': matrices}
 
 def _fastai(name, **kw):
     def build(ps):
@@ -68,7 +70,8 @@ def contenders(opt:str='adam', include_torch_compile=True) -> dict:
     if fa and importlib.util.find_spec('fastai'): c[f'fastai {fa[0]}'] = _fastai(fa[0], **fa[1])
     if tc:
         cls, kw, modes = tc
-        c['torch for-loop'] = partial(_torch(cls, **kw), foreach=False)
+        loop = 'foreach' in inspect.signature(getattr(torch.optim, cls)).parameters  # Muon has only a for-loop
+        c['torch for-loop'] = partial(_torch(cls, **kw), foreach=False) if loop else _torch(cls, **kw)
         for m in modes: c[f'torch {m}'] = partial(_torch(cls, **kw), **{m: True})
         if include_torch_compile: c['torch.compile(torch step)'] = _torch_compiled(cls, **kw)
     if 'torch fused' not in c:  # no fused kernel in torch for this optimizer: torch's fused AdamW is the yardstick
@@ -227,10 +230,11 @@ def end_to_end(epochs:int=2, log=print) -> dict:
     return out
 
 # %% ../nbs/09_bench.ipynb #c008
-def bench(sets:str='resnet34,small,big,transformer', opt:str='adam', rounds:int=15, threads:int|None=None,
+def bench(sets:str|None=None, opt:str='adam', rounds:int=15, threads:int|None=None,
           torch_compile:bool=True, e2e:bool=False, json_path:str|None=None, log=print) -> dict:
-    "Run the step benchmark of optimizer `opt` on the named parameter sets (and the end-to-end epoch) and print tables"
-    entry(opt)  # a ValueError naming the choices
+    """Run the step benchmark of optimizer `opt` on the named parameter sets (default: those its registry entry names)
+    and the end-to-end epoch, and print tables"""
+    sets = sets or ','.join(entry(opt).bench_spec().sets)  # a ValueError naming the choices for an unknown `opt`
     available = param_sets()
     names = [s.strip() for s in sets.split(',') if s.strip()]
     for n in names:

@@ -18,6 +18,7 @@ import functools, math
 import torch
 import torch.nn.functional as F
 from .chain import callback, is_zero, select, scalar_dtype, NONNEG, FRACTION, Range
+from .tensorlist import as_matrices, shaped_like
 
 # %% ../nbs/04_callbacks.ipynb #c006
 @callback(wd=0.)
@@ -354,31 +355,35 @@ def ademamix_step(p, *, lr, mom, sqr_mom, mom3, alpha, warmup, eps, step, grad_a
 
 # %% ../nbs/04_callbacks.ipynb #c031
 def newton_schulz(x, a=3.4445, b=-4.775, c=2.0315, steps=5, eps=1e-7):
-    "Approximately orthogonalise the matrix `x` (Muon's iteration, in bfloat16, as torch.optim.Muon computes it)"
+    """Approximately orthogonalise the matrix `x`, or each matrix of a batch (Muon's iteration, in bfloat16, as
+    torch.optim.Muon computes it for one matrix)"""
     o = x.bfloat16()
-    tall = x.size(0) > x.size(1)
-    if tall: o = o.T
-    o.div_(o.norm().clamp(min=eps))
+    tall = x.size(-2) > x.size(-1)
+    if tall: o = o.mT
+    o.div_((o.norm() if o.dim() == 2 else o.norm(dim=(-2, -1), keepdim=True)).clamp(min=eps))
+    addmm = torch.addmm if o.dim() == 2 else torch.baddbmm
     for _ in range(int(steps)):
-        gram = o @ o.T
-        o = torch.addmm(o, torch.addmm(gram, gram, gram, beta=b, alpha=c), o, beta=a)
-    return o.T if tall else o
+        gram = o @ o.mT
+        o = addmm(o, addmm(gram, gram, gram, beta=b, alpha=c), o, beta=a)
+    return o.mT if tall else o
 
 MUON_LR_ADJUST = {'original': lambda rows, cols: math.sqrt(max(1, rows / cols)),
                   'match_rms_adamw': lambda rows, cols: 0.2 * math.sqrt(max(rows, cols)),
                   'spectral_unclamped': lambda rows, cols: math.sqrt(rows / cols)}
 
-@callback(foreach=False, elementwise=False, mom=0.95, eps=1e-7, ns_steps=5, ns_a=3.4445, ns_b=-4.775, ns_c=2.0315,
-          ranges=dict(ns_steps=Range(0, 99), ns_a=Range(-math.inf), ns_b=Range(-math.inf), ns_c=Range(-math.inf)))
-def muon_step(p, *, lr, mom, eps, ns_steps, ns_a, ns_b, ns_c, nesterov=True, adjust_lr='original',
+@callback(elementwise=False, same_shape=True, compilable=False, mom=0.95, ns_eps=1e-7, ns_steps=5, ns_a=3.4445,
+          ns_b=-4.775, ns_c=2.0315,
+          ranges=dict(ns_eps=NONNEG, ns_steps=Range(0, 99), ns_a=Range(-math.inf), ns_b=Range(-math.inf),
+                      ns_c=Range(-math.inf)))
+def muon_step(p, *, lr, mom, ns_eps, ns_steps, ns_a, ns_b, ns_c, nesterov=True, adjust_lr='original',
               momentum_buffer=None):
     """Muon: B ← mom·B + (1−mom)·g, u = (1−mom)·g + mom·B with `nesterov` else B,
-    p ← p − lr·ratio(shape)·NewtonSchulz(u)"""
+    p ← p − lr·ratio(rows, cols)·NewtonSchulz(u), u seen as a (rows, cols) matrix"""
     if momentum_buffer is None: momentum_buffer = torch.zeros_like(p.grad)
     momentum_buffer.lerp_(p.grad, 1 - mom)
-    update = p.grad.lerp(momentum_buffer, mom) if nesterov else momentum_buffer
-    ortho = newton_schulz(update, ns_a, ns_b, ns_c, ns_steps, eps)
-    p.add_(ortho, alpha=-lr * MUON_LR_ADJUST[adjust_lr](*p.shape[:2]))
+    update = as_matrices(p.grad.lerp(momentum_buffer, mom) if nesterov else momentum_buffer)
+    ortho = newton_schulz(update, ns_a, ns_b, ns_c, ns_steps, ns_eps)
+    p.add_(shaped_like(ortho, p), alpha=-lr * MUON_LR_ADJUST[adjust_lr](*update.shape[-2:]))
     return {'momentum_buffer': momentum_buffer}
 
 # %% ../nbs/04_callbacks.ipynb #c033

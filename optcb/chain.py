@@ -16,7 +16,7 @@ import torch
 
 # %% auto #0
 __all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'is_zero', 'select', 'torch_scalar_dtype',
-           'scalar_dtype', 'Callback', 'check_hyper', 'Chain', 'run_chain']
+           'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain', 'run_chain']
 
 # %% ../nbs/00_chain.ipynb #c005
 @dataclass(frozen=True)
@@ -39,14 +39,17 @@ MOMENTUM = Range(0, 1, closed=False)  # an averaging coefficient: 1 would never 
 RANGES = dict(lr=NONNEG, eps=NONNEG, wd=NONNEG, mom=MOMENTUM, sqr_mom=MOMENTUM, mom2=MOMENTUM)
 
 # %% ../nbs/00_chain.ipynb #c006
-def callback(*, foreach=True, elementwise=True, state=(), reduced=(), ranges=None, to_train=None, to_eval=None,
-             **defaults):
+def callback(*, foreach=True, elementwise=True, same_shape=False, compilable=True, state=(), reduced=(), flags=(),
+             ranges=None, to_train=None, to_eval=None, **defaults):
     """Decorator: give a callback its default hyperparameters and the `ranges` of its own hyperparameters, and say
-    whether its body also runs on a `TensorList` (`foreach`) and treats every value on its own (`elementwise`); `state`
-    names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims of size 1;
-    `to_train`/`to_eval` move a parameter between the point gradients are taken at and the one to evaluate"""
+    whether its body also runs on a `TensorList` (`foreach`), treats every value on its own (`elementwise`), needs the
+    tensors of a group to share one shape (`same_shape`: it stacks them) and can be traced by torch.compile
+    (`compilable`); `state` names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims
+    of size 1, `flags` per-parameter flags it reads that users set (kept by `clear_state`); `to_train`/`to_eval` move a
+    parameter between the point gradients are taken at and the one to evaluate"""
     def _decorate(fn):
         fn.defaults, fn.foreach, fn.elementwise, fn.state = defaults, foreach, elementwise, tuple(state)
+        fn.same_shape, fn.compilable, fn.flags = same_shape, compilable, tuple(flags)
         fn.reduced = tuple(reduced)  # state tensors with size 1 along some of the parameter's dims
         fn.ranges = dict(ranges or {})
         fn.to_train, fn.to_eval = to_train, to_eval  # e.g. schedule-free: y for the gradient, x to evaluate
@@ -107,6 +110,9 @@ class Callback:
         kept = {p.name for p in named if p.default is None} if not self.var_kw else self.optional
         self.produces = kept | declared
         self.reduced = set(_attr(fn, 'reduced') or ())
+        self.same_shape = bool(_attr(fn, 'same_shape'))
+        self.compilable = _attr(fn, 'compilable') is not False
+        self.flags = tuple(_attr(fn, 'flags') or ())
 
     def __call__(self, p, state, hypers):
         if self.var_kw: kw = {**state, **hypers}
@@ -121,6 +127,28 @@ class Callback:
     def __repr__(self): return f"Callback({self.name})"
 
 # %% ../nbs/00_chain.ipynb #c013
+_KINDS = inspect.Parameter
+
+def only(flag:str, cb, value:bool=True):
+    "The callback `cb`, run only on the parameters whose state flag `flag` is `value` (a missing flag is False)"
+    inner = Callback(cb)
+    def guarded(p, **kw):
+        if bool(kw.pop(flag, False)) != value: return None
+        return inner.fn(p, **kw)
+    sig = inspect.signature(cb).parameters
+    if inner.var_kw: ps = [_KINDS('kw', _KINDS.VAR_KEYWORD)]
+    else: ps = [_KINDS(n, _KINDS.KEYWORD_ONLY, default=sig[n].default) for n in inner.names if n != flag]
+    guarded.__signature__ = inspect.Signature([_KINDS('p', _KINDS.POSITIONAL_ONLY), *ps,
+                                               *([] if inner.var_kw else [_KINDS(flag, _KINDS.KEYWORD_ONLY,
+                                                                                 default=False)])])
+    for attr in ('defaults', 'foreach', 'elementwise', 'same_shape', 'compilable', 'state', 'reduced', 'ranges',
+                 'to_train', 'to_eval'):
+        if (v := _attr(cb, attr)) is not None: setattr(guarded, attr, v)
+    guarded.flags = (*(_attr(cb, 'flags') or ()), flag)
+    guarded.__name__ = guarded.__qualname__ = f"{'' if value else 'not_'}{flag}:{inner.name}"
+    return guarded
+
+# %% ../nbs/00_chain.ipynb #c015
 def check_hyper(name, v, where='', ranges=RANGES):
     "Raise a `TypeError`/`ValueError` naming `name` if `v` is not a valid value for it"
     at = f" ({where})" if where else ''
@@ -137,7 +165,7 @@ def check_hyper(name, v, where='', ranges=RANGES):
         if name in ranges and v not in ranges[name]:
             raise ValueError(f"invalid {name}={v!r}{at}: it must be in {ranges[name]}")
 
-# %% ../nbs/00_chain.ipynb #c016
+# %% ../nbs/00_chain.ipynb #c018
 class Chain:
     "An optimizer's callbacks in order, with what they use, keep and allow"
     def __init__(self, cbs):
@@ -148,6 +176,9 @@ class Chain:
         self.foreach = all(cb.foreach for cb in self.callbacks)
         self.elementwise = all(cb.elementwise for cb in self.callbacks)
         self.reduced = {n for cb in self.callbacks for n in cb.reduced}  # state not of the parameter's shape
+        self.same_shape = any(cb.same_shape for cb in self.callbacks)  # buckets split by the parameters' shape
+        self.not_compilable = [cb.name for cb in self.callbacks if not cb.compilable]
+        self.flags = {n for cb in self.callbacks for n in cb.flags}  # per-parameter flags, set by users or builders
         self.per_tensor = [cb.name for cb in self.callbacks if cb.per_tensor]
         # optimizers with two points (train: where gradients are taken; eval: what to evaluate), switched per tensor
         self.to_train = [Callback(f) for cb in self.callbacks if (f := _attr(cb.fn, 'to_train'))]
@@ -190,7 +221,7 @@ class Chain:
         "The state the callbacks may keep: what they return or read back, less the hyperparameters"
         return {n for cb in self.callbacks for n in cb.produces} - set(hyper_names)
 
-# %% ../nbs/00_chain.ipynb #c018
+# %% ../nbs/00_chain.ipynb #c020
 def run_chain(chain, p, state, hypers, check_owners=False):
     "Run the callbacks of `chain` on `p`, updating the dict `state`; `check_owners` refuses two writers of one state"
     owner = {}

@@ -33,7 +33,7 @@ def compare_cli(
                    quiet=quiet, match=match)
 
 def bench_cli(
-    sets:str='resnet34,small,big,transformer', # parameter sets: resnet34, small (1,000×1,000), big (20M), transformer
+    sets:str=None, # resnet34, small (1,000×1,000), big (20M), transformer, matrices (default: those of the optimizer)
     opt:str='adam', # an optimizer (listed below)
     rounds:int=15, # interleaved timing rounds per set
     threads:int=None, # torch threads (default: torch's)

@@ -207,8 +207,8 @@ class ASGD(TorchOptimizer):
 class Muon(TorchOptimizer):
     """torch.optim.Muon: momentum, then each update orthogonalised by a bfloat16 Newton–Schulz iteration; 2-D
     parameters only (use AdamW for the others)"""
-    aliases = dict(mom='momentum', wd='weight_decay', ns_a=('ns_coefficients', 0), ns_b=('ns_coefficients', 1),
-                   ns_c=('ns_coefficients', 2))
+    aliases = dict(mom='momentum', wd='weight_decay', ns_eps='eps', ns_a=('ns_coefficients', 0),
+                   ns_b=('ns_coefficients', 1), ns_c=('ns_coefficients', 2))
     flags = ('nesterov', 'adjust_lr_fn')
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
@@ -218,7 +218,8 @@ class Muon(TorchOptimizer):
         if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
             raise ValueError(f"ns_coefficients must be three numbers (a, b, c), got {ns_coefficients!r}")
         step = partial(muon_step, nesterov=nesterov, adjust_lr=adjust_lr_fn or 'original')
-        super().__init__(params, [callbacks.weight_decay, step], lr=lr, weight_decay=weight_decay,
+        # torch's Muon steps one matrix at a time: so does this one (optcb.Muon batches same-shape matrices)
+        super().__init__(params, [callbacks.weight_decay, step], foreach=False, lr=lr, weight_decay=weight_decay,
                          momentum=momentum, nesterov=nesterov, ns_coefficients=tuple(ns_coefficients), eps=eps,
                          ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
         for g in self.param_groups:

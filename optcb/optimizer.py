@@ -133,6 +133,11 @@ class Optimizer(torch.optim.Optimizer):
         return h
 
     @property
+    def _flags(self):
+        "Per-parameter flags in the state, kept by `clear_state`: fastai's (`do_wd`, `force_train`) and the callbacks'"
+        return (*self._keep_on_clear, *sorted(self.chain.flags))
+
+    @property
     def _reduced(self):
         "Names (as state dicts write them) of state tensors whose shape is the parameter's with some dims of size 1"
         return {self.state_names.get(n, n) for n in self.chain.reduced}
@@ -289,7 +294,7 @@ class Optimizer(torch.optim.Optimizer):
             if not isinstance(s, Mapping):
                 raise ValueError(f"the state of parameter {pid!r} is a {type(s).__name__}, not a dict")
             for k, v in s.items():
-                if k not in names and k not in self._keep_on_clear:
+                if k not in names and k not in self._flags:
                     keeps = sorted(self.state_names.get(n, n) for n in names)
                     raise ValueError(f"the state of parameter {pid!r} has {self.state_names.get(k, k)!r}, which this "
                                      f"optimizer does not keep (it keeps {keeps}): it was saved by a different "
@@ -358,9 +363,9 @@ class Optimizer(torch.optim.Optimizer):
         self.freeze_to(0)
 
     def clear_state(self):
-        "Forget all state but the per-parameter flags a fastai `Learner` sets (`do_wd`, `force_train`)"
+        "Forget all state but the per-parameter flags (fastai's `do_wd`, `force_train`, and those callbacks declare)"
         for p, _, state, _ in self.all_params():
-            self.state[p] = {k: state[k] for k in self._keep_on_clear if k in state}
+            self.state[p] = {k: state[k] for k in self._flags if k in state}
 
     def __getstate__(self): return self.__dict__.copy()  # all of it (torch keeps only groups and state); see Paths
 

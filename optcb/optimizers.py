@@ -6,13 +6,14 @@ Docs: https://optcb.github.io/optcb/optimizers.html.md"""
 
 # %% auto #0
 __all__ = ['SGD', 'RMSProp', 'Adam', 'AdamW', 'Yogi', 'Adagrad', 'Adamax', 'Adadelta', 'Lion', 'RAdam', 'Lookahead', 'ranger',
-           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix',
-           'SGDScheduleFree', 'AdamWScheduleFree']
+           'QHAdam', 'Lamb', 'Larc', 'NAdam', 'Adan', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix', 'muon_hidden',
+           'Muon', 'SGDScheduleFree', 'AdamWScheduleFree']
 
 # %% ../nbs/05_optimizers.ipynb #c002
 from functools import partial
 from .optimizer import Optimizer
 from .callbacks import *
+from .chain import only
 
 # %% ../nbs/05_optimizers.ipynb #c005
 def _decay(decouple_wd): return weight_decay if decouple_wd else l2_reg
@@ -169,6 +170,36 @@ def AdEMAMix(params, lr=1e-3, mom=0.9, sqr_mom=0.999, mom3=0.9999, alpha=5., war
                      wd=wd, foreach=foreach, compile=compile)
 
 # %% ../nbs/05_optimizers.ipynb #c016
+def _side_gt_1(p): return p.dim() >= 2 and p.size(0) > 1 and p[0].numel() > 1
+
+def muon_hidden(params) -> list[bool]:
+    """For `params` in the model's order, whether Muon steps each: matrices and conv kernels with both sides > 1, but
+    the first and the last of them (the input layer or embedding, and the head)"""
+    ps = list(params)
+    mats = [i for i, p in enumerate(ps) if _side_gt_1(p)]
+    return [i in mats[1:-1] for i in range(len(ps))]
+
+def Muon(params, lr, mom=0.95, sqr_mom=0.95, eps=1e-8, wd=0.1, ns_steps=5, nesterov=True,
+         adjust_lr='match_rms_adamw', hidden=None, foreach=None, compile=None):
+    """Muon (Jordan et al. 2024) on the hidden matrices and AdamW on the other parameters, in one optimizer with one
+    learning rate (Liu et al. 2025's update scaling); `hidden`: a function of a parameter, or the parameters to flag"""
+    muon = partial(muon_step, nesterov=nesterov, adjust_lr=adjust_lr)
+    adam = [partial(average_grad, dampening=True), average_sqr_grad, step_stat, adam_step]
+    cbs = [weight_decay, only('muon', muon), *(only('muon', cb, False) for cb in adam)]
+    opt = Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, ns_steps=ns_steps,
+                    foreach=foreach, compile=compile)
+    ps = [p for g in opt.param_groups for p in g['params']]
+    if hidden is None: flags = muon_hidden(ps)
+    else:
+        chosen = {id(p) for p in hidden} if not callable(hidden) else None
+        flags = [bool(hidden(p)) if chosen is None else id(p) in chosen for p in ps]
+    for i, (p, f) in enumerate(zip(ps, flags)):
+        if f and p.dim() < 2: raise ValueError(f"hidden= flags parameter {i} of shape {tuple(p.shape)}: Muon steps "
+                                               "matrices and conv kernels (2 dims or more)")
+    for p, f in zip(ps, flags): opt.state[p]['muon'] = f
+    return opt
+
+# %% ../nbs/05_optimizers.ipynb #c018
 def SGDScheduleFree(params, lr=1., mom=0.9, wd=0., warmup=0, r=0., weight_lr_power=2., foreach=None, compile=None):
     "Schedule-free SGD (Defazio et al. 2024) with the authors' defaults; `opt.eval()` for the averaged point"
     return Optimizer(params, [l2_reg, step_stat, schedule_free_step], lr=lr, mom=mom, wd=wd, warmup=warmup, r=r,

@@ -113,7 +113,9 @@ class Paths:
             raise ValueError("compile=True traces the callbacks over a bucket's tensors as one TensorList, so every "
                              f"callback must be declared with @callback (foreach): not {self._not_foreach()}"
                              + (" (and foreach=False was asked for)" if foreach is False else ''))
-        by_default = foreach is None and compile_available()
+        if compile and chain.not_compilable:
+            raise ValueError(f"compile=True, but {chain.not_compilable} are declared @callback(compilable=False)")
+        by_default = foreach is None and compile_available() and not chain.not_compilable
         self.compiling = self.group and (compile if compile is not None else by_default)
         self.compile_error, self.owners_checked = None, False
         self._compiled = self._compiled_flat = None
@@ -129,6 +131,7 @@ class Paths:
         if not self.compiling:
             if self.compile_error: why = f"torch.compile failed ({self.compile_error})"
             elif self.compile is False: why = 'compile=False'
+            elif self.chain.not_compilable: why = f"callbacks not compilable: {self.chain.not_compilable}"
             elif self.foreach: why = 'foreach=True'
             else: why = 'compiling is off ($OPTCB_COMPILE=0 or no C++ compiler)'
             return GROUP, why
@@ -140,14 +143,15 @@ class Paths:
         return COMPILED, f"{numel:,} values >= {least}"
 
     def buckets(self, params, states):
-        """Split `params` (and their `states`) so that each bucket shares device, dtype, state keys and scalar state;
-        returns (params, states) pairs"""
+        """Split `params` (and their `states`) so that each bucket shares device, dtype, state keys and scalar state
+        (and shape, for a chain that stacks its tensors); returns (params, states) pairs"""
         if not self.group: return [([p], [s]) for p, s in zip(params, states)]
         buckets = {}
         for p, s in zip(params, states):
             grad = p.grad
             key = (p.device, p.dtype, None if grad is None else grad.dtype, tuple(s),
-                   tuple(torch.Tensor if isinstance(v, torch.Tensor) else v for v in s.values()))
+                   tuple(torch.Tensor if isinstance(v, torch.Tensor) else v for v in s.values()),
+                   tuple(p.shape) if self.chain.same_shape else None)
             try: hash(key)
             except TypeError: key = id(p)  # unhashable state: a bucket of its own
             ps, ss = buckets.setdefault(key, ([], []))

@@ -24,6 +24,7 @@ class Bench:
     ours: Callable                      # builds optcb's optimizer from a list of parameters
     fastai: tuple | None = None         # (name in fastai.optimizer, keyword arguments)
     torch: tuple | None = None          # (name in torch.optim, keyword arguments, its fast modes: 'foreach', 'fused')
+    sets: tuple = ('resnet34', 'small', 'big', 'transformer')  # the parameter sets it runs on by default
 
 @dataclass(frozen=True)
 class Entry:
@@ -52,8 +53,8 @@ class Entry:
 
     @property
     def compiles(self) -> bool:
-        "Whether its default composition can take the compiled path (every callback runs on a `TensorList`)"
-        return self.chain.foreach
+        "Whether its default composition can take the compiled path (every callback runs on a `TensorList`, traced)"
+        return self.chain.foreach and not self.chain.not_compilable
 
     @property
     def call(self) -> str:
@@ -69,6 +70,7 @@ class Entry:
 # %% ../nbs/07_registry.ipynb #c007
 _ADAM_BENCH = dict(lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01)
 _TORCH_ADAMW = dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
+def _is_matrix(p): return p.dim() >= 2  # torch.optim.Muon's domain: every parameter of the 'matrices' set
 # fit_one_cycle with a flat learning rate and momentum: learn.fit(n, lr), which schedule-free optimizers are made for
 _NO_SCHEDULE = dict(div=1., div_final=1., moms=(0.9, 0.9, 0.9))
 
@@ -121,6 +123,10 @@ REGISTRY = {e.name: e for e in [
           bench=Bench(partial(optim.Adafactor, lr=1e-2), None, ('Adafactor', dict(lr=1e-2), ('foreach',)))),
     Entry('cadamw', partial(O.AdamW, cautious=True), 3e-3, 'Liang et al. 2024, Algorithm 1 on AdamW (1e-10)'),
     Entry('clion', partial(O.Lion, cautious=True), 3e-4, 'Liang et al. 2024, Algorithm 1 on Lion (1e-10)'),
+    Entry('muon', O.Muon, 3e-3, 'torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, with '
+          'the same learning rate scaling (bit for bit)',
+          bench=Bench(partial(O.Muon, lr=1e-3, hidden=_is_matrix), None,
+                      ('Muon', dict(lr=1e-3, adjust_lr_fn='match_rms_adamw'), ()), sets=('matrices',))),
     Entry('sfadamw', O.AdamWScheduleFree, 1e-2, "schedulefree 1.4.1's AdamWScheduleFree (bit for bit, train and eval "
           "points)", optim.AdamWScheduleFree, fit_kwargs=_NO_SCHEDULE),
     Entry('sfsgd', O.SGDScheduleFree, 1., "schedulefree 1.4.1's SGDScheduleFree (bit for bit, train and eval points)",

@@ -14,7 +14,7 @@ import torch
 
 # %% auto #0
 __all__ = ['SCALAR', 'LIST', 'FOREACH', 'FOREACH_KWARGS', 'FOREACH_OUT', 'ROUNDS_DIFFERENTLY', 'loops', 'count_loops',
-           'foreach_kernel', 'TensorList']
+           'foreach_kernel', 'TensorList', 'as_matrices', 'shaped_like']
 
 # %% ../nbs/01_tensorlist.ipynb #c005
 SCALAR, LIST = 'scalar', 'list'
@@ -165,3 +165,17 @@ class TensorList:
     def __le__(self, o): return self._method('le', o)
     def __gt__(self, o): return self._method('gt', o)
     def __ge__(self, o): return self._method('ge', o)
+
+# %% ../nbs/01_tensorlist.ipynb #c018
+def as_matrices(x):
+    "`x` as a matrix (dims after the first flattened); a `TensorList` of one shape as one `(n, rows, cols)` batch"
+    if not isinstance(x, TensorList): return x if x.dim() == 2 else x.reshape(x.size(0), -1)
+    if len({t.shape for t in x.tensors}) > 1:
+        raise ValueError(f"as_matrices stacks tensors of one shape, got {sorted({tuple(t.shape) for t in x})}: "
+                         "declare the callback @callback(same_shape=True) so that buckets hold one shape")
+    return torch.stack([as_matrices(t) for t in x.tensors])
+
+def shaped_like(m, x):
+    "The matrix (or batch) `m` in the shape of the tensor `x` (or as a `TensorList` shaped as `x`'s tensors)"
+    if not isinstance(x, TensorList): return m if m.shape == x.shape else m.view(x.shape)
+    return TensorList([r.view(t.shape) for r, t in zip(m.unbind(0), x.tensors)])
