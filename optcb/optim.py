@@ -6,13 +6,15 @@ Docs: https://optcb.github.io/optcb/optim.html.md"""
 
 # %% auto #0
 __all__ = ['TorchOptimizer', 'SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop',
-           'ASGD', 'Muon', 'Adafactor', 'SparseAdam', 'AdamWScheduleFree', 'SGDScheduleFree']
+           'ASGD', 'Muon', 'Adafactor', 'SparseAdam', 'strong_wolfe', 'LBFGS', 'AdamWScheduleFree', 'SGDScheduleFree']
 
 # %% ../nbs/06_optim.ipynb #c002
 from collections.abc import Mapping
 from functools import partial
 import torch
-from .chain import Chain
+from collections import namedtuple
+from .chain import Chain, NONNEG, Range
+from .paths import BucketPlan
 from .optimizer import Optimizer
 from . import callbacks
 from .callbacks import *
@@ -259,25 +261,218 @@ class SparseAdam(TorchOptimizer):
                              "parameter tensors")
 
 # %% ../nbs/06_optim.ipynb #c008
+def _cubic_min(x1, f1, g1, x2, f2, g2, bounds=None):
+    """The minimiser of the cubic through (x1, f1) and (x2, f2) with slopes g1 and g2, clamped to `bounds` (default:
+    between x1 and x2); their midpoint when the cubic has no minimum"""
+    lo, hi = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    disc = d1**2 - g1 * g2
+    if not disc >= 0: return (lo + hi) / 2.0
+    d2 = disc.sqrt()
+    if x1 <= x2: at = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+    else: at = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+    return min(max(at, lo), hi)
+
+_Trial = namedtuple('_Trial', 't f g gtd')  # a step length tried: the loss, gradient and slope g·d there
+
+def strong_wolfe(evaluate, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+    """A step length along `d` with sufficient decrease, f(t) ≤ f + c1·t·gtd, and small slope, |g(t)·d| ≤ −c2·gtd:
+    bracketed by extrapolation, then narrowed by cubic interpolation (`evaluate(t)` → (f(t), g(t))).
+    Returns (f, g, t) of the step chosen and the number of evaluations"""
+    d_norm = d.abs().max()
+    def trial(t):
+        f_t, g_t = evaluate(t)
+        return _Trial(t, f_t, g_t, g_t.dot(d))
+    prev, new, evals, done = _Trial(0, f, g, gtd), trial(t), 1, False
+    for it in range(max_ls):  # extrapolate until the minimum is bracketed
+        if new.f > f + c1 * new.t * gtd or (it > 1 and new.f >= prev.f): bracket = [prev, new]; break
+        if abs(new.gtd) <= -c2 * gtd: bracket, done = [new], True; break
+        if new.gtd >= 0: bracket = [prev, new]; break
+        t = _cubic_min(prev.t, prev.f, prev.gtd, new.t, new.f, new.gtd,
+                       bounds=(new.t + 0.01 * (new.t - prev.t), new.t * 10))
+        prev, new, evals = new, trial(t), evals + 1
+    else:
+        it, bracket = max_ls, [_Trial(0, f, g, None), new]  # out of evaluations: keep the better end
+    low, high = (0, 1) if bracket[0].f <= bracket[-1].f else (1, 0)
+    insufficient = False
+    while not done and it < max_ls:  # zoom: shrink the bracket around the minimum
+        a, b = bracket
+        if abs(b.t - a.t) * d_norm < tolerance_change: break
+        t = _cubic_min(a.t, a.f, a.gtd, b.t, b.f, b.gtd)
+        lo, hi = min(a.t, b.t), max(a.t, b.t)
+        margin = 0.1 * (hi - lo)
+        if min(hi - t, t - lo) < margin:  # too close to an end: move away from it once progress stalls
+            if insufficient or t >= hi or t <= lo:
+                t = hi - margin if abs(t - hi) < abs(t - lo) else lo + margin
+                insufficient = False
+            else: insufficient = True
+        else: insufficient = False
+        new, evals, it = trial(t), evals + 1, it + 1
+        if new.f > f + c1 * t * gtd or new.f >= bracket[low].f:
+            bracket[high] = new
+            low, high = (0, 1) if bracket[0].f <= bracket[1].f else (1, 0)
+        else:
+            if abs(new.gtd) <= -c2 * gtd: done = True
+            elif new.gtd * (bracket[high].t - bracket[low].t) >= 0: bracket[high] = bracket[low]
+            bracket[low] = new
+    best = bracket[low]
+    return best.f, best.g, best.t, evals
+
+def _two_loop(grad, dirs, steps, ro, h_diag, al):
+    """−H·g by the two-loop recursion over the pairs (s = `steps`, y = `dirs`), ρ = 1/(yᵀs), H₀ = `h_diag`·I;
+    `al` keeps the α's (torch keeps them in the state)"""
+    q = grad.neg()
+    for i in range(len(dirs) - 1, -1, -1):
+        al[i] = steps[i].dot(q) * ro[i]
+        q.add_(dirs[i], alpha=-al[i])
+    r = torch.mul(q, h_diag)
+    for i in range(len(dirs)):
+        r.add_(steps[i], alpha=al[i] - dirs[i].dot(r) * ro[i])
+    return r
+
+class LBFGS(TorchOptimizer):
+    """torch.optim.LBFGS: limited-memory BFGS over all parameters as one vector, with an optional strong-Wolfe line
+    search; `step(closure)` evaluates the model as often as it needs. One param group"""
+    own_hypers = dict(lr=NONNEG, max_iter=NONNEG, max_eval=NONNEG, tolerance_grad=NONNEG, tolerance_change=NONNEG,
+                      history_size=NONNEG)
+    flags = ('line_search_fn', 'maximize')
+    tensor_state = ()  # torch keeps the counters as Python ints
+    _history = ('func_evals', 'n_iter', 'd', 't', 'old_dirs', 'old_stps', 'ro', 'H_diag', 'prev_flat_grad',
+                'prev_loss', 'al')
+    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
+                 history_size=100, line_search_fn=None, *, maximize=False):
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1: raise ValueError("Tensor lr must be 1-element")
+        if line_search_fn not in (None, 'strong_wolfe'):
+            raise ValueError(f"line_search_fn={line_search_fn!r}: only None and 'strong_wolfe' are supported")
+        super().__init__(params, [], lr=lr, max_iter=max_iter,
+                         max_eval=max_iter * 5 // 4 if max_eval is None else max_eval, tolerance_grad=tolerance_grad,
+                         tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn,
+                         maximize=maximize)
+
+    def add_param_group(self, param_group):
+        if self.param_groups: raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        super().add_param_group(param_group)
+
+    def plan(self):
+        "One flat vector of every parameter, stepped by the closure-driven loop"
+        ps = self.param_groups[0]['params']
+        return [BucketPlan(0, len(ps), sum(p.numel() for p in ps), str(ps[0].device) if ps else '-',
+                           str(ps[0].dtype).replace('torch.', '') if ps else '-', 'flat',
+                           'L-BFGS: all parameters as one vector, evaluated through the closure')]
+
+    def _flat_grad(self, ps, maximize):
+        g = torch.cat([p.new(p.numel()).zero_() if p.grad is None else
+                       (p.grad.to_dense() if p.grad.is_sparse else p.grad).view(-1) for p in ps], 0)
+        return g.neg_() if maximize else g
+
+    def _move(self, ps, t, d):
+        "p ← p + t·d, each parameter by its slice of the flat direction"
+        offset = 0
+        for p in ps:
+            p.add_(d[offset:offset + p.numel()].view_as(p), alpha=t)
+            offset += p.numel()
+
+    @torch.no_grad()
+    def step(self, closure):
+        "Up to `max_iter` L-BFGS iterations (at most `max_eval` evaluations of `closure`); returns the first loss"
+        closure = torch.enable_grad()(closure)
+        group = self.param_groups[0]
+        ps, maximize = group['params'], group['maximize']
+        if not ps: return closure()
+        h = self._hypers(group)
+        lr = h['lr'].squeeze() if isinstance(h['lr'], torch.Tensor) else h['lr']
+        tol_grad, tol_change = h['tolerance_grad'], h['tolerance_change']
+        max_iter, max_eval = h['max_iter'], h['max_eval']
+        value = lambda loss: -float(loss) if maximize else float(loss)
+        state = self.state[ps[0]]  # the history is global; torch keeps it with the first parameter
+        state.setdefault('func_evals', 0); state.setdefault('n_iter', 0)
+        orig_loss = closure()
+        loss, evals = value(orig_loss), 1
+        state['func_evals'] += 1
+        g = self._flat_grad(ps, maximize)
+        if g.abs().max() <= tol_grad: return orig_loss
+        d, t, dirs, steps, ro, h_diag, prev_g, prev_loss = (state.get(k) for k in self._history[2:10])
+        opt_cond = False
+        for n_iter in range(1, max_iter + 1):
+            state['n_iter'] += 1
+            if state['n_iter'] == 1: d, dirs, steps, ro, h_diag = g.neg(), [], [], [], 1
+            else:
+                y, s = g.sub(prev_g), d.mul(t)
+                ys = y.dot(s)
+                if ys > 1e-10:  # curvature condition: keep the pair
+                    if len(dirs) == h['history_size']: dirs.pop(0); steps.pop(0); ro.pop(0)
+                    dirs.append(y); steps.append(s); ro.append(1.0 / ys)
+                    h_diag = ys / y.dot(y)
+                d = _two_loop(g, dirs, steps, ro, h_diag, state.setdefault('al', [None] * h['history_size']))
+            prev_g = g.clone(memory_format=torch.contiguous_format) if prev_g is None else prev_g.copy_(g)
+            prev_loss = loss
+            t = min(1.0, 1.0 / g.abs().sum()) * lr if state['n_iter'] == 1 else lr
+            gtd = g.dot(d)
+            if gtd > -tol_change: break  # not a descent direction any more
+            if group['line_search_fn'] == 'strong_wolfe':
+                x0 = [p.clone(memory_format=torch.contiguous_format) for p in ps]
+                def evaluate(t):
+                    self._move(ps, t, d)
+                    f_t, g_t = value(closure()), self._flat_grad(ps, maximize)
+                    for p, x in zip(ps, x0): p.copy_(x)
+                    return f_t, g_t
+                loss, g, t, used = strong_wolfe(evaluate, t, d, loss, g, gtd, max_ls=max_eval - evals)
+                self._move(ps, t, d)
+                opt_cond = g.abs().max() <= tol_grad
+            else:
+                self._move(ps, t, d)
+                used = 0
+                if n_iter != max_iter:  # the last iteration's loss is not needed
+                    loss, g, used = value(closure()), self._flat_grad(ps, maximize), 1
+                    opt_cond = g.abs().max() <= tol_grad
+            evals += used; state['func_evals'] += used
+            if (n_iter == max_iter or evals >= max_eval or opt_cond or d.mul(t).abs().max() <= tol_change
+                    or abs(loss - prev_loss) < tol_change): break
+        state.update(d=d, t=t, old_dirs=dirs, old_stps=steps, ro=ro, H_diag=h_diag, prev_flat_grad=prev_g,
+                     prev_loss=prev_loss)
+        return orig_loss
+
+    def load_state_dict(self, state_dict):
+        """torch.optim.LBFGS's state dict (or this class's): one group with as many parameters, the history on the first
+        parameter, its vectors as long as all parameters together; on error nothing changes"""
+        if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
+            raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
+        groups, n = state_dict['param_groups'], sum(p.numel() for p in self.param_groups[0]['params'])
+        if len(groups) != 1 or len(groups[0]['params']) != len(self.param_groups[0]['params']):
+            raise ValueError(f"the state dict has {[len(g['params']) for g in groups]} parameters per group; this "
+                             f"LBFGS has one group of {len(self.param_groups[0]['params'])}")
+        for pid, s in state_dict['state'].items():
+            extra = set(s) - set(self._history)
+            if extra: raise ValueError(f"the state of parameter {pid!r} has {sorted(extra)}, which LBFGS does not "
+                                       "keep: it was saved by a different optimizer")
+            vecs = [s[k] for k in ('d', 'prev_flat_grad') if isinstance(s.get(k), torch.Tensor)]
+            vecs += [v for k in ('old_dirs', 'old_stps') for v in s.get(k) or []]
+            if any(v.numel() != n for v in vecs):
+                raise ValueError(f"the state dict's history vectors have {sorted({v.numel() for v in vecs})} values; "
+                                 f"this LBFGS's parameters have {n}")
+        torch.optim.Optimizer.load_state_dict(self, state_dict)
+
+# %% ../nbs/06_optim.ipynb #c012
 class _ScheduleFree(TorchOptimizer):
     tensor_state = ()  # the package keeps its counters in the param group, as Python numbers
-    def __init__(self, params, cbs, foreach, **hypers):
-        super().__init__(params, cbs, foreach=foreach if foreach is not True else None, **hypers)
+    def __init__(self, params, cbs, foreach, fused, **hypers):
+        "The package's `foreach=True` (its default) lets optcb choose its path; `fused` selects the compiled one"
+        super().__init__(params, cbs, foreach=foreach if foreach is not True else None, fused=fused, **hypers)
 
 class AdamWScheduleFree(_ScheduleFree):
     "schedulefree.AdamWScheduleFree: schedule-free AdamW; `train()` before training, `eval()` to evaluate or save"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay', warmup='warmup_steps')
     state_names = dict(sqr_avg='exp_avg_sq')
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0, r=0.0,
-                 weight_lr_power=2.0, foreach=True):
+                 weight_lr_power=2.0, foreach=True, *, fused=None):
         cbs = [average_sqr_grad, step_stat, rms_normalize, l2_reg, schedule_free_step]
-        super().__init__(params, cbs, foreach, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+        super().__init__(params, cbs, foreach, fused, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
 
 class SGDScheduleFree(_ScheduleFree):
     "schedulefree.SGDScheduleFree: schedule-free SGD; `train()` before training, `eval()` to evaluate or save"
     aliases = dict(mom='momentum', wd='weight_decay', warmup='warmup_steps')
     def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0, weight_lr_power=2,
-                 foreach=True):
-        super().__init__(params, [l2_reg, step_stat, schedule_free_step], foreach, lr=lr, momentum=momentum,
+                 foreach=True, *, fused=None):
+        super().__init__(params, [l2_reg, step_stat, schedule_free_step], foreach, fused, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)

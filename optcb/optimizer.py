@@ -91,11 +91,13 @@ class Optimizer(torch.optim.Optimizer):
     _keep_on_clear = ('force_train', 'do_wd')
     sparse_grads = False  # the gradients it takes: dense, or (SparseAdam) sparse
     _carried = ('lr_scale', 'train_mode')  # param-group keys kept and passed to no callback (timm's; the mode)
+    own_hypers = {}  # hyperparameters read by the optimizer's own `step` rather than a callback (LBFGS), with ranges
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
                  **hypers):
         self.cbs = list(cbs) if isinstance(cbs, Iterable) else [cbs]
         self.chain = Chain(self.cbs)
+        self.chain.used |= set(self.own_hypers); self.chain.ranges.update(self.own_hypers)
         self.paths = Paths(self.chain, foreach=foreach, compile=compile)
         self.skip_nonfinite, self.skipped_steps = skip_nonfinite, 0
         self._alias_keys = {k if isinstance(k, str) else k[0] for k in self.aliases.values()}

@@ -91,9 +91,11 @@ def against_torch(name, kw, extra=None, dtype=torch.float64, steps=STEPS, **ours
 
 def torch_optim_db():
     """torch's own optimizer test database (torch.testing._internal.common_optimizers). Importing it freezes the
-    torch.backends flags for the rest of the process (torch.backends.disable_global_flags): a later test must not set
-    them (Lightning's `deterministic=True` would)"""
+    torch.backends flags (torch.backends.disable_global_flags, for torch's own test runs): they are thawed again, so
+    that later tests may set them (fastai's `set_seed(reproducible=True)` and Lightning's `deterministic=True` do)"""
     import pytest
     pytest.importorskip('expecttest')  # common_optimizers imports it
     from torch.testing._internal.common_optimizers import optim_db
+    torch.backends.flags_frozen.__globals__['__allow_nonbracketed_mutation_flag'] = True
+    assert not torch.backends.flags_frozen()
     return optim_db
