@@ -281,18 +281,22 @@ EPOCH_COLS = (['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'],
 SUMMARY_COLS = (['optimizer', 'lr', 'train_loss', 'valid_loss', 'accuracy', 'seconds'],
                 ['{}', '{:.3g}', '{:.4f}', '{:.4f}', '{:.4f}', '{:.1f}'])
 
+def _style(i):
+    "Colour and line style of the i-th optimizer: ten colours, then the same ten dashed"
+    return dict(color=f'C{i % 10}', ls='-' if i < 10 else '--')
+
 def plot_results(results, title, dest:Path):
     "Two figures: training loss per batch (raw, faint; smoothed, solid) and validation accuracy per epoch"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for i, r in enumerate(results):
-        y = np.array(r['batch_losses']); color = f'C{i}'
-        ax.plot(y, color=color, alpha=0.25, lw=0.8)
+        y = np.array(r['batch_losses'])
+        ax.plot(y, color=_style(i)['color'], alpha=0.25, lw=0.8)
         k = max(1, len(y) // 30)
         smooth = np.convolve(y, np.ones(k) / k, mode='valid') if len(y) >= k else y
-        ax.plot(np.arange(len(smooth)) + (k - 1) / 2, smooth, color=color, lw=2,
-                label=f"{r['optimizer']} (lr={r['lr']:.3g})")
+        ax.plot(np.arange(len(smooth)) + (k - 1) / 2, smooth, lw=2, label=f"{r['optimizer']} (lr={r['lr']:.3g})",
+                **_style(i))
     ax.set(xlabel='training batch', ylabel='training loss (cross-entropy)', title=f'Training loss — {title}')
     ax.set_yscale('log'); ax.grid(alpha=0.3, which='both'); ax.legend()
     fmt = matplotlib.ticker.FormatStrFormatter('%.2g')
@@ -300,8 +304,8 @@ def plot_results(results, title, dest:Path):
     fig.tight_layout(); fig.savefig(dest / 'losses.png', dpi=120); plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, r in enumerate(results):
-        ax.plot([e['epoch'] + 1 for e in r['epochs']], [e['accuracy'] for e in r['epochs']], 'o-', color=f'C{i}', lw=2,
-                label=r['optimizer'])
+        ax.plot([e['epoch'] + 1 for e in r['epochs']], [e['accuracy'] for e in r['epochs']], marker='o', lw=2,
+                label=r['optimizer'], **_style(i))
     ax.set(xlabel='epoch', ylabel='validation accuracy', title=f'Validation accuracy — {title}', ylim=(0, 1))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3); ax.legend(loc='lower right')

@@ -123,7 +123,7 @@ REGISTRY = {e.name: e for e in [
           bench=Bench(partial(optim.Adafactor, lr=1e-2), None, ('Adafactor', dict(lr=1e-2), ('foreach',)))),
     Entry('cadamw', partial(O.AdamW, cautious=True), 3e-3, 'Liang et al. 2024, Algorithm 1 on AdamW (1e-10)'),
     Entry('clion', partial(O.Lion, cautious=True), 3e-4, 'Liang et al. 2024, Algorithm 1 on Lion (1e-10)'),
-    Entry('muon', O.Muon, 3e-3, 'torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, with '
+    Entry('muon', O.Muon, 1e-2, 'torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, with '
           'the same learning rate scaling (bit for bit)',
           bench=Bench(partial(O.Muon, lr=1e-3, hidden=_is_matrix), None,
                       ('Muon', dict(lr=1e-3, adjust_lr_fn='match_rms_adamw'), ()), sets=('matrices',))),

@@ -3,7 +3,9 @@ import copy, pytest, torch
 import optcb
 from _util import make_params, params_for, clone_params, grad_stream, three_groups
 
-CLASSES = sorted({e.torch.__name__ for e in optcb.REGISTRY.values() if e.torch} | {'AdamW'})
+# the classes mirroring torch.optim (the schedule-free ones follow the schedulefree package: test_schedule_free)
+CLASSES = sorted({e.torch.__name__ for e in optcb.REGISTRY.values() if e.torch and hasattr(torch.optim, e.torch.__name__)}
+                 | {'AdamW'})
 KW = {'SGD': [dict(momentum=0.9, dampening=0.1, weight_decay=0.1), dict(momentum=0.9, nesterov=True)],
       'RMSprop': [dict(momentum=0.9, centered=True), dict(weight_decay=0.1)],
       'Adam': [dict(amsgrad=True, weight_decay=0.1), dict()], 'AdamW': [dict(amsgrad=True), dict()],

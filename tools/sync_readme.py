@@ -1,7 +1,8 @@
 """Write the generated parts of README.md between their markers: the optimizer table of the registry
 (`optcb.registry.markdown_table()`) and the results of `optcb compare` runs on its default data, read from
 results/compare-digits*/summary.csv (written by `optcb compare --out results/compare-digits` and
-`optcb compare --opts adam,cadamw,adopt,ademamix,adafactor,lion,clion,rprop,asgd --out results/compare-digits-new`).
+`optcb compare --opts adam,cadamw,adopt,ademamix,adafactor,muon,sfadamw,sfsgd,lion,clion,rprop,asgd
+--out results/compare-digits-new`).
 
     python tools/sync_readme.py
 
