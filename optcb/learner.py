@@ -12,8 +12,22 @@ from fastai.callback.core import Callback
 from fastai.learner import defaults
 
 # %% ../nbs/15_learner.ipynb #c005
+_CLASHES = {'GradientClip': 'clips the norm of all gradients together',
+            'GradientAccumulation': 'adds up the gradients of several batches before a step'}
+
 class OptimizerModes(Callback):
-    "Put the optimizer in train mode for training, in eval mode for validation and after fitting"
+    """Put the optimizer in train mode for training, in eval mode for validation and after fitting; refuse what
+    cannot work with an optimizer that releases gradients"""
+    def before_fit(self):
+        if not getattr(self.opt, 'releases_gradients', False): return
+        clash = [f"{type(cb).__name__} ({_CLASHES[type(cb).__name__]})" for cb in self.learn.cbs
+                 if type(cb).__name__ in _CLASHES]
+        mp = getattr(self.learn, 'mixed_precision', None)
+        if mp is not None and getattr(mp.amp_mode, 'value', mp.amp_mode) == 'fp16':
+            clash.append("MixedPrecision in float16 (its GradScaler unscales all gradients before the step)")
+        if clash: raise ValueError(f"the optimizer releases each gradient as soon as it is computed, so "
+                                   f"{', '.join(clash)} cannot work: remove it, or build the optimizer without "
+                                   "release_gradients")
     def before_train(self):
         if hasattr(self.opt, 'train'): self.opt.train()
     def before_validate(self):

@@ -9,6 +9,7 @@ __all__ = ['TorchOptimizer', 'SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adam
            'ASGD', 'Muon', 'Adafactor', 'SparseAdam', 'strong_wolfe', 'LBFGS', 'AdamWScheduleFree', 'SGDScheduleFree']
 
 # %% ../nbs/06_optim.ipynb #c002
+import functools, inspect
 from collections.abc import Mapping
 from functools import partial
 import torch
@@ -40,7 +41,25 @@ class TorchOptimizer(Optimizer):
         if differentiable:
             raise NotImplementedError(f"optcb.optim.{name}(differentiable=True): optcb steps are not differentiable")
         if foreach and Chain(cbs).per_tensor: foreach = None  # a speed hint in torch; Adafactor runs per tensor
-        super().__init__(params, cbs, foreach=foreach, compile=fused, **hypers)
+        super().__init__(params, cbs, foreach=foreach, compile=fused, kahan_sum=False, **hypers)
+
+    def __init_subclass__(cls, **kwargs):
+        "Each class also takes the engine's memory options: `kahan_sum`, `state_dtype`, `release_gradients`"
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None or getattr(init, '_precision', False): return
+        sig = inspect.signature(init)
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()): return  # a base such as _ScheduleFree
+        @functools.wraps(init)
+        def __init__(self, *args, kahan_sum=False, state_dtype=None, release_gradients=False, **kw):
+            init(self, *args, **kw)
+            if kahan_sum or state_dtype is not None: self.set_precision(kahan_sum, state_dtype)
+            if release_gradients: self.release_gradients()
+        extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
+                 for n, d in (('kahan_sum', False), ('state_dtype', None), ('release_gradients', False))]
+        __init__.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+        __init__._precision = True
+        cls.__init__ = __init__
 
     tensor_state = ('step',)  # torch keeps the step count as a 0-d tensor
     # torch's execution options, which a torch.optim state dict keeps in every group; optcb decides them per optimizer

@@ -7,6 +7,7 @@ Docs: https://optcb.github.io/optcb/optimizer.html.md"""
 # %% ../nbs/03_optimizer.ipynb #c002
 from __future__ import annotations
 import warnings
+from functools import partial
 from collections.abc import Iterable, Mapping, MutableMapping
 
 import numpy as np
@@ -66,6 +67,19 @@ def _guess_source(state) -> str:
     found = sources(keys) if keys else []
     return f", probably {' or '.join(found)}" if found else ''
 
+_HALF = (torch.float16, torch.bfloat16)
+
+def _check_precision(kahan_sum, state_dtype):
+    if not (kahan_sum is None or isinstance(kahan_sum, bool)):
+        raise TypeError(f"kahan_sum must be None, True or False, not {kahan_sum!r}")
+    if state_dtype is not None and not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
+        raise TypeError(f"state_dtype must be a floating-point torch.dtype (torch.bfloat16, torch.float32, ...) or "
+                        f"None, not {state_dtype!r}")
+
+def _compute_dtype(p): return torch.float32 if p.dtype in _HALF else p.dtype
+
+def _float_tensor(v): return isinstance(v, torch.Tensor) and v.is_floating_point()
+
 class _Hypers(MutableMapping):
     "A live view of one param group's hyperparameters by callback name (fastai's `hypers[i]`)"
     def __init__(self, opt, group): self.opt, self.group = opt, group
@@ -94,7 +108,7 @@ class Optimizer(torch.optim.Optimizer):
     own_hypers = {}  # hyperparameters read by the optimizer's own `step` rather than a callback (LBFGS), with ranges
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
-                 **hypers):
+                 kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None, **hypers):
         self.cbs = list(cbs) if isinstance(cbs, Iterable) else [cbs]
         self.chain = Chain(self.cbs)
         self.chain.used |= set(self.own_hypers); self.chain.ranges.update(self.own_hypers)
@@ -106,7 +120,10 @@ class Optimizer(torch.optim.Optimizer):
         self._check_names(hypers, 'the constructor')
         for k, v in self._hypers(hypers).items():  # bad values are named before the parameters are looked at
             if k in self.chain.used: self.chain.check_hyper(k, v, 'the constructor')
+        _check_precision(kahan_sum, state_dtype)
+        self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
         super().__init__(_param_groups(params), defaults)
+        self.set_precision(kahan_sum, state_dtype)
 
     @property
     def foreach(self): return self.paths.foreach
@@ -169,6 +186,10 @@ class Optimizer(torch.optim.Optimizer):
         self.chain.check_hypers(self._hypers({**self.defaults, **group}), where)
         if self.chain.modes: group.setdefault('train_mode', self.training)
         super().add_param_group(group)
+        if self.releases_gradients:  # the new group's parameters are stepped during backward too
+            i = len(self.param_groups) - 1
+            self._release_hooks += [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
+                                    for p in self.param_groups[i]['params']]
 
     # -- the step
     @torch.no_grad()
@@ -185,16 +206,100 @@ class Optimizer(torch.optim.Optimizer):
             return loss
         for group in self.param_groups:
             params = [p for p in group['params'] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse != self.sparse_grads:
-                    kind = 'dense' if self.sparse_grads else 'sparse'
-                    raise RuntimeError(f"{type(self).__name__} does not support {kind} gradients"
-                                       + (", please consider Adam instead" if self.sparse_grads else ''))
+            self._check_sparse(params)
             if not params: continue
             hypers = self._hypers(group)
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
-                self.paths.step(bucket, states, hypers)
+                self._step_bucket(bucket, states, hypers)
         return loss
+
+    def _check_sparse(self, params):
+        for p in params:
+            if p.grad.is_sparse != self.sparse_grads:
+                kind = 'dense' if self.sparse_grads else 'sparse'
+                raise RuntimeError(f"{type(self).__name__} does not support {kind} gradients"
+                                   + (", please consider Adam instead" if self.sparse_grads else ''))
+
+    # -- precision: Kahan-compensated 16-bit parameters, state kept in another dtype
+    def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None):
+        """Kahan summation for 16-bit parameters (`None`: wherever a parameter is 16-bit; `True`: every parameter must
+        be) and the dtype state tensors are kept in (`None`: the parameter's); checked before anything changes"""
+        _check_precision(kahan_sum, state_dtype)
+        if kahan_sum:
+            for i, p in enumerate(p for g in self.param_groups for p in g['params']):
+                if p.dtype not in _HALF:
+                    raise ValueError(f"kahan_sum=True, but parameter {i} is {p.dtype}: Kahan summation compensates "
+                                     "the rounding of 16-bit parameters (float16, bfloat16); use kahan_sum=None to "
+                                     "compensate only those")
+        self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
+        return self
+
+    def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF
+
+    # -- gradient release: each parameter stepped during backward, its gradient freed at once
+    @property
+    def releases_gradients(self) -> bool: return bool(getattr(self, '_release_hooks', None))
+
+    def release_gradients(self, on:bool=True):
+        """Step each parameter as soon as backward has accumulated its gradient, then free the gradient
+        (`register_post_accumulate_grad_hook`), so the model's gradients never all exist at once; `step()` then finds
+        nothing left to do. `on=False` goes back to ordinary steps. Returns the optimizer"""
+        if on and self.skip_nonfinite:
+            raise ValueError("release_gradients steps each parameter during backward, before the other gradients "
+                             "exist: skip_nonfinite=True, a check over all of them, cannot work with it")
+        for h in getattr(self, '_release_hooks', ()): h.remove()
+        # by group index: load_state_dict replaces the group dicts
+        self._release_hooks = [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
+                               for i, g in enumerate(self.param_groups) for p in g['params']] if on else []
+        return self
+
+    @torch.no_grad()
+    def _step_released(self, i, p):
+        group = self.param_groups[i]
+        if not self.training:
+            raise RuntimeError(f"{type(self).__name__} releases gradients and is in eval mode: call opt.train() "
+                               "before the forward pass")
+        if p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
+        self._step_bucket([p], [self.state[p]], self._hypers(group))
+        p.grad = None
+
+    def _step_bucket(self, params, states, hypers):
+        """Step one bucket; with Kahan summation or another state dtype, the callbacks run in float32 on working
+        copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
+        kahan = self._kahan(params[0])
+        if not kahan and self.state_dtype is None: return self.paths.step(params, states, hypers)
+        chunk, size = [], 0
+        for p, s in zip(params, states):
+            chunk.append((p, s)); size += p.numel()
+            if size >= self.precision_chunk: self._step_in_float32(chunk, hypers, kahan); chunk, size = [], 0
+        if chunk: self._step_in_float32(chunk, hypers, kahan)
+
+    precision_chunk = 2**24  # values per working copy: its float32 temporaries stay under ~16 bytes per value of it
+
+    def _step_in_float32(self, chunk, hypers, kahan):
+        work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
+        for p, s in chunk:
+            if p.dtype not in _HALF: work.append(p); continue
+            w = p.detach().float()
+            if kahan and 'kahan_comp' in s: w.add_(s['kahan_comp'])
+            w.grad = p.grad.float()
+            work.append(w)
+        compute = _compute_dtype(chunk[0][0])
+        wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
+                   for _, s in chunk]
+        self.paths.step(work, wstates, hypers, transient=True)
+        for (p, s), w, ws in zip(chunk, work, wstates):
+            keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
+            for k, v in ws.items():
+                old = s.get(k)
+                if not _float_tensor(v): s[k] = v
+                elif isinstance(old, torch.Tensor) and old.dtype == keep and old.shape == v.shape: old.copy_(v)
+                else: s[k] = v.to(keep)
+            if w is not p: p.copy_(w)  # rounded to the parameter's dtype
+            if kahan:  # what rounding dropped is carried to the next step
+                comp = s.get('kahan_comp')
+                if comp is None: s['kahan_comp'] = w.sub_(p).to(p.dtype)
+                else: comp.copy_(w.sub_(p))
 
     # -- two points: schedule-free optimizers step at y and are evaluated at x
     @property
@@ -247,7 +352,7 @@ class Optimizer(torch.optim.Optimizer):
     # -- checkpoints
     def _state_names(self):
         hyper_names = {n for g in self.param_groups for n in self._hypers(g)}
-        return self.chain.state_names(hyper_names) | {k for s in self.state.values() for k in s}
+        return self.chain.state_names(hyper_names) | {k for s in self.state.values() for k in s} | {'kahan_comp'}
 
     def state_dict(self):
         "torch's format; the state under `state_names` (torch's names for the torch-signature classes)"
@@ -305,6 +410,10 @@ class Optimizer(torch.optim.Optimizer):
                     raise ValueError(f"state {k!r} of parameter {pid!r} has shape {tuple(v.shape)}, "
                                      f"the parameter has {tuple(p.shape)}")
         super().load_state_dict(state_dict)
+        if self.state_dtype is not None:  # torch casts floating state to the parameter's dtype: back to ours
+            for s in self.state.values():
+                for k, v in s.items():
+                    if _float_tensor(v) and k not in ('step', 'kahan_comp') and v.dim(): s[k] = v.to(self.state_dtype)
 
     def _from_fastai(self, sd):
         "The state dict of a `fastai.optimizer.Optimizer` (`{'state': [...], 'hypers': [...]}`) in torch's format"

@@ -158,10 +158,10 @@ class Paths:
             ps.append(p); ss.append(s)
         return list(buckets.values())
 
-    def step(self, params, states, hypers):
-        "Step one bucket on its path"
+    def step(self, params, states, hypers, transient=False):
+        "Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity)"
         path, _ = self.decide(params, states)
-        if path == COMPILED: self._run_compiled(params, states, hypers)
+        if path == COMPILED: self._run_compiled(params, states, hypers, transient)
         elif path == GROUP: self._run_group(params, states, hypers)
         else:
             for p, s in zip(params, states): self._run(p, s, hypers)
@@ -211,13 +211,14 @@ class Paths:
         if getattr(self, name) is None: setattr(self, name, torch.compile(_fresh_copy(run_chain), dynamic=True))
         return partial(getattr(self, name), self.chain)
 
-    def _run_compiled(self, params, states, hypers):
+    def _run_compiled(self, params, states, hypers, transient=False):
         has_state = any(isinstance(v, torch.Tensor) for v in states[0].values())
         if not has_state and (self.chain.state_names() or not self.owners_checked):
             # a bucket's first step runs uncompiled: it creates the state (and, once, checks the chain); the kernel is
             # built on the next. A loaded state is not fresh: resuming runs the same kernel as an uninterrupted run.
             return self._run_group(params, states, hypers)
-        small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if self.chain.elementwise else []
+        gathers = self.chain.elementwise and not transient  # the gathered buffers are kept per set of tensors
+        small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if gathers else []
         traced = {k: _as_tensor(v) for k, v in hypers.items()}
         try:
             if len(small) > 1:

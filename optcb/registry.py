@@ -62,7 +62,8 @@ class Entry:
         f, bound = self.fastai, {}
         while isinstance(f, partial): bound, f = {**f.keywords, **bound}, f.func
         if bound: return f"{f.__name__}(params, lr, {', '.join(f'{k}={v!r}' for k, v in bound.items())})"
-        ps = [p for p in inspect.signature(f).parameters.values() if p.name not in ('foreach', 'compile')]
+        ps = [p for p in inspect.signature(f).parameters.values()
+              if p.name not in ('foreach', 'compile', 'kahan_sum', 'state_dtype', 'release_gradients')]  # on all
         return f"{f.__name__}({', '.join(map(str, ps))})"
 
     def bench_spec(self) -> Bench: return self.bench or Bench(partial(self.fastai, lr=self.lr))
