@@ -274,7 +274,7 @@ class Optimizer(torch.optim.Optimizer):
             if size >= self.precision_chunk: self._step_in_float32(chunk, hypers, kahan); chunk, size = [], 0
         if chunk: self._step_in_float32(chunk, hypers, kahan)
 
-    precision_chunk = 2**24  # values per working copy: its float32 temporaries stay under ~16 bytes per value of it
+    precision_chunk = 2**20  # values per working copy: its float32 temporaries stay under ~16 MiB (one larger tensor)
 
     def _step_in_float32(self, chunk, hypers, kahan):
         work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
@@ -352,7 +352,8 @@ class Optimizer(torch.optim.Optimizer):
     # -- checkpoints
     def _state_names(self):
         hyper_names = {n for g in self.param_groups for n in self._hypers(g)}
-        return self.chain.state_names(hyper_names) | {k for s in self.state.values() for k in s} | {'kahan_comp'}
+        kahan = {'kahan_comp'} if any(self._kahan(p) for g in self.param_groups for p in g['params']) else set()
+        return self.chain.state_names(hyper_names) | {k for s in self.state.values() for k in s} | kahan
 
     def state_dict(self):
         "torch's format; the state under `state_names` (torch's names for the torch-signature classes)"
