@@ -170,8 +170,21 @@ class Paths:
         run_chain(self.chain, p, state, hypers, check_owners=not self.owners_checked)
         self.owners_checked = True
 
+    group_chunk = 2**20  # uncompiled, a bucket runs in chunks of about this many values: its temporaries stay small
+
     def _run_group(self, params, states, hypers, compiled=False):
-        """Run the chain on a bucket as one `TensorList`: foreach kernels, or traced by the compiled chain (`hypers`
+        "Run the chain on a bucket: compiled as one `TensorList`, or with foreach kernels, a chunk of tensors at a time"
+        if compiled: return self._run_group_once(params, states, hypers, compiled=True)
+        start, size = 0, 0
+        for i, p in enumerate(params):
+            size += p.numel()
+            if size >= self.group_chunk:
+                self._run_group_once(params[start:i + 1], states[start:i + 1], hypers)
+                start, size = i + 1, 0
+        if start < len(params): self._run_group_once(params[start:], states[start:], hypers)
+
+    def _run_group_once(self, params, states, hypers, compiled=False):
+        """Run the chain on tensors as one `TensorList`: foreach kernels, or traced by the compiled chain (`hypers`
         then as `_as_tensor` passes them)"""
         gathered = {k: TensorList([s[k] for s in states], compiled) if isinstance(v, torch.Tensor)
                     else _as_tensor(v) if compiled else v for k, v in states[0].items()}

@@ -36,3 +36,13 @@ def test_group_path_handles_mixed_dtypes_and_late_parameters():
     run(a, ps, late, 30); run(b, ref, late, 30)
     assert a.state[ps[2]]['step'] == 20 and a.state[ps[0]]['step'] == 30
     assert max_errs(ps, ref, a, b) == (0, 0)
+
+def test_the_group_path_in_chunks_equals_one_chunk_and_the_per_tensor_path():
+    "A bucket split into chunks of a few values (bounded temporaries) steps exactly as the whole bucket at once"
+    ps, ref, whole = make_params(), make_params(), make_params()
+    a = optcb.Adam(ps, lr=1e-2, foreach=True, compile=False); a.paths.group_chunk = 7  # a chunk per tensor or two
+    b = optcb.Adam(ref, lr=1e-2, foreach=False)
+    c = optcb.Adam(whole, lr=1e-2, foreach=True, compile=False); c.paths.group_chunk = 10**9
+    g = grad_stream(ps, 30)
+    for opt, qs in ((a, ps), (b, ref), (c, whole)): run(opt, qs, g, 30)
+    assert max_errs(ps, ref, a, b) == (0., 0.) and max_errs(ps, whole, a, c) == (0., 0.)

@@ -17,6 +17,10 @@ CONFIGS = {
     'optcb Adam, bfloat16 + Kahan': "optcb.Adam(ps, lr=1e-3)",
     'optcb Adam, bfloat16 + Kahan, gradient release': "optcb.Adam(ps, lr=1e-3, release_gradients=True)",
     'optcb Adam, bfloat16, no Kahan': "optcb.Adam(ps, lr=1e-3, kahan_sum=False)",
+    'optcb Adam, float32, compile=False': "optcb.Adam(ps, lr=1e-3, compile=False)",
+    'optcb Adam, bfloat16 + Kahan, compile=False': "optcb.Adam(ps, lr=1e-3, compile=False)",
+    'optcb Adam, bfloat16 + Kahan, gradient release, compile=False':
+        "optcb.Adam(ps, lr=1e-3, compile=False, release_gradients=True)",
     'torch-optimi AdamW, bfloat16 + Kahan': "optimi.AdamW(ps, lr=1e-3, kahan_sum=True)",
     'torch-optimi AdamW, bfloat16 + Kahan, gradient release': "optimi.AdamW(ps, lr=1e-3, kahan_sum=True, gradient_release=True)",
 }
