@@ -260,23 +260,26 @@ class Optimizer(torch.optim.Optimizer):
             raise RuntimeError(f"{type(self).__name__} releases gradients and is in eval mode: call opt.train() "
                                "before the forward pass")
         if p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
-        self._step_bucket([p], [self.state[p]], self._hypers(group))
+        # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
+        # turned off the __torch_function__ overrides that a TensorList needs
+        self._step_bucket([p], [self.state[p]], self._hypers(group), per_tensor=True)
         p.grad = None
 
-    def _step_bucket(self, params, states, hypers):
+    def _step_bucket(self, params, states, hypers, per_tensor=False):
         """Step one bucket; with Kahan summation or another state dtype, the callbacks run in float32 on working
         copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
         kahan = self._kahan(params[0])
-        if not kahan and self.state_dtype is None: return self.paths.step(params, states, hypers)
+        if not kahan and self.state_dtype is None: return self.paths.step(params, states, hypers, per_tensor=per_tensor)
         chunk, size = [], 0
         for p, s in zip(params, states):
             chunk.append((p, s)); size += p.numel()
-            if size >= self.precision_chunk: self._step_in_float32(chunk, hypers, kahan); chunk, size = [], 0
-        if chunk: self._step_in_float32(chunk, hypers, kahan)
+            if size >= self.precision_chunk:
+                self._step_in_float32(chunk, hypers, kahan, per_tensor); chunk, size = [], 0
+        if chunk: self._step_in_float32(chunk, hypers, kahan, per_tensor)
 
     precision_chunk = 2**20  # values per working copy: its float32 temporaries stay under ~16 MiB (one larger tensor)
 
-    def _step_in_float32(self, chunk, hypers, kahan):
+    def _step_in_float32(self, chunk, hypers, kahan, per_tensor=False):
         work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
         for p, s in chunk:
             if p.dtype not in _HALF: work.append(p); continue
@@ -287,7 +290,7 @@ class Optimizer(torch.optim.Optimizer):
         compute = _compute_dtype(chunk[0][0])
         wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
                    for _, s in chunk]
-        self.paths.step(work, wstates, hypers, transient=True)
+        self.paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor)
         for (p, s), w, ws in zip(chunk, work, wstates):
             keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
             for k, v in ws.items():

@@ -158,9 +158,10 @@ class Paths:
             ps.append(p); ss.append(s)
         return list(buckets.values())
 
-    def step(self, params, states, hypers, transient=False):
-        "Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity)"
-        path, _ = self.decide(params, states)
+    def step(self, params, states, hypers, transient=False, per_tensor=False):
+        """Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity;
+        `per_tensor`: on the reference path whatever the decision)"""
+        path = PER_TENSOR if per_tensor else self.decide(params, states)[0]
         if path == COMPILED: self._run_compiled(params, states, hypers, transient)
         elif path == GROUP: self._run_group(params, states, hypers)
         else:

@@ -94,3 +94,15 @@ def test_learner_refuses_what_cannot_work_with_released_gradients(tmp_path, cb, 
     before = [p.detach().clone() for p in learn.model.parameters()]
     with pytest.raises(ValueError, match=f'{what}.*cannot work'): quiet(learn, 'fit', 1, 1e-2)
     assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))  # refused before any step
+
+def test_release_works_when_backward_starts_from_a_tensor_subclass():
+    "fastai's losses are TensorBase: its __torch_function__ runs backward with the overrides of other types turned off"
+    from fastai.torch_core import TensorBase
+    ms = [model(), model()]
+    opts = [O.Adam(list(ms[0].parameters()), lr=1e-2, release_gradients=True), O.Adam(list(ms[1].parameters()), lr=1e-2)]
+    for x, y in batches(3):
+        for m, opt in zip(ms, opts):
+            loss = TensorBase(nn.functional.cross_entropy(m(x), y))
+            assert type(loss) is TensorBase and loss.grad_fn is not None
+            opt.zero_grad(); loss.backward(); opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(*(m.parameters() for m in ms)))

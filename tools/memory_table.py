@@ -63,7 +63,40 @@ def measure(model, make, bf16):
     n, peak = map(int, out.stdout.split()[-2:])
     return n, peak
 
+ACCURACY = {  # opt_func (optcb.Adam's keywords) and whether the model and its inputs are bfloat16
+    'optcb Adam, float32': ({}, False),
+    'optcb Adam, float32, bfloat16 state': (dict(state_dtype='bfloat16'), False),
+    'optcb Adam, float32, gradient release': (dict(release_gradients=True), False),
+    'optcb Adam, bfloat16 + Kahan': ({}, True),
+    'optcb Adam, bfloat16 + Kahan, gradient release': (dict(release_gradients=True), True),
+    'optcb Adam, bfloat16, no Kahan': (dict(kahan_sum=False), True),
+}
+
+def accuracy(seeds=(42, 43, 44)):
+    "`optcb compare`'s default (digits, small CNN, 3 one-cycle epochs at 3e-3) per configuration: accuracy per seed"
+    import functools, torch, optcb
+    from fastai.callback.core import Callback
+    from fastai.torch_core import set_seed
+    from optcb.compare import digits_folder, make_dls, make_learner, DIGITS
+    class BFloat16(Callback):
+        "Inputs in bfloat16 for a bfloat16 model; predictions back in float32 for the loss and the metric"
+        def before_batch(self): self.learn.xb = tuple(x.bfloat16() for x in self.xb)
+        def after_pred(self): self.learn.pred = self.pred.float()
+    res = {}
+    for name, (kw, bf16) in ACCURACY.items():
+        kw = {k: getattr(torch, v) if k == 'state_dtype' else v for k, v in kw.items()}
+        for seed in seeds:
+            set_seed(seed, reproducible=True)
+            learn = make_learner(make_dls(digits_folder(), DIGITS), DIGITS, functools.partial(optcb.Adam, **kw),
+                                 cbs=[BFloat16()] if bf16 else [])
+            if bf16: learn.model.bfloat16()
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(3, 3e-3)
+            res.setdefault(name, []).append(float(learn.recorder.values[-1][2]))
+        print(f"{name:50} accuracy {' '.join(f'{a:.4f}' for a in res[name])}", flush=True)
+    return res
+
 def main():
+    if '--accuracy' in sys.argv: return accuracy()
     rows = {}
     for model in ('resnet34', 'transformer'):
         for name, make in CONFIGS.items():
