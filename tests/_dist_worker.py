@@ -19,9 +19,11 @@ def train(m, opt, x, y, steps):
         torch.nn.functional.mse_loss(m(x), y).backward()
         opt.step()
 
-def single_process(out):
+OPTIONS = {'fsdp': {}, 'fsdp_state16': dict(state_dtype=torch.bfloat16)}  # optcb.Adam's keywords per run
+
+def single_process(out, **kw):
     x, y = data(); m = model()
-    train(m, optcb.Adam(m.parameters(), lr=1e-2), x, y, STEPS)
+    train(m, optcb.Adam(m.parameters(), lr=1e-2, **kw), x, y, STEPS)
     torch.save([p.detach() for p in m.parameters()], out)
 
 def worker(rank, world, port, kind, outdir):
@@ -43,11 +45,13 @@ def worker(rank, world, port, kind, outdir):
                 for layer in m:
                     if isinstance(layer, torch.nn.Linear): fully_shard(layer)
                 fully_shard(m)
-                return m, optcb.Adam(m.parameters(), lr=1e-2)
+                return m, optcb.Adam(m.parameters(), lr=1e-2, **OPTIONS[kind])
             m, opt = build()
             assert all(isinstance(p, DTensor) for p in m.parameters())
             train(m, opt, x[half], y[half], STEPS - 5)
             assert all(isinstance(v, DTensor) for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
+            dtypes = {v.dtype for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)}
+            assert dtypes == {OPTIONS[kind].get('state_dtype', torch.float32)}, dtypes
             dcp.save({'model': get_model_state_dict(m), 'optim': get_optimizer_state_dict(m, opt)}, checkpoint_id=f'{outdir}/dcp')
             train(m, opt, x[half], y[half], 5)
             full = [p.full_tensor().detach() for p in m.parameters()]
@@ -55,9 +59,10 @@ def worker(rank, world, port, kind, outdir):
             sd = {'model': get_model_state_dict(m2), 'optim': get_optimizer_state_dict(m2, opt2)}
             dcp.load(sd, checkpoint_id=f'{outdir}/dcp')
             set_model_state_dict(m2, sd['model']); set_optimizer_state_dict(m2, opt2, sd['optim'])
+            assert {v.dtype for s in opt2.state.values() for v in s.values() if isinstance(v, torch.Tensor)} == dtypes
             train(m2, opt2, x[half], y[half], 5)
             resumed = [p.full_tensor().detach() for p in m2.parameters()]
-            if rank == 0: torch.save({'full': full, 'resumed': resumed}, f'{outdir}/fsdp.pt')
+            if rank == 0: torch.save({'full': full, 'resumed': resumed}, f'{outdir}/{kind}.pt')
         dist.barrier()  # both ranks done before teardown: gloo can abort a process torn down while its peer still talks
     finally:
         dist.destroy_process_group()

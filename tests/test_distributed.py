@@ -28,3 +28,12 @@ def test_fsdp2_runs_on_dtensors_equals_ddp_and_resumes_from_dcp(tmp_path, refere
     res = torch.load(tmp_path / 'fsdp.pt')
     for a, b in zip(res['full'], reference): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(res['resumed'], res['full']): assert torch.equal(a, b)  # resumed from the checkpoint: bit for bit
+
+@pytest.mark.timeout(180)
+def test_fsdp2_with_bfloat16_state_equals_one_process_and_resumes_from_dcp(tmp_path):
+    "state_dtype on DTensor parameters: sharded bfloat16 state, the single-process run's parameters, an exact resume"
+    W.single_process(tmp_path / 'single16.pt', state_dtype=torch.bfloat16)
+    spawn('fsdp_state16', tmp_path)
+    res = torch.load(tmp_path / 'fsdp_state16.pt')
+    for a, b in zip(res['full'], torch.load(tmp_path / 'single16.pt')): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(res['resumed'], res['full']): assert torch.equal(a, b)
