@@ -37,18 +37,21 @@ def maximize(p):
     p.grad.neg_()
 
 # %% ../nbs/04_callbacks.ipynb #c010
-def _init(like, value): return torch.zeros_like(like) if is_zero(value) else torch.full_like(like, value)
+def _init(like, value):
+    return torch.zeros_like(like) if is_zero(value) else torch.full_like(like, value)
 
 @callback(mom=0.9, ranges=dict(initial_accumulator=NONNEG))
 def average_grad(p, *, mom, dampening=False, initial_accumulator=0., grad_avg=None):
-    "First moment: m ← mom·m + (1−mom)·g with `dampening` (Adam), m ← mom·m + g without (heavy ball)"
+    """First moment: m ← mom·m + (1−mom)·g with `dampening` (Adam), m ← mom·m + g without (heavy
+    ball)"""
     if grad_avg is None: grad_avg = _init(p.grad, initial_accumulator)
     if dampening: return {'grad_avg': grad_avg.lerp_(p.grad, 1 - mom)}
     return {'grad_avg': grad_avg.mul_(mom).add_(p.grad)}
 
 @callback(mom=0.9, dampening=0., ranges=dict(dampening=FRACTION))
 def sgd_momentum(p, *, mom, dampening, grad_avg=None):
-    "torch.optim.SGD's momentum buffer: b ← g on the first step, then b ← mom·b + (1−dampening)·g; none when mom=0"
+    """torch.optim.SGD's momentum buffer: b ← g on the first step, then b ← mom·b + (1−dampening)·g;
+    none when mom=0"""
     if is_zero(mom): return {'grad_avg': None}
     if grad_avg is None: return {'grad_avg': p.grad.clone()}
     return {'grad_avg': grad_avg.mul_(mom).add_(p.grad, alpha=1 - dampening)}
@@ -57,24 +60,28 @@ def sgd_momentum(p, *, mom, dampening, grad_avg=None):
 def average_sqr_grad(p, *, sqr_mom, dampening=True, initial_accumulator=0., sqr_avg=None):
     "Second moment: v ← sqr_mom·v + (1−sqr_mom)·g² with `dampening`, v ← sqr_mom·v + g² without"
     if sqr_avg is None: sqr_avg = _init(p.grad, initial_accumulator)
-    return {'sqr_avg': sqr_avg.mul_(sqr_mom).addcmul_(p.grad, p.grad, value=1 - sqr_mom if dampening else 1.)}
+    weight = 1 - sqr_mom if dampening else 1.
+    return {'sqr_avg': sqr_avg.mul_(sqr_mom).addcmul_(p.grad, p.grad, value=weight)}
 
 @callback(sqr_mom=0.999, ranges=dict(initial_accumulator=NONNEG))
 def yogi_sqr_grad(p, *, sqr_mom, initial_accumulator=0., sqr_avg=None):
-    "Yogi's additive second moment: v ← v − (1−sqr_mom)·sign(v − g²)·g² (Zaheer et al. 2018, Algorithm 2)"
+    """Yogi's additive second moment: v ← v − (1−sqr_mom)·sign(v − g²)·g² (Zaheer et al. 2018,
+    Algorithm 2)"""
     if sqr_avg is None: sqr_avg = _init(p.grad, initial_accumulator)
     g2 = p.grad * p.grad
     return {'sqr_avg': sqr_avg.addcmul_((sqr_avg - g2).sign_(), g2, value=-(1 - sqr_mom))}
 
 @callback(sqr_mom=0.99)
 def mean_grad(p, *, sqr_mom, grad_mean=None):
-    "The running mean ḡ ← sqr_mom·ḡ + (1−sqr_mom)·g that centered RMSProp subtracts (Graves 2013, eq. 40)"
+    """The running mean ḡ ← sqr_mom·ḡ + (1−sqr_mom)·g that centered RMSProp subtracts (Graves 2013,
+    eq. 40)"""
     if grad_mean is None: grad_mean = torch.zeros_like(p.grad)
     return {'grad_mean': grad_mean.lerp_(p.grad, 1 - sqr_mom)}
 
 @callback()
 def max_sqr_grad(p, *, sqr_avg, max_sqr_avg=None):
-    "AMSGrad's running maximum of the second moment: v̂ ← max(v̂, v) (Reddi et al. 2018, Algorithm 2)"
+    """AMSGrad's running maximum of the second moment: v̂ ← max(v̂, v) (Reddi et al. 2018, Algorithm
+    2)"""
     if max_sqr_avg is None: max_sqr_avg = torch.zeros_like(sqr_avg)
     return {'max_sqr_avg': torch.maximum(max_sqr_avg, sqr_avg, out=max_sqr_avg)}
 
@@ -100,17 +107,20 @@ def momentum_step(p, *, lr, grad_avg=None):
 
 @callback()
 def nesterov_step(p, *, lr, mom, grad_avg=None):
-    "Nesterov momentum as torch.optim.SGD applies it (Sutskever et al. 2013, eq. 3–4): p ← p − lr·(g + mom·m)"
+    """Nesterov momentum as torch.optim.SGD applies it (Sutskever et al. 2013, eq. 3–4): p ← p −
+    lr·(g + mom·m)"""
     p.add_(p.grad if grad_avg is None else p.grad.add(grad_avg, alpha=mom), alpha=-lr)
 
 def _rms(sqr_avg, grad_mean, eps):
     "√v + eps, or √(v − ḡ²) + eps when centered"
-    root = sqr_avg.sqrt() if grad_mean is None else sqr_avg.addcmul(grad_mean, grad_mean, value=-1).sqrt_()
+    if grad_mean is None: root = sqr_avg.sqrt()
+    else: root = sqr_avg.addcmul(grad_mean, grad_mean, value=-1).sqrt_()
     return root.add_(eps)
 
 @callback(eps=1e-8)
 def rms_prop_step(p, *, lr, eps, sqr_avg, grad_avg=None, grad_mean=None):
-    "RMSProp (Hinton 2012; centered: Graves 2013): p ← p − lr·m/(√v + eps), with m = g when no momentum is kept"
+    """RMSProp (Hinton 2012; centered: Graves 2013): p ← p − lr·m/(√v + eps), with m = g when no
+    momentum is kept"""
     p.addcdiv_(p.grad if grad_avg is None else grad_avg, _rms(sqr_avg, grad_mean, eps), value=-lr)
 
 @callback(eps=1e-8)
@@ -127,7 +137,8 @@ def rms_prop_momentum_step(p, *, lr, mom, eps, sqr_avg, grad_mean=None, momentum
 
 @callback(eps=1e-5)
 def adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg, max_sqr_avg=None):
-    "Adam's bias-corrected step (Kingma & Ba 2015, Algorithm 1): p ← p − lr·m̂/(√v̂ + eps); AMSGrad's max when kept"
+    """Adam's bias-corrected step (Kingma & Ba 2015, Algorithm 1): p ← p − lr·m̂/(√v̂ + eps);
+    AMSGrad's max when kept"""
     v = sqr_avg if max_sqr_avg is None else max_sqr_avg
     denom = v.sqrt().div_((1 - sqr_mom**step) ** 0.5).add_(eps)
     p.addcdiv_(grad_avg, denom, value=-(lr / (1 - mom**step)))
@@ -141,12 +152,14 @@ def sum_sqr_grad(p, *, initial_accumulator, sqr_sum=None):
 
 @callback(eps=1e-10, lr_decay=0., ranges=dict(lr_decay=NONNEG))
 def adagrad_step(p, *, lr, lr_decay, eps, step, sqr_sum):
-    "Adagrad's step with torch's learning-rate decay: p ← p − lr/(1 + (t−1)·lr_decay) · g/(√s + eps)"
+    """Adagrad's step with torch's learning-rate decay: p ← p − lr/(1 + (t−1)·lr_decay) · g/(√s +
+    eps)"""
     p.addcdiv_(p.grad, sqr_sum.sqrt().add_(eps), value=-(lr / (1 + (step - 1) * lr_decay)))
 
 @callback(sqr_mom=0.999, eps=1e-8)
 def max_abs_grad(p, *, sqr_mom, eps, inf_norm=None):
-    "Adamax's exponentially weighted infinity norm: u ← max(sqr_mom·u, |g| + eps) (Kingma & Ba 2015, Algorithm 2)"
+    """Adamax's exponentially weighted infinity norm: u ← max(sqr_mom·u, |g| + eps) (Kingma & Ba
+    2015, Algorithm 2)"""
     if inf_norm is None: inf_norm = torch.zeros_like(p.grad)
     return {'inf_norm': torch.maximum(inf_norm.mul_(sqr_mom), p.grad.abs().add_(eps), out=inf_norm)}
 
@@ -157,7 +170,8 @@ def adamax_step(p, *, lr, mom, step, grad_avg, inf_norm):
 
 @callback(eps=1e-6)
 def adadelta_step(p, *, lr, sqr_mom, eps, sqr_avg, delta_avg=None):
-    "Adadelta (Zeiler 2012, Algorithm 1), ρ = sqr_mom: Δ = √(D + eps)/√(v + eps)·g, D ← ρ·D + (1−ρ)·Δ², p ← p − lr·Δ"
+    """Adadelta (Zeiler 2012, Algorithm 1), ρ = sqr_mom: Δ = √(D + eps)/√(v + eps)·g, D ← ρ·D +
+    (1−ρ)·Δ², p ← p − lr·Δ"""
     if delta_avg is None: delta_avg = torch.zeros_like(p.grad)
     delta = delta_avg.add(eps).sqrt_().div_(sqr_avg.add(eps).sqrt_()).mul_(p.grad)
     delta_avg.mul_(sqr_mom).addcmul_(delta, delta, value=1 - sqr_mom)
@@ -166,23 +180,27 @@ def adadelta_step(p, *, lr, sqr_mom, eps, sqr_avg, delta_avg=None):
 
 @callback(mom=0.9, mom2=0.99)
 def lion_step(p, *, lr, mom, mom2, grad_avg=None):
-    "Lion (Chen et al. 2023, Algorithm 2): p ← p − lr·sign(mom·m + (1−mom)·g), then m ← mom2·m + (1−mom2)·g"
+    """Lion (Chen et al. 2023, Algorithm 2): p ← p − lr·sign(mom·m + (1−mom)·g), then m ← mom2·m +
+    (1−mom2)·g"""
     if grad_avg is None: grad_avg = torch.zeros_like(p.grad)
     p.add_(grad_avg.lerp(p.grad, 1 - mom).sign_(), alpha=-lr)
     return {'grad_avg': grad_avg.lerp_(p.grad, 1 - mom2)}
 
 # %% ../nbs/04_callbacks.ipynb #c020
 def cautious(step):
-    "The step callback `step`, made cautious: its move kept where it goes against the gradient, rescaled per tensor"
+    """The step callback `step`, made cautious: its move kept where it goes against the gradient,
+    rescaled per tensor"""
     @functools.wraps(step)
     def cautious_step(p, **kw):
         before = p.clone()
         res = step(p, **kw)
         move = p - before  # −lr·u
-        keep = move.mul(p.grad).sign_().neg_().clamp_min_(0)  # 1 where the move goes against the gradient, else 0
+        # 1 where the move goes against the gradient, else 0
+        keep = move.mul(p.grad).sign_().neg_().clamp_min_(0)
         p.copy_(before.add_(move.mul_(keep.div_(keep.mean().clamp_min(1e-3)))))
         return res
-    cautious_step.__name__ = cautious_step.__qualname__ = f"cautious_{getattr(step, '__name__', 'step')}"
+    name = f"cautious_{getattr(step, '__name__', 'step')}"
+    cautious_step.__name__ = cautious_step.__qualname__ = name
     cautious_step.elementwise = False  # the mean is per tensor
     return cautious_step
 
@@ -198,20 +216,24 @@ def _rect(rho_inf, rho_t):
 
 @callback(eps=1e-5, beta=0., ranges=dict(beta=NONNEG))
 def radam_step(p, *, lr, mom, sqr_mom, eps, beta, step, grad_avg, sqr_avg):
-    "RAdam as fastai writes it: p ← p − lr·m̂·r_t/(√v̂ + eps) where ρ_t > 5, else p ← p − lr·m̂; `beta` > 0 smooths √v̂"
+    """RAdam as fastai writes it: p ← p − lr·m̂·r_t/(√v̂ + eps) where ρ_t > 5, else p ← p − lr·m̂;
+    `beta` > 0 smooths √v̂"""
     rho_inf, rho_t = _rho(sqr_mom, step)
     denom = (sqr_avg / (1 - sqr_mom**step)).sqrt().add_(eps)
     if not is_zero(beta): denom = F.softplus(denom, beta)
-    upd = select(rho_t > 5, grad_avg / denom * _rect(rho_inf, select(rho_t > 5, rho_t, 5.)), grad_avg)
+    r_t = _rect(rho_inf, select(rho_t > 5, rho_t, 5.))
+    upd = select(rho_t > 5, grad_avg / denom * r_t, grad_avg)
     p.add_(upd, alpha=-(lr / (1 - mom**step)))
 
 @callback(eps=1e-8)
 def torch_radam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
-    "RAdam as torch.optim.RAdam computes it (eps on √v, not √v̂): p ← p − lr·r_t·m̂·√(1−sqr_momᵗ)/(√v + eps)"
+    """RAdam as torch.optim.RAdam computes it (eps on √v, not √v̂): p ← p −
+    lr·r_t·m̂·√(1−sqr_momᵗ)/(√v + eps)"""
     rho_inf, rho_t = _rho(sqr_mom, step)
     m_hat = grad_avg / (1 - mom**step) * lr
     adaptive = (1 - sqr_mom**step) ** 0.5 / sqr_avg.sqrt().add_(eps)
-    p.add_(select(rho_t > 5, m_hat * adaptive * _rect(rho_inf, select(rho_t > 5, rho_t, 5.)), m_hat), alpha=-1.0)
+    r_t = _rect(rho_inf, select(rho_t > 5, rho_t, 5.))
+    p.add_(select(rho_t > 5, m_hat * adaptive * r_t, m_hat), alpha=-1.0)
 
 @callback()
 def lookahead_start(p, *, slow_p=None):
@@ -231,20 +253,24 @@ def lookahead_sync(p, *, k, alpha, slow_p, la_step=0):
 def qhadam_step(p, *, lr, mom, sqr_mom, eps, nu_1, nu_2, step, grad_avg, sqr_avg):
     "QHAdam (Ma & Yarats 2019, eq. 8): p ← p − lr·((1−ν₁)·g + ν₁·m̂)/(√((1−ν₂)·g² + ν₂·v̂) + eps)"
     num = (grad_avg / (1 - mom**step)).mul_(nu_1).add_(p.grad, alpha=1 - nu_1)
-    den = (sqr_avg / (1 - sqr_mom**step)).mul_(nu_2).addcmul_(p.grad, p.grad, value=1 - nu_2).sqrt_().add_(eps)
+    den = (sqr_avg / (1 - sqr_mom**step)).mul_(nu_2).addcmul_(p.grad, p.grad, value=1 - nu_2)
+    den = den.sqrt_().add_(eps)
     p.addcdiv_(num, den, value=-lr)
 
 @callback(eps=1e-6, elementwise=False)
 def lamb_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
-    "LAMB (You et al. 2019, Algorithm 2): Adam's update u scaled per layer by min(‖p‖/‖u‖, 10) (1 where a norm is 0)"
+    """LAMB (You et al. 2019, Algorithm 2): Adam's update u scaled per layer by min(‖p‖/‖u‖, 10) (1
+    where a norm is 0)"""
     upd = (grad_avg / (1 - mom**step)).div_((sqr_avg / (1 - sqr_mom**step)).sqrt_().add_(eps))
     r1, r2 = p.norm(), upd.norm()
     trust = torch.where(torch.logical_or(r1.eq(0), r2.eq(0)), 1., torch.clamp(r1 / r2, max=10.))
     p.add_(upd.mul_(trust), alpha=-lr)
 
-@callback(trust_coeff=0.02, eps=1e-8, elementwise=False, state=('local_lr',), ranges=dict(trust_coeff=NONNEG))
+@callback(trust_coeff=0.02, eps=1e-8, elementwise=False, state=('local_lr',),
+          ranges=dict(trust_coeff=NONNEG))
 def larc_layer_lr(p, *, lr, trust_coeff, wd, eps, clip=True):
-    "LARS/LARC's per-layer rate (You et al. 2017, eq. 6): lr·η·‖p‖/(‖g‖ + wd·‖p‖ + eps), at most lr with `clip` (LARC)"
+    """LARS/LARC's per-layer rate (You et al. 2017, eq. 6): lr·η·‖p‖/(‖g‖ + wd·‖p‖ + eps), at most
+    lr with `clip` (LARC)"""
     p_norm = p.norm()
     local_lr = p_norm.mul(lr * trust_coeff).div_(p.grad.norm().add(p_norm, alpha=wd).add_(eps))
     return {'local_lr': torch.clamp(local_lr, max=lr) if clip else local_lr}
@@ -261,12 +287,14 @@ def _mu(mom, momentum_decay, t):
 
 @callback(momentum_decay=4e-3, ranges=dict(momentum_decay=NONNEG), state=('mu_product',))
 def nadam_mu(p, *, mom, momentum_decay, step, mu_product=1.):
-    "NAdam's running product of μ_t, rounded to the default dtype (float32) at each step, as torch.optim.NAdam keeps it"
+    """NAdam's running product of μ_t, rounded to the default dtype (float32) at each step, as
+    torch.optim.NAdam keeps it"""
     return {'mu_product': scalar_dtype(mu_product * scalar_dtype(_mu(mom, momentum_decay, step)))}
 
 @callback(eps=1e-8, momentum_decay=4e-3, ranges=dict(momentum_decay=NONNEG))
 def nadam_step(p, *, lr, mom, sqr_mom, eps, momentum_decay, step, mu_product, grad_avg, sqr_avg):
-    "NAdam's step: p ← p − lr·(1−μ_t)/(1−Πμ)·g/d − lr·μ_{t+1}/(1−Πμ·μ_{t+1})·m/d, with d = √v̂ + eps"
+    """NAdam's step: p ← p − lr·(1−μ_t)/(1−Πμ)·g/d − lr·μ_{t+1}/(1−Πμ·μ_{t+1})·m/d, with d = √v̂ +
+    eps"""
     mu, mu_next = _mu(mom, momentum_decay, step), _mu(mom, momentum_decay, step + 1)
     denom = sqr_avg.div(1 - sqr_mom**step).sqrt().add_(eps)
     p.addcdiv_(p.grad, denom, value=-lr * (1. - mu) / (1. - mu_product))
@@ -274,9 +302,11 @@ def nadam_step(p, *, lr, mom, sqr_mom, eps, momentum_decay, step, mu_product, gr
 
 @callback(mom2=0.92, sqr_mom=0.99)
 def adan_stats(p, *, mom2, sqr_mom, prev_grad=None, diff_avg=None, sqr_avg=None):
-    "Adan's statistics (Xie et al. 2022, Algorithm 1 lines 4–5): d ← β₂d + (1−β₂)Δg, n ← β₃n + (1−β₃)(g + β₂Δg)²"
+    """Adan's statistics (Xie et al. 2022, Algorithm 1 lines 4–5): d ← β₂d + (1−β₂)Δg, n ← β₃n +
+    (1−β₃)(g + β₂Δg)²"""
     if prev_grad is None:
-        prev_grad, diff_avg, sqr_avg = p.grad.clone(), torch.zeros_like(p.grad), torch.zeros_like(p.grad)
+        prev_grad = p.grad.clone()
+        diff_avg, sqr_avg = torch.zeros_like(p.grad), torch.zeros_like(p.grad)
     diff = p.grad - prev_grad
     u = p.grad.add(diff, alpha=mom2)
     return {'diff_avg': diff_avg.lerp_(diff, 1 - mom2),
@@ -285,7 +315,8 @@ def adan_stats(p, *, mom2, sqr_mom, prev_grad=None, diff_avg=None, sqr_avg=None)
 
 @callback(eps=1e-8, wd=0.)
 def adan_step(p, *, lr, mom, mom2, sqr_mom, eps, wd, step, grad_avg, diff_avg, sqr_avg, do_wd=True):
-    "Adan's step (Algorithm 1 lines 6–7, bias-corrected): θ ← (θ − lr·(m̂ + β₂d̂)/(√n̂ + ε))/(1 + lr·λ)"
+    """Adan's step (Algorithm 1 lines 6–7, bias-corrected): θ ← (θ − lr·(m̂ + β₂d̂)/(√n̂ + ε))/(1 +
+    lr·λ)"""
     upd = (grad_avg / (1 - mom**step)).add_(diff_avg / (1 - mom2**step), alpha=mom2)
     p.addcdiv_(upd, sqr_avg.sqrt().div_((1 - sqr_mom**step) ** 0.5).add_(eps), value=-lr)
     if do_wd and not is_zero(wd): p.div_(1 + lr * wd)
@@ -294,7 +325,8 @@ def adan_step(p, *, lr, mom, mom2, sqr_mom, eps, wd, step, grad_avg, diff_avg, s
 @callback(etaminus=0.5, etaplus=1.2, step_size_min=1e-6, step_size_max=50.,
           ranges=dict(etaminus=Range(0, 1, closed=False), etaplus=Range(1), step_size_min=NONNEG,
                       step_size_max=NONNEG))
-def rprop_step(p, *, lr, etaminus, etaplus, step_size_min, step_size_max, prev=None, step_size=None):
+def rprop_step(p, *, lr, etaminus, etaplus, step_size_min, step_size_max, prev=None,
+               step_size=None):
     """Rprop: size ← clamp(size·η, min, max) with η = etaplus where g·g_prev > 0, etaminus where < 0
     (and g skipped), else 1; p ← p − size·sign(g)"""
     if prev is None: prev, step_size = torch.zeros_like(p.grad), torch.full_like(p.grad, lr)
@@ -327,7 +359,8 @@ def adopt_step(p, *, lr, mom, sqr_mom, eps, wd, step, clip=True, decouple_wd=Fal
     normed = p.grad / sqr_avg.sqrt().clamp_min_(eps)
     if clip: normed = normed.clamp_min_(-(step - 1) ** 0.25).clamp_max_((step - 1) ** 0.25)
     p.add_(grad_avg.lerp_(normed, 1 - mom), alpha=-lr)
-    return {'grad_avg': grad_avg, 'sqr_avg': sqr_avg.mul_(sqr_mom).addcmul_(p.grad, p.grad, value=1 - sqr_mom)}
+    sqr_avg = sqr_avg.mul_(sqr_mom).addcmul_(p.grad, p.grad, value=1 - sqr_mom)
+    return {'grad_avg': grad_avg, 'sqr_avg': sqr_avg}
 
 def _ln(x): return x.log() if isinstance(x, torch.Tensor) else math.log(x)
 
@@ -338,10 +371,11 @@ def _ademamix_schedule(step, mom, mom3, alpha, warmup):
     ln1, ln3 = _ln(mom), _ln(mom3)
     mom3_t = math.e ** (ln1 * ln3 / ((1 - frac) * ln3 + frac * ln1))
     warm = frac < 1
-    return select(warm, alpha * frac, alpha), select(warm, select(mom3_t < mom3, mom3_t, mom3), mom3)
+    mom3_t = select(mom3_t < mom3, mom3_t, mom3)
+    return select(warm, alpha * frac, alpha), select(warm, mom3_t, mom3)
 
-@callback(mom3=0.9999, alpha=5., warmup=0., ranges=dict(mom3=Range(0, 1, closed=False), alpha=NONNEG,
-                                                        warmup=NONNEG))
+@callback(mom3=0.9999, alpha=5., warmup=0.,
+          ranges=dict(mom3=Range(0, 1, closed=False), alpha=NONNEG, warmup=NONNEG))
 def ademamix_step(p, *, lr, mom, sqr_mom, mom3, alpha, warmup, eps, step, grad_avg, sqr_avg,
                   slow_avg=None):
     """AdEMAMix: m₂ ← β₃·m₂ + (1−β₃)·g, p ← p − lr·(m̂₁ + α·m₂)/(√v̂ + eps),
@@ -355,8 +389,8 @@ def ademamix_step(p, *, lr, mom, sqr_mom, mom3, alpha, warmup, eps, step, grad_a
 
 # %% ../nbs/04_callbacks.ipynb #c031
 def newton_schulz(x, a=3.4445, b=-4.775, c=2.0315, steps=5, eps=1e-7):
-    """Approximately orthogonalise the matrix `x`, or each matrix of a batch (Muon's iteration, in bfloat16, as
-    torch.optim.Muon computes it for one matrix)"""
+    """Approximately orthogonalise the matrix `x`, or each matrix of a batch (Muon's iteration,
+    in bfloat16, as torch.optim.Muon computes it for one matrix)"""
     o = x.bfloat16()
     tall = x.size(-2) > x.size(-1)
     if tall: o = o.mT
@@ -371,11 +405,12 @@ MUON_LR_ADJUST = {'original': lambda rows, cols: math.sqrt(max(1, rows / cols)),
                   'match_rms_adamw': lambda rows, cols: 0.2 * math.sqrt(max(rows, cols)),
                   'spectral_unclamped': lambda rows, cols: math.sqrt(rows / cols)}
 
-@callback(elementwise=False, same_shape=True, compilable=False, mom=0.95, ns_eps=1e-7, ns_steps=5, ns_a=3.4445,
-          ns_b=-4.775, ns_c=2.0315,
-          ranges=dict(ns_eps=NONNEG, ns_steps=Range(0, 99), ns_a=Range(-math.inf), ns_b=Range(-math.inf),
-                      ns_c=Range(-math.inf)))
-def muon_step(p, *, lr, mom, ns_eps, ns_steps, ns_a, ns_b, ns_c, nesterov=True, adjust_lr='original',
+@callback(elementwise=False, same_shape=True, compilable=False,
+          mom=0.95, ns_eps=1e-7, ns_steps=5, ns_a=3.4445, ns_b=-4.775, ns_c=2.0315,
+          ranges=dict(ns_eps=NONNEG, ns_steps=Range(0, 99), ns_a=Range(-math.inf),
+                      ns_b=Range(-math.inf), ns_c=Range(-math.inf)))
+def muon_step(p, *, lr, mom, ns_eps, ns_steps, ns_a, ns_b, ns_c, nesterov=True,
+              adjust_lr='original',
               momentum_buffer=None):
     """Muon: B ← mom·B + (1−mom)·g, u = (1−mom)·g + mom·B with `nesterov` else B,
     p ← p − lr·ratio(rows, cols)·NewtonSchulz(u), u seen as a (rows, cols) matrix"""
@@ -387,21 +422,25 @@ def muon_step(p, *, lr, mom, ns_eps, ns_steps, ns_a, ns_b, ns_c, nesterov=True, 
     return {'momentum_buffer': momentum_buffer}
 
 # %% ../nbs/04_callbacks.ipynb #c033
-def _mean_sq(g, dim): return torch.linalg.vector_norm(g, dim=dim, keepdim=True).square_().div_(g.size(dim))
+def _mean_sq(g, dim):
+    return torch.linalg.vector_norm(g, dim=dim, keepdim=True).square_().div_(g.size(dim))
 
-@callback(foreach=False, elementwise=False, reduced=('row_var', 'col_var'), beta2_decay=-0.8, eps1=None, eps2=1e-3,
-          d=1., wd=0.,
-          ranges=dict(beta2_decay=Range(-math.inf, 0.), eps1=Range(none=True), eps2=NONNEG, d=Range(1.)))
-def adafactor_step(p, *, lr, beta2_decay, eps1, eps2, d, wd, step, do_wd=True, row_var=None, col_var=None,
-                   variance=None):
-    """Adafactor as torch.optim.Adafactor: v̂ = R·C/mean(R) for a matrix (row and column means of g², decay t^β),
-    u = g/√max(v̂, eps1²), p ← p·(1 − lr·wd) − max(eps2, rms(p))·min(lr, 1/√t)·u/max(1, rms(u)/d)"""
+@callback(foreach=False, elementwise=False, reduced=('row_var', 'col_var'),
+          beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1., wd=0.,
+          ranges=dict(beta2_decay=Range(-math.inf, 0.), eps1=Range(none=True), eps2=NONNEG,
+                      d=Range(1.)))
+def adafactor_step(p, *, lr, beta2_decay, eps1, eps2, d, wd, step, do_wd=True,
+                   row_var=None, col_var=None, variance=None):
+    """Adafactor as torch.optim.Adafactor: v̂ = R·C/mean(R) for a matrix (row and column means of
+    g², decay t^β), u = g/√max(v̂, eps1²),
+    p ← p·(1 − lr·wd) − max(eps2, rms(p))·min(lr, 1/√t)·u/max(1, rms(u)/d)"""
     g, size, decay = p.grad, p.numel() ** 0.5 or 1., step**beta2_decay
     eps1 = torch.finfo(p.dtype).eps if eps1 is None else eps1
     alpha = max(eps2, p.norm(2).item() / size) * min(lr, 1 / step**0.5)  # from p before its decay
     if do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
     if g.dim() > 1:
-        if row_var is None: row_var, col_var = torch.zeros_like(_mean_sq(g, -1)), torch.zeros_like(_mean_sq(g, -2))
+        if row_var is None:
+            row_var, col_var = torch.zeros_like(_mean_sq(g, -1)), torch.zeros_like(_mean_sq(g, -2))
         row_var.lerp_(_mean_sq(g, -1), decay); col_var.lerp_(_mean_sq(g, -2), decay)
         var = (row_var @ col_var).div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
         state = {'row_var': row_var, 'col_var': col_var}
@@ -415,8 +454,8 @@ def adafactor_step(p, *, lr, beta2_decay, eps1, eps2, d, wd, step, do_wd=True, r
 # %% ../nbs/04_callbacks.ipynb #c035
 @callback(foreach=False, elementwise=False, mom=0.9, sqr_mom=0.999, eps=1e-8)
 def sparse_adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg=None, sqr_avg=None):
-    """SparseAdam, in the rows i of a sparse gradient: m_i ← m_i + (1−mom)(g_i − m_i), v_i likewise with g_i²,
-    p_i ← p_i − lr·√(1−sqr_momᵗ)/(1−momᵗ)·m_i/(√v_i + eps)"""
+    """SparseAdam, in the rows i of a sparse gradient: m_i ← m_i + (1−mom)(g_i − m_i), v_i likewise
+    with g_i², p_i ← p_i − lr·√(1−sqr_momᵗ)/(1−momᵗ)·m_i/(√v_i + eps)"""
     if grad_avg is None: grad_avg, sqr_avg = torch.zeros_like(p), torch.zeros_like(p)
     g = p.grad.coalesce()  # the update is not linear in g: one value per index
     idx, vals = g._indices(), g._values()
@@ -446,11 +485,13 @@ def _schedule_free_to_train(p, *, mom, z=None):
     if z is not None: p.lerp_(z, 1 - mom)
 
 @callback(mom=0.9, warmup=0, r=0., weight_lr_power=2., state=('lr_max', 'weight_sum'),
-          ranges=dict(mom=Range(0, 1, closed=False, lo_open=True), warmup=NONNEG, r=NONNEG, weight_lr_power=NONNEG),
+          ranges=dict(mom=Range(0, 1, closed=False, lo_open=True), warmup=NONNEG, r=NONNEG,
+                      weight_lr_power=NONNEG),
           to_train=_schedule_free_to_train, to_eval=_schedule_free_to_eval)
-def schedule_free_step(p, *, lr, mom, warmup, r, weight_lr_power, step, z=None, lr_max=-1., weight_sum=0.):
-    """Schedule-free: with g taken at y (held by p), x ← (1−c)·x + c·z and z ← z − lr·g, c = tʳ·lr_maxᵖ/Σ;
-    p ← (1 − mom)·z + mom·x, written as the authors' two in-place updates of y"""
+def schedule_free_step(p, *, lr, mom, warmup, r, weight_lr_power, step, z=None, lr_max=-1.,
+                       weight_sum=0.):
+    """Schedule-free: with g taken at y (held by p), x ← (1−c)·x + c·z and z ← z − lr·g,
+    c = tʳ·lr_maxᵖ/Σ; p ← (1 − mom)·z + mom·x, written as the authors' two in-place updates of y"""
     if z is None: z = p.clone()
     lr = lr * select(step <= warmup, step / select(warmup > 0, warmup, 1), 1.)
     lr_max = select(lr > lr_max, lr, lr_max)

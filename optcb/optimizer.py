@@ -69,6 +69,15 @@ def _guess_source(state) -> str:
 
 _HALF = (torch.float16, torch.bfloat16)
 
+def _check_not_distributed(error):
+    "Gradient release steps with the gradient backward has just accumulated: under DDP/FSDP, not yet reduced"
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise error("release_gradients steps each parameter with the gradient this process's backward has just "
+                    "accumulated, before DDP or FSDP reduce it across processes (DDP averages it later, FSDP2 "
+                    "hands sharded gradients over without the hook): use ordinary steps in a process group of "
+                    f"{dist.get_world_size()} processes")
+
 def _check_precision(kahan_sum, state_dtype):
     if not (kahan_sum is None or isinstance(kahan_sum, bool)):
         raise TypeError(f"kahan_sum must be None, True or False, not {kahan_sum!r}")
@@ -247,6 +256,7 @@ class Optimizer(torch.optim.Optimizer):
         if on and self.skip_nonfinite:
             raise ValueError("release_gradients steps each parameter during backward, before the other gradients "
                              "exist: skip_nonfinite=True, a check over all of them, cannot work with it")
+        if on: _check_not_distributed(ValueError)
         for h in getattr(self, '_release_hooks', ()): h.remove()
         # by group index: load_state_dict replaces the group dicts
         self._release_hooks = [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
@@ -259,6 +269,7 @@ class Optimizer(torch.optim.Optimizer):
         if not self.training:
             raise RuntimeError(f"{type(self).__name__} releases gradients and is in eval mode: call opt.train() "
                                "before the forward pass")
+        _check_not_distributed(RuntimeError)  # a process group may have started after release_gradients()
         if p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
         # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
         # turned off the __torch_function__ overrides that a TensorList needs

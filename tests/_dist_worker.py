@@ -19,10 +19,12 @@ def train(m, opt, x, y, steps):
         torch.nn.functional.mse_loss(m(x), y).backward()
         opt.step()
 
-OPTIONS = {'fsdp': {}, 'fsdp_state16': dict(state_dtype=torch.bfloat16)}  # optcb.Adam's keywords per run
+# optcb.Adam's keywords per run, and the parameters' dtype
+OPTIONS = {'fsdp': {}, 'fsdp_state16': dict(state_dtype=torch.bfloat16), 'fsdp_kahan': dict(kahan_sum=True)}
+DTYPES = {'fsdp_kahan': torch.bfloat16}
 
-def single_process(out, **kw):
-    x, y = data(); m = model()
+def single_process(out, dtype=torch.float32, **kw):
+    x, y = data(); m = model().to(dtype); x, y = x.to(dtype), y.to(dtype)
     train(m, optcb.Adam(m.parameters(), lr=1e-2, **kw), x, y, STEPS)
     torch.save([p.detach() for p in m.parameters()], out)
 
@@ -31,7 +33,16 @@ def worker(rank, world, port, kind, outdir):
     dist.init_process_group('gloo', rank=rank, world_size=world)
     try:
         x, y = data(); half = slice(rank * 16, rank * 16 + 16)
-        if kind == 'ddp':
+        dtype = DTYPES.get(kind, torch.float32); x, y = x.to(dtype), y.to(dtype)
+        if kind == 'release':  # refused: DDP and FSDP reduce each gradient after backward hands it over
+            m = torch.nn.parallel.DistributedDataParallel(model())
+            errors = []
+            for build in (lambda: optcb.Adam(m.parameters(), lr=1e-2, release_gradients=True),
+                          lambda: optcb.optim.AdamW(m.parameters()).release_gradients()):
+                try: build()
+                except ValueError as e: errors.append(str(e))
+            if rank == 0: torch.save(errors, f'{outdir}/release.pt')
+        elif kind == 'ddp':
             m = torch.nn.parallel.DistributedDataParallel(model())
             train(m, optcb.Adam(m.parameters(), lr=1e-2), x[half], y[half], STEPS)
             if rank == 0: torch.save([p.detach() for p in m.module.parameters()], f'{outdir}/ddp.pt')
@@ -41,7 +52,7 @@ def worker(rank, world, port, kind, outdir):
             import torch.distributed.checkpoint as dcp
             from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict, get_model_state_dict, set_model_state_dict
             def build():
-                m = model()
+                m = model().to(dtype)
                 for layer in m:
                     if isinstance(layer, torch.nn.Linear): fully_shard(layer)
                 fully_shard(m)
@@ -51,7 +62,8 @@ def worker(rank, world, port, kind, outdir):
             train(m, opt, x[half], y[half], STEPS - 5)
             assert all(isinstance(v, DTensor) for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
             dtypes = {v.dtype for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)}
-            assert dtypes == {OPTIONS[kind].get('state_dtype', torch.float32)}, dtypes
+            assert dtypes == {OPTIONS[kind].get('state_dtype', dtype)}, dtypes
+            if kind == 'fsdp_kahan': assert all('kahan_comp' in s for s in opt.state.values())
             dcp.save({'model': get_model_state_dict(m), 'optim': get_optimizer_state_dict(m, opt)}, checkpoint_id=f'{outdir}/dcp')
             train(m, opt, x[half], y[half], 5)
             full = [p.full_tensor().detach() for p in m.parameters()]

@@ -37,3 +37,20 @@ def test_fsdp2_with_bfloat16_state_equals_one_process_and_resumes_from_dcp(tmp_p
     res = torch.load(tmp_path / 'fsdp_state16.pt')
     for a, b in zip(res['full'], torch.load(tmp_path / 'single16.pt')): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     for a, b in zip(res['resumed'], res['full']): assert torch.equal(a, b)
+
+@pytest.mark.timeout(180)
+def test_fsdp2_with_kahan_summation_on_bfloat16_parameters_equals_one_process_and_resumes(tmp_path):
+    "bfloat16 parameters sharded by FSDP2, Kahan-compensated: sharded compensation, the single-process run, exact resume"
+    W.single_process(tmp_path / 'kahan.pt', dtype=torch.bfloat16, kahan_sum=True)
+    spawn('fsdp_kahan', tmp_path)
+    res, single = torch.load(tmp_path / 'fsdp_kahan.pt'), torch.load(tmp_path / 'kahan.pt')
+    assert all(p.dtype == torch.bfloat16 for p in res['full'])
+    for a, b in zip(res['full'], single): torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2)
+    for a, b in zip(res['resumed'], res['full']): assert torch.equal(a, b)
+
+@pytest.mark.timeout(180)
+def test_gradient_release_is_refused_in_a_process_group(tmp_path):
+    "Each gradient would be stepped before DDP/FSDP reduce it: refused at construction and by release_gradients()"
+    spawn('release', tmp_path)
+    errors = torch.load(tmp_path / 'release.pt')
+    assert len(errors) == 2 and all('before DDP or FSDP reduce it' in e and 'of 2 processes' in e for e in errors)

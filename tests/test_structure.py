@@ -170,3 +170,18 @@ def test_package_and_notebook_code_lines_fit_in_120_characters():
             if c['cell_type'] == 'code':
                 long += [f"{nb.name}:{c['id']}" for line in ''.join(c['source']).splitlines() if len(line) > 120]
     assert long == []
+
+def test_code_the_docs_show_fits_in_100_characters():
+    "The docs show a code cell unless it is exported with `export` or hidden (nbdev-docs' rule, tools/build_docs.py)"
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import json, build_docs
+    assert build_docs.shows_source({'exports': True}) and build_docs.shows_source({})
+    assert not any(map(build_docs.shows_source, ({'export': True}, {'exporti': True}, {'hide': True}, {'echo:': 'false'})))
+    long, shown = [], 0
+    for nb in (ROOT / 'nbs').glob('*.ipynb'):
+        for c in json.loads(nb.read_text())['cells']:
+            src = ''.join(c['source'])
+            if c['cell_type'] != 'code' or not build_docs.shows_source(build_docs.directives(src)): continue
+            shown += 1
+            long += [f"{nb.name}:{c['id']}: {line}" for line in build_docs.strip_directives(src).splitlines() if len(line) > 100]
+    assert shown > 50 and long == [], '\n'.join(long)

@@ -2,8 +2,10 @@
 
     python tools/build_docs.py            # from the repository root, with the project installed: writes docs/
 
-Each notebook in nbs/ is executed (outputs, plots) and becomes one page; after every `#| export` cell the page
-documents the names it defines (signature and docstring, as nbdev's show_doc would). Maths is rendered to MathML
+Each notebook in nbs/ is executed (outputs, plots) and becomes one page. Cells are shown as `nbdev-docs` shows
+them: an `#| export` (or `exporti`) cell's source is left out and the page documents the names it defines instead
+(signature, docstring and a link to the source, as nbdev's show_doc would); an `#| exports` cell is exported and
+shown, with the same entries after it; `#| hide` cells are left out. Maths is rendered to MathML
 (latex2mathml), code is highlighted with Pygments, and the pages share a sidebar and a search box backed by a
 local index: nothing is loaded from a CDN. `nbdev-docs` (Quarto) stays configured to write to docs/ as well.
 """
@@ -32,6 +34,10 @@ def directives(src: str) -> dict:
             out[k] = v[0] if v else True
     return out
 
+def shows_source(d: dict) -> bool:
+    "Whether the page shows a cell's code, by its directives: nbdev-docs' rule (and quarto's `#| echo: false`)"
+    return not {'hide', 'default_exp', 'export', 'exporti'} & set(d) and d.get('echo:') != 'false'
+
 def strip_directives(src: str) -> str: return '\n'.join(l for l in src.splitlines() if not DIRECTIVE.match(l)).strip('\n')
 
 # -- markdown with maths: protect code spans, turn $$…$$ and $…$ into MathML, then render
@@ -54,13 +60,22 @@ def defined_names(src: str) -> list[str]:
     except SyntaxError: return []
     return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith('_')]
 
+SOURCE = 'https://github.com/optcb/optcb/blob/main/'
+
+def source_link(obj) -> str:
+    "A link to where `obj` is defined in the repository, as nbdev's `[source]`"
+    try: file, line = inspect.getsourcefile(inspect.unwrap(obj)), inspect.getsourcelines(inspect.unwrap(obj))[1]
+    except (TypeError, OSError): return ''
+    rel = Path(file).resolve().relative_to(ROOT) if Path(file).resolve().is_relative_to(ROOT) else None
+    return f' <a class="src" href="{SOURCE}{rel.as_posix()}#L{line}">source</a>' if rel else ''
+
 def api_entry(mod, name: str) -> str:
     obj = getattr(mod, name, None)
     if obj is None: return ''
     try: sig = f"{'class' if inspect.isclass(obj) else 'def'} {name}{inspect.signature(obj)}"
     except (TypeError, ValueError): sig = name
     doc = inspect.getdoc(obj) or ''
-    parts = [f'<div class="api" id="{name}"><h4><a href="#{name}">{html.escape(name)}</a></h4>',
+    parts = [f'<div class="api" id="{name}"><h4><a href="#{name}">{html.escape(name)}</a>{source_link(obj)}</h4>',
              f'<pre class="sig">{code_html(sig)}</pre>', f'<div class="doc">{render_md(doc)}</div>']
     if inspect.isclass(obj):
         for m, f in vars(obj).items():
@@ -105,10 +120,10 @@ def build_page(nb_path: Path, execute=True):
             continue
         d = directives(c.source)
         if 'hide' in d or 'default_exp' in d: continue
-        code = strip_directives(c.source) if d.get('echo:') != 'false' else ''  # quarto's `#| echo: false`: output only
+        code = strip_directives(c.source) if shows_source(d) else ''
         if code: body.append(f'<pre class="code">{code_html(code)}</pre>')
         body.extend(output_html(o) for o in c.get('outputs', []))
-        if 'export' in d and module is not None:
+        if {'export', 'exports'} & set(d) and module is not None:
             for n in defined_names(c.source):
                 body.append(api_entry(module, n)); documented.append(n)
     text = re.sub(r'<[^>]+>', ' ', '\n'.join(body))
@@ -125,7 +140,7 @@ pre{background:#f6f8fb;border:1px solid #e3e7ee;border-radius:5px;padding:10px 1
 pre.out{background:#fff;border-left:3px solid #9fb3d1} pre.err{border-left-color:#c0392b}
 table{border-collapse:collapse;margin:10px 0;display:block;overflow-x:auto;max-width:100%} main img{max-width:100%} td,th{border:1px solid #d5dbe5;padding:4px 8px} th{background:#eef2f8}
 .api{border-top:2px solid #d5dbe5;margin:18px 0;padding-top:6px} .api h4{margin:4px 0;font-family:monospace;font-size:17px}
-.api h4 a{color:#1d2330;text-decoration:none} .method{margin-left:18px} img.plot{max-width:100%} blockquote{color:#555;border-left:3px solid #c3cad6;margin:0;padding-left:12px}
+.api h4 a{color:#1d2330;text-decoration:none} .api h4 a.src{font:13px system-ui,sans-serif;color:#1f4f9c;margin-left:10px} .method{margin-left:18px} img.plot{max-width:100%} blockquote{color:#555;border-left:3px solid #c3cad6;margin:0;padding-left:12px}
 math[display=block]{margin:10px 0}
 """
 
