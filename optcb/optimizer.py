@@ -69,6 +69,15 @@ def _guess_source(state) -> str:
 
 _HALF = (torch.float16, torch.bfloat16)
 
+_SCALER_CLASH = (
+    "a GradScaler cannot work with release_gradients: its unscaling and inf check need every gradient before the step, "
+    "but each parameter was stepped during backward with its scaled gradient. Build the optimizer without "
+    "release_gradients (or train in bfloat16 autocast, which needs no scaler)")
+_ACCUMULATION_CLASH = (
+    "a second backward before step(): with release_gradients each backward steps the parameters at once, so "
+    "gradients cannot be accumulated over several backward passes (refused before stepping a parameter twice). "
+    "Call step() after every backward, or build the optimizer without release_gradients")
+
 def _check_not_distributed(error):
     "Gradient release steps with the gradient backward has just accumulated: under DDP/FSDP, not yet reduced"
     dist = torch.distributed
@@ -210,6 +219,9 @@ class Optimizer(torch.optim.Optimizer):
         if not self.training:
             raise RuntimeError(f"{type(self).__name__}.step() in eval mode: the parameters hold the point to evaluate, "
                                "not the one gradients are taken at; call opt.train() before the forward pass")
+        if self.releases_gradients:
+            if getattr(self, 'grad_scale', None) is not None: raise RuntimeError(_SCALER_CLASH)
+            self._released = set()  # the loop calls step(): from now on, one backward per step
         if self.skip_nonfinite and not self._grads_finite():
             self.skipped_steps += 1
             return loss
@@ -249,6 +261,11 @@ class Optimizer(torch.optim.Optimizer):
     @property
     def releases_gradients(self) -> bool: return bool(getattr(self, '_release_hooks', None))
 
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        "A GradScaler then hands `step()` its scale instead of unscaling gradients that were released: step() refuses"
+        return self.releases_gradients
+
     def release_gradients(self, on:bool=True):
         """Step each parameter as soon as backward has accumulated its gradient, then free the gradient
         (`register_post_accumulate_grad_hook`), so the model's gradients never all exist at once; `step()` then finds
@@ -261,6 +278,7 @@ class Optimizer(torch.optim.Optimizer):
         # by group index: load_state_dict replaces the group dicts
         self._release_hooks = [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
                                for i, g in enumerate(self.param_groups) for p in g['params']] if on else []
+        self._released = None  # which parameters were stepped since the last step(), once the loop calls it
         return self
 
     @torch.no_grad()
@@ -270,6 +288,9 @@ class Optimizer(torch.optim.Optimizer):
             raise RuntimeError(f"{type(self).__name__} releases gradients and is in eval mode: call opt.train() "
                                "before the forward pass")
         _check_not_distributed(RuntimeError)  # a process group may have started after release_gradients()
+        if (released := getattr(self, '_released', None)) is not None:
+            if id(p) in released: raise RuntimeError(_ACCUMULATION_CLASH)
+            released.add(id(p))
         if p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
         # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
         # turned off the __torch_function__ overrides that a TensorList needs

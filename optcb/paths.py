@@ -119,7 +119,14 @@ class Paths:
         self.compiling = self.group and (compile if compile is not None else by_default)
         self.compile_error, self.owners_checked = None, False
         self._compiled = self._compiled_flat = None
-        self._scratch = {}
+        self._scratch, self._scalars = {}, {}
+
+    def _scalar(self, k, v):
+        "`_as_tensor(v)` for the compiled path, the same 0-d tensor as last time while `k` keeps its value"
+        if type(v) not in (float, int): return _as_tensor(v)
+        last = self._scalars.get(k)
+        if last is None or last[0] != v: last = self._scalars[k] = (v, _as_tensor(v))
+        return last[1]
 
     def _not_foreach(self): return [cb.name for cb in self.chain if not cb.foreach]
 
@@ -188,7 +195,7 @@ class Paths:
         """Run the chain on tensors as one `TensorList`: foreach kernels, or traced by the compiled chain (`hypers`
         then as `_as_tensor` passes them)"""
         gathered = {k: TensorList([s[k] for s in states], compiled) if isinstance(v, torch.Tensor)
-                    else _as_tensor(v) if compiled else v for k, v in states[0].items()}
+                    else self._scalar(k, v) if compiled else v for k, v in states[0].items()}
         state = dict(gathered)
         if compiled: state = self.compiled_chain()(TensorList(params, traced=True), state, hypers)
         else: self._run(TensorList(params), state, hypers)
@@ -207,7 +214,7 @@ class Paths:
         sc = self._scratch.get(key)
         if sc is None or not sc.fits(params, states): sc = self._scratch[key] = _Scratch(params, states)
         sc.gather(params, states)
-        state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else _as_tensor(v)
+        state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else self._scalar(k, v)
                  for k, v in states[0].items()}
         state = self.compiled_chain(gathered=True)(TensorList([sc.P], traced=True), state, hypers)
         torch._foreach_copy_(params, sc.views['params'])
@@ -233,7 +240,7 @@ class Paths:
             return self._run_group(params, states, hypers)
         gathers = self.chain.elementwise and not transient  # the gathered buffers are kept per set of tensors
         small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if gathers else []
-        traced = {k: _as_tensor(v) for k, v in hypers.items()}
+        traced = {k: self._scalar(k, v) for k, v in hypers.items()}
         try:
             if len(small) > 1:
                 large = sorted(set(range(len(params))) - set(small))
@@ -253,5 +260,5 @@ class Paths:
         "Everything but the compiled kernel, rebuilt on the next step"
         d = self.__dict__.copy()
         d['_compiled'] = d['_compiled_flat'] = None
-        d['_scratch'] = {}
+        d['_scratch'], d['_scalars'] = {}, {}
         return d

@@ -60,6 +60,24 @@ def test_schedules_do_not_recompile():
         opt.step()
     assert graphs() == before and opt.state[ps[0]]['step'] == 22
 
+def test_hyperparameter_tensors_are_made_again_only_when_their_value_changes():
+    "The compiled path carries numbers as 0-d tensors: one made per step costs ~5 µs; an unchanged value reuses its own"
+    ps = make_params(torch.float32)
+    opt, ref = optcb.Adam(ps, lr=1e-3, compile=True), optcb.Adam(clone_params(ps), lr=1e-3, foreach=False)
+    seen = []
+    for t in range(6):
+        for o in (opt, ref):
+            o.set_hypers(lr=1e-3 * (1 + t // 2))
+            gen = torch.Generator().manual_seed(t)
+            for p in o.param_groups[0]['params']: p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+            o.step()
+        seen.append({k: v[1] for k, v in opt.paths._scalars.items()})
+    assert all(seen[i]['eps'] is seen[1]['eps'] for i in range(1, 6))  # eps never changes
+    assert seen[2]['lr'] is seen[3]['lr'] and seen[3]['lr'] is not seen[4]['lr']  # lr changes every other step
+    assert all(s['lr'].item() == 1e-3 * (1 + i // 2) for i, s in enumerate(seen) if i > 0)
+    for a, b in zip(opt.param_groups[0]['params'], ref.param_groups[0]['params']):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
 def own_storage(t): return t.untyped_storage().nbytes() == t.numel() * t.element_size()
 
 def saved_bytes(obj):

@@ -106,3 +106,31 @@ def test_release_works_when_backward_starts_from_a_tensor_subclass():
             assert type(loss) is TensorBase and loss.grad_fn is not None
             opt.zero_grad(); loss.backward(); opt.step()
     assert all(torch.equal(p, q) for p, q in zip(*(m.parameters() for m in ms)))
+
+def test_a_plain_loop_with_a_grad_scaler_is_refused_by_name():
+    "GradScaler hands the step its scale (the optimizer says it supports amp scaling only while releasing): refused"
+    m = model(); opt = O.Adam(m.parameters(), lr=1e-2).release_gradients()
+    scaler = torch.amp.GradScaler('cpu', init_scale=1024.)
+    (x, y), = batches(1)
+    scaler.scale(nn.functional.cross_entropy(m(x), y)).backward()
+    with pytest.raises(RuntimeError, match='a GradScaler cannot work with release_gradients'): scaler.step(opt)
+    opt.release_gradients(False)  # ordinary steps: the scaler unscales and steps as usual again
+    assert not opt._step_supports_amp_scaling
+    before = [p.detach().clone() for p in m.parameters()]
+    scaler = torch.amp.GradScaler('cpu', init_scale=1024.)
+    opt.zero_grad(); scaler.scale(nn.functional.cross_entropy(m(x), y)).backward(); scaler.step(opt); scaler.update()
+    assert all(p.grad is not None for p in m.parameters()) and not torch.equal(m[0].weight, before[0])
+
+def test_gradient_accumulation_in_a_plain_loop_is_refused_before_a_parameter_is_stepped_twice():
+    m = model(); opt = O.Adam(m.parameters(), lr=1e-2).release_gradients()
+    (x, y), (x2, y2) = batches(2)
+    for _ in range(3):  # one backward per step: fine
+        opt.zero_grad(); nn.functional.cross_entropy(m(x), y).backward(); opt.step()
+    nn.functional.cross_entropy(m(x), y).backward()  # the first backward of an accumulation steps at once ...
+    before = [p.detach().clone() for p in m.parameters()]
+    with pytest.raises(RuntimeError, match='gradients cannot be accumulated over several backward passes'):
+        nn.functional.cross_entropy(m(x2), y2).backward()  # ... the second is refused
+    assert all(torch.equal(p, b) for p, b in zip(m.parameters(), before))  # nothing stepped twice
+    opt.step()
+    nn.functional.cross_entropy(m(x2), y2).backward()  # after step(), the next backward steps again
+    assert not all(torch.equal(p, b) for p, b in zip(m.parameters(), before))
