@@ -66,7 +66,7 @@ class _Scratch:
         self.bufs = {k: _flatten([s[k] for s in states]) for k, v in states[0].items() if isinstance(v, torch.Tensor)}
         self.views = {k: _unflatten(b, params) for k, b in self.bufs.items()}
         self.views['params'], self.views['grads'] = _unflatten(self.P, params), _unflatten(self.P.grad, params)
-        self.kept = {}
+        self.kept, self.grads_version = {}, None
 
     def fits(self, params, states) -> bool:
         "Whether the bucket still has these shapes, dtypes and tensor state"
@@ -74,24 +74,39 @@ class _Scratch:
         return {k for k, v in states[0].items() if isinstance(v, torch.Tensor)} == self.bufs.keys()
 
     def gather(self, params, states):
-        """Fill the buffers from the tensors. A state tensor that is still the one this step copied back, unchanged
-        since (the same version: no in-place change through it), is not copied again"""
-        torch._foreach_copy_(self.views['params'], params)
-        torch._foreach_copy_(self.views['grads'], [p.grad for p in params])
+        """Fill the buffers from the tensors. A parameter or state tensor that is still the one the last step copied
+        back, unchanged since (the same version and storage: nothing written to it or swapped in), is not copied again:
+        its buffer holds its values already"""
+        if not self.unchanged('params', params): torch._foreach_copy_(self.views['params'], params)
+        grads = [p.grad for p in params]
+        # the gradients buffer is copied again unless neither the gradients nor the buffer (a callback such as
+        # l2_reg writes the gradient) changed since the last copy
+        if not (self.unchanged('grads', grads) and self.P.grad._version == self.grads_version):
+            torch._foreach_copy_(self.views['grads'], grads)
+            self.kept['grads'] = [(g, g._version, g.data_ptr()) for g in grads]
+            self.grads_version = self.P.grad._version
         for k in self.bufs:
             ts = [s[k] for s in states]
-            kept = self.kept.get(k)
-            if kept is None or not all(t is a and t._version == v for t, (a, v) in zip(ts, kept)):
-                torch._foreach_copy_(self.views[k], ts)
+            if not self.unchanged(k, ts): torch._foreach_copy_(self.views[k], ts)
+
+    def unchanged(self, k, tensors) -> bool:
+        "Whether `tensors` are those copied back from buffer `k`, neither written to nor given new storage since"
+        kept = self.kept.get(k)
+        return kept is not None and len(kept) == len(tensors) and all(
+            t is a and t._version == v and t.data_ptr() == d for t, (a, v, d) in zip(tensors, kept))
 
     def scatter(self, k, tensors, views):
         "Copy a result back into the tensors it belongs to"
         torch._foreach_copy_(tensors, views)
-        if k in self.bufs: self.kept[k] = [(t, t._version) for t in tensors] if views is self.views[k] else None
+        if k == 'params' or k in self.bufs:
+            mine = views is self.views[k]
+            self.kept[k] = [(t, t._version, t.data_ptr()) for t in tensors] if mine else None
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # a parameter of a tensor subclass (a DTensor) has the subclass's type
 
 def _traceable(params) -> bool:
     "Whether the compiled path can take these parameters: plain tensors, with strided (not sparse) gradients"
-    return all(type(p.data) is torch.Tensor and (p.grad is None or p.grad.layout is torch.strided) for p in params)
+    return all(type(p) in _PLAIN and (p.grad is None or p.grad.layout is torch.strided) for p in params)
 
 # %% ../nbs/02_paths.ipynb #c009
 class Paths:
@@ -153,16 +168,15 @@ class Paths:
         """Split `params` (and their `states`) so that each bucket shares device, dtype, state keys and scalar state
         (and shape, for a chain that stacks its tensors); returns (params, states) pairs"""
         if not self.group: return [([p], [s]) for p, s in zip(params, states)]
-        buckets = {}
+        buckets, T, same_shape = {}, torch.Tensor, self.chain.same_shape
         for p, s in zip(params, states):
             grad = p.grad
-            key = (p.device, p.dtype, None if grad is None else grad.dtype, tuple(s),
-                   tuple(torch.Tensor if isinstance(v, torch.Tensor) else v for v in s.values()),
-                   tuple(p.shape) if self.chain.same_shape else None)
-            try: hash(key)
-            except TypeError: key = id(p)  # unhashable state: a bucket of its own
-            ps, ss = buckets.setdefault(key, ([], []))
-            ps.append(p); ss.append(s)
+            # the state's names, then for each value: its own if a number or flag, `torch.Tensor` if a tensor
+            key = (p.device, p.dtype, None if grad is None else grad.dtype, p.shape if same_shape else None,
+                   *s, *[T if isinstance(v, T) else v for v in s.values()])
+            try: bucket = buckets.setdefault(key, ([], []))
+            except TypeError: bucket = buckets[id(p)] = ([], [])  # unhashable state: a bucket of its own
+            bucket[0].append(p); bucket[1].append(s)
         return list(buckets.values())
 
     def step(self, params, states, hypers, transient=False, per_tensor=False):
@@ -217,7 +231,7 @@ class Paths:
         state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else self._scalar(k, v)
                  for k, v in states[0].items()}
         state = self.compiled_chain(gathered=True)(TensorList([sc.P], traced=True), state, hypers)
-        torch._foreach_copy_(params, sc.views['params'])
+        sc.scatter('params', params, sc.views['params'])
         for k, v in state.items():
             if not isinstance(v, TensorList): _keep_scalar(states, k, v); continue
             views = sc.views[k] if k in sc.bufs and v[0] is sc.bufs[k] else _unflatten(v[0], params)

@@ -75,6 +75,10 @@ def worker(rank, world, port, kind, outdir):
             train(m2, opt2, x[half], y[half], 5)
             resumed = [p.full_tensor().detach() for p in m2.parameters()]
             if rank == 0: torch.save({'full': full, 'resumed': resumed}, f'{outdir}/{kind}.pt')
-        dist.barrier()  # both ranks done before teardown: gloo can abort a process torn down while its peer still talks
-    finally:
+        dist.barrier()  # both ranks done (results saved) before either leaves
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # leave without tearing gloo down: its teardown, racing the other process's, can abort one of them (SIGABRT,
+    # "terminate called without an active exception") after all the work is done
+    os._exit(0)
