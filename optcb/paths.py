@@ -135,6 +135,14 @@ class Paths:
         self.compile_error, self.owners_checked = None, False
         self._compiled = self._compiled_flat = None
         self._scratch, self._scalars = {}, {}
+        # the names the chain reads (None: a callback takes **kwargs, so any); a bucket's other numbers and flags
+        # (fastai's `force_train`) may differ between its parameters, so they are neither bucketed on nor passed
+        self.read = None if any(cb.var_kw for cb in chain.callbacks) else chain.used
+
+    def _passed(self, state) -> dict:
+        "The state the chain sees for a bucket: its tensors and the numbers and flags it reads"
+        if self.read is None: return state
+        return {k: v for k, v in state.items() if k in self.read or isinstance(v, torch.Tensor)}
 
     def _scalar(self, k, v):
         "`_as_tensor(v)` for the compiled path, the same 0-d tensor as last time while `k` keeps its value"
@@ -165,15 +173,17 @@ class Paths:
         return COMPILED, f"{numel:,} values >= {least}"
 
     def buckets(self, params, states):
-        """Split `params` (and their `states`) so that each bucket shares device, dtype, state keys and scalar state
-        (and shape, for a chain that stacks its tensors); returns (params, states) pairs"""
+        """Split `params` (and their `states`) so that each bucket shares device, dtype, tensor state and the scalar
+        state its callbacks read (and shape, for a chain that stacks its tensors); returns (params, states) pairs"""
         if not self.group: return [([p], [s]) for p, s in zip(params, states)]
         buckets, T, same_shape = {}, torch.Tensor, self.chain.same_shape
+        read = self.read  # a number or flag that no callback reads does not split a bucket
         for p, s in zip(params, states):
             grad = p.grad
-            # the state's names, then for each value: its own if a number or flag, `torch.Tensor` if a tensor
+            # each piece of state by name: its value if a number or flag, `torch.Tensor` if a tensor
             key = (p.device, p.dtype, None if grad is None else grad.dtype, p.shape if same_shape else None,
-                   *s, *[T if isinstance(v, T) else v for v in s.values()])
+                   *[(k, T) if isinstance(v, T) else (k, v) for k, v in s.items() if read is None or k in read
+                     or isinstance(v, T)])
             try: bucket = buckets.setdefault(key, ([], []))
             except TypeError: bucket = buckets[id(p)] = ([], [])  # unhashable state: a bucket of its own
             bucket[0].append(p); bucket[1].append(s)
@@ -209,7 +219,7 @@ class Paths:
         """Run the chain on tensors as one `TensorList`: foreach kernels, or traced by the compiled chain (`hypers`
         then as `_as_tensor` passes them)"""
         gathered = {k: TensorList([s[k] for s in states], compiled) if isinstance(v, torch.Tensor)
-                    else self._scalar(k, v) if compiled else v for k, v in states[0].items()}
+                    else self._scalar(k, v) if compiled else v for k, v in self._passed(states[0]).items()}
         state = dict(gathered)
         if compiled: state = self.compiled_chain()(TensorList(params, traced=True), state, hypers)
         else: self._run(TensorList(params), state, hypers)
@@ -229,7 +239,7 @@ class Paths:
         if sc is None or not sc.fits(params, states): sc = self._scratch[key] = _Scratch(params, states)
         sc.gather(params, states)
         state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else self._scalar(k, v)
-                 for k, v in states[0].items()}
+                 for k, v in self._passed(states[0]).items()}
         state = self.compiled_chain(gathered=True)(TensorList([sc.P], traced=True), state, hypers)
         sc.scatter('params', params, sc.views['params'])
         for k, v in state.items():

@@ -46,3 +46,28 @@ def test_the_group_path_in_chunks_equals_one_chunk_and_the_per_tensor_path():
     g = grad_stream(ps, 30)
     for opt, qs in ((a, ps), (b, ref), (c, whole)): run(opt, qs, g, 30)
     assert max_errs(ps, ref, a, b) == (0., 0.) and max_errs(ps, whole, a, c) == (0., 0.)
+
+@pytest.mark.parametrize('compile', [False, True])
+def test_a_flag_no_callback_reads_does_not_split_a_bucket(compile):
+    "fastai marks norm layers `force_train` (for freezing); no callback reads it, so it must not cost a bucket"
+    torch.manual_seed(0)
+    ps = [torch.randn(5, requires_grad=True) for _ in range(4)]
+    qs = clone_params(ps)
+    opt = optcb.Adam(ps, lr=1e-2, wd=0.1, compile=compile)
+    ref = optcb.Adam(qs, lr=1e-2, wd=0.1, foreach=False)
+    for o, xs in ((opt, ps), (ref, qs)):
+        for x in xs[:2]: o.state[x].update(do_wd=False)  # read by weight_decay: a bucket of their own
+        o.state[xs[0]]['force_train'] = True  # read by none
+    for t in range(5):
+        g = [torch.randn(5) for _ in ps]
+        for xs, o in ((ps, opt), (qs, ref)):
+            for x, gi in zip(xs, g): x.grad = gi.clone()
+            o.step()
+    assert sorted(b.params for b in opt.plan()) == [2, 2]
+    for a, b in zip(ps, qs): torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert opt.state[ps[0]]['force_train'] is True and 'force_train' not in opt.state[ps[1]]
+    @optcb.callback()
+    def fastai_step(p, lr, **kw): pass  # fastai's form: **kwargs, so it may read any state
+    fastai_style = optcb.Optimizer(ps, [fastai_step], lr=1e-2)
+    fastai_style.state[ps[0]]['force_train'] = True
+    assert len(fastai_style.paths.buckets(ps, [fastai_style.state[p] for p in ps])) == 2
