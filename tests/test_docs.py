@@ -46,3 +46,11 @@ def test_the_landing_page_carries_the_readme(site):
     assert page.count('<img alt="') >= 2 and page.count('src="data:image/png;base64,') >= 2
     assert 'fit_one_cycle(3)' in page and '0.9554' in page  # the comparison's table
     assert 'torch\'s fused AdamW' in page and 'href="https://github.com/optcb/optcb/blob/main/BENCHMARKS.md"' in page
+
+def test_signatures_fit_their_box(site):
+    "A long signature is laid out one parameter per line, so that no API entry scrolls sideways"
+    import html as H
+    sigs = [H.unescape(re.sub(r'<[^>]+>', '', s)) for page in site.glob('*.html')
+            for s in re.findall(r'<pre class="sig">(.*?)</pre>', page.read_text(), re.S)]
+    assert len(sigs) > 100 and any(s.startswith('class Optimizer(\n') for s in sigs)
+    assert [s for s in sigs if any(len(line) > 100 for line in s.splitlines())] == []

@@ -69,10 +69,29 @@ def source_link(obj) -> str:
     rel = Path(file).resolve().relative_to(ROOT) if Path(file).resolve().is_relative_to(ROOT) else None
     return f' <a class="src" href="{SOURCE}{rel.as_posix()}#L{line}">source</a>' if rel else ''
 
+def wrap_signature(head: str, sig: str, width=100) -> str:
+    "`head + sig`, one parameter per line when it is wider than `width` (a signature box should not scroll)"
+    if len(head) + len(sig) <= width: return head + sig
+    parts, depth, quote, cur = [], 0, None, ''
+    inner, ret = sig[1:sig.rindex(')')], sig[sig.rindex(')') + 1:]
+    for ch in inner:
+        if quote: quote = None if ch == quote else quote
+        elif ch in '\'"': quote = ch
+        elif ch in '([{': depth += 1
+        elif ch in ')]}': depth -= 1
+        elif ch == ',' and depth == 0: parts.append(cur.strip()); cur = ''; continue
+        cur += ch
+    parts.append(cur.strip())
+    def fit(x):  # a default too long to show (a table of ranges) is elided
+        if len(x) + 5 <= width or '=' not in x: return x
+        name = x.partition('=')[0].rstrip()
+        return f"{name}{' = ' if ':' in name else '='}…"
+    return head + '(\n' + ''.join(f'    {fit(x)},\n' for x in parts if x) + ')' + ret
+
 def api_entry(mod, name: str) -> str:
     obj = getattr(mod, name, None)
     if obj is None: return ''
-    try: sig = f"{'class' if inspect.isclass(obj) else 'def'} {name}{inspect.signature(obj)}"
+    try: sig = wrap_signature(f"{'class' if inspect.isclass(obj) else 'def'} {name}", str(inspect.signature(obj)))
     except (TypeError, ValueError): sig = name
     doc = inspect.getdoc(obj) or ''
     parts = [f'<div class="api" id="{name}"><h4><a href="#{name}">{html.escape(name)}</a>{source_link(obj)}</h4>',
@@ -80,7 +99,7 @@ def api_entry(mod, name: str) -> str:
     if inspect.isclass(obj):
         for m, f in vars(obj).items():
             if not m.startswith('_') and callable(f) and inspect.getdoc(f):
-                try: msig = f"{m}{inspect.signature(f)}"
+                try: msig = wrap_signature(m, str(inspect.signature(f)))
                 except (TypeError, ValueError): msig = m
                 parts.append(f'<div class="method"><pre class="sig">{code_html(msig)}</pre>{render_md(inspect.getdoc(f))}</div>')
     return '\n'.join(parts) + '</div>'
