@@ -66,7 +66,7 @@ class _Scratch:
         self.bufs = {k: _flatten([s[k] for s in states]) for k, v in states[0].items() if isinstance(v, torch.Tensor)}
         self.views = {k: _unflatten(b, params) for k, b in self.bufs.items()}
         self.views['params'], self.views['grads'] = _unflatten(self.P, params), _unflatten(self.P.grad, params)
-        self.kept, self.grads_version = {}, None
+        self.kept = {}
 
     def fits(self, params, states) -> bool:
         "Whether the bucket still has these shapes, dtypes and tensor state"
@@ -74,33 +74,33 @@ class _Scratch:
         return {k for k, v in states[0].items() if isinstance(v, torch.Tensor)} == self.bufs.keys()
 
     def gather(self, params, states):
-        """Fill the buffers from the tensors. A parameter or state tensor that is still the one the last step copied
-        back, unchanged since (the same version and storage: nothing written to it or swapped in), is not copied again:
-        its buffer holds its values already"""
-        if not self.unchanged('params', params): torch._foreach_copy_(self.views['params'], params)
-        grads = [p.grad for p in params]
-        # the gradients buffer is copied again unless neither the gradients nor the buffer (a callback such as
-        # l2_reg writes the gradient) changed since the last copy
-        if not (self.unchanged('grads', grads) and self.P.grad._version == self.grads_version):
-            torch._foreach_copy_(self.views['grads'], grads)
-            self.kept['grads'] = [(g, g._version, g.data_ptr()) for g in grads]
-            self.grads_version = self.P.grad._version
-        for k in self.bufs:
-            ts = [s[k] for s in states]
-            if not self.unchanged(k, ts): torch._foreach_copy_(self.views[k], ts)
+        """Fill the buffers from the tensors, but for a buffer that holds their values already: nothing was written to
+        either, nor new storage swapped in, since they were last synced (a callback that writes a buffer, as l2_reg
+        writes the gradients', has it filled again)"""
+        for k, ts in (('params', params), ('grads', [p.grad for p in params]), *((k, [s[k] for s in states])
+                                                                                  for k in self.bufs)):
+            if not self.unchanged(k, ts):
+                torch._foreach_copy_(self.views[k], ts)
+                self.synced(k, ts)
+
+    def buffer(self, k): return self.P if k == 'params' else self.P.grad if k == 'grads' else self.bufs[k]
+
+    def synced(self, k, tensors):
+        "Note that buffer `k` and `tensors` hold the same values now"
+        self.kept[k] = (self.buffer(k)._version, [(t, t._version, t.data_ptr()) for t in tensors])
 
     def unchanged(self, k, tensors) -> bool:
-        "Whether `tensors` are those copied back from buffer `k`, neither written to nor given new storage since"
+        "Whether buffer `k` and `tensors` are as they were when last synced: neither written to nor given new storage"
         kept = self.kept.get(k)
-        return kept is not None and len(kept) == len(tensors) and all(
-            t is a and t._version == v and t.data_ptr() == d for t, (a, v, d) in zip(tensors, kept))
+        return kept is not None and kept[0] == self.buffer(k)._version and len(kept[1]) == len(tensors) and all(
+            t is a and t._version == v and t.data_ptr() == d for t, (a, v, d) in zip(tensors, kept[1]))
 
     def scatter(self, k, tensors, views):
         "Copy a result back into the tensors it belongs to"
         torch._foreach_copy_(tensors, views)
         if k == 'params' or k in self.bufs:
-            mine = views is self.views[k]
-            self.kept[k] = [(t, t._version, t.data_ptr()) for t in tensors] if mine else None
+            if views is self.views[k]: self.synced(k, tensors)
+            else: self.kept.pop(k, None)
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a parameter of a tensor subclass (a DTensor) has the subclass's type
 
@@ -177,13 +177,12 @@ class Paths:
         state its callbacks read (and shape, for a chain that stacks its tensors); returns (params, states) pairs"""
         if not self.group: return [([p], [s]) for p, s in zip(params, states)]
         buckets, T, same_shape = {}, torch.Tensor, self.chain.same_shape
-        read = self.read  # a number or flag that no callback reads does not split a bucket
         for p, s in zip(params, states):
             grad = p.grad
-            # each piece of state by name: its value if a number or flag, `torch.Tensor` if a tensor
+            # each piece of state the chain sees, by name: its value if a number or flag, `torch.Tensor` if a tensor
+            # (a number or flag that no callback reads does not split a bucket)
             key = (p.device, p.dtype, None if grad is None else grad.dtype, p.shape if same_shape else None,
-                   *[(k, T) if isinstance(v, T) else (k, v) for k, v in s.items() if read is None or k in read
-                     or isinstance(v, T)])
+                   *[(k, T) if isinstance(v, T) else (k, v) for k, v in self._passed(s).items()])
             try: bucket = buckets.setdefault(key, ([], []))
             except TypeError: bucket = buckets[id(p)] = ([], [])  # unhashable state: a bucket of its own
             bucket[0].append(p); bucket[1].append(s)
