@@ -230,8 +230,9 @@ class Optimizer(torch.optim.Optimizer):
             self._check_sparse(params)
             if not params: continue
             hypers = self._hypers(group)
+            among = sum(p.numel() for p in params)  # the group's size decides whether compiling pays
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
-                self._step_bucket(bucket, states, hypers)
+                self._step_bucket(bucket, states, hypers, among=among)
         return loss
 
     def _check_sparse(self, params):
@@ -297,21 +298,22 @@ class Optimizer(torch.optim.Optimizer):
         self._step_bucket([p], [self.state[p]], self._hypers(group), per_tensor=True)
         p.grad = None
 
-    def _step_bucket(self, params, states, hypers, per_tensor=False):
+    def _step_bucket(self, params, states, hypers, per_tensor=False, among=None):
         """Step one bucket; with Kahan summation or another state dtype, the callbacks run in float32 on working
         copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
         kahan = self._kahan(params[0])
-        if not kahan and self.state_dtype is None: return self.paths.step(params, states, hypers, per_tensor=per_tensor)
+        if not kahan and self.state_dtype is None:
+            return self.paths.step(params, states, hypers, per_tensor=per_tensor, among=among)
         chunk, size = [], 0
         for p, s in zip(params, states):
             chunk.append((p, s)); size += p.numel()
             if size >= self.precision_chunk:
-                self._step_in_float32(chunk, hypers, kahan, per_tensor); chunk, size = [], 0
-        if chunk: self._step_in_float32(chunk, hypers, kahan, per_tensor)
+                self._step_in_float32(chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
+        if chunk: self._step_in_float32(chunk, hypers, kahan, per_tensor, among)
 
     precision_chunk = 2**20  # values per working copy: its float32 temporaries stay under ~16 MiB (one larger tensor)
 
-    def _step_in_float32(self, chunk, hypers, kahan, per_tensor=False):
+    def _step_in_float32(self, chunk, hypers, kahan, per_tensor=False, among=None):
         work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
         for p, s in chunk:
             if p.dtype not in _HALF: work.append(p); continue
@@ -322,7 +324,7 @@ class Optimizer(torch.optim.Optimizer):
         compute = _compute_dtype(chunk[0][0])
         wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
                    for _, s in chunk]
-        self.paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor)
+        self.paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
         for (p, s), w, ws in zip(chunk, work, wstates):
             keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
             for k, v in ws.items():
@@ -366,7 +368,7 @@ class Optimizer(torch.optim.Optimizer):
         for i, group in enumerate(self.param_groups):
             params = [p for p in group['params'] if p.grad is not None] or list(group['params'])
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
-                path, why = self.paths.decide(bucket, states)
+                path, why = self.paths.decide(bucket, states, among=sum(p.numel() for p in params))
                 res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
                                       str(bucket[0].dtype).replace('torch.', ''), path, why))
         return res

@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/paths.html.md"""
 
 # %% ../nbs/02_paths.ipynb #c002
 from __future__ import annotations
-import os, shutil, types, warnings
+import collections, os, shutil, types, warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,7 +15,7 @@ from .chain import run_chain
 from .tensorlist import TensorList
 
 # %% auto #0
-__all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'compile_available', 'BucketPlan', 'Paths']
+__all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'kernels', 'compile_available', 'BucketPlan', 'Paths']
 
 # %% ../nbs/02_paths.ipynb #c005
 PER_TENSOR, GROUP, COMPILED = 'per-tensor', 'group', 'compiled'
@@ -108,13 +108,77 @@ def _traceable(params) -> bool:
     "Whether the compiled path can take these parameters: plain tensors, with strided (not sparse) gradients"
     return all(type(p) in _PLAIN and (p.grad is None or p.grad.layout is torch.strided) for p in params)
 
+kernels = collections.Counter()  # kernels built (and traces that failed) in this process, as dynamo counts graphs
+
+class _Kernel:
+    """The chain compiled ahead of time for one bucket structure, and called without dynamo: traced once with fake
+    tensors (`make_fx`, so a branch on a tensor's value fails the trace instead of being baked in), compiled by
+    inductor, then called with the tensors themselves. What dynamo's guards would check, `Kernel.key` is: the shape,
+    stride and dtype of every tensor, and the value of every hyperparameter or scalar state that is not a 0-d tensor"""
+    def __init__(self, chain, params, state, hypers):
+        from torch.fx.experimental.proxy_tensor import make_fx
+        n, lists = len(params), [k for k, v in state.items() if isinstance(v, TensorList)]
+        scalars = [(src, k) for src, d in (('state', state), ('hypers', hypers)) for k, v in d.items()
+                   if isinstance(v, torch.Tensor)]
+        fixed = {(src, k): v for src, d in (('state', state), ('hypers', hypers)) for k, v in d.items()
+                 if (src, k) not in scalars and not isinstance(v, TensorList)}
+        def traced(*args):
+            args = iter(args)
+            ps, gs = [next(args) for _ in range(n)], [next(args) for _ in range(n)]
+            for p, g in zip(ps, gs): p.grad = g
+            st = {k: TensorList([next(args) for _ in range(n)], traced=True) for k in lists}
+            ins = {'state': st, 'hypers': {}}
+            for src, k in scalars: ins[src][k] = next(args)
+            for (src, k), v in fixed.items(): ins[src][k] = v
+            given = dict(st)
+            out = run_chain(chain, TensorList(ps, traced=True), st, ins['hypers'])
+            # what comes back: the state given (unchanged or updated in place), new tensors, or new numbers
+            self.out = [(k, 'given' if k in given and v is given[k] else 'list' if isinstance(v, TensorList)
+                         else 'tensor' if isinstance(v, torch.Tensor) else 'fixed', v) for k, v in out.items()]
+            return tuple(t for k, how, v in self.out for t in (v.tensors if how == 'list' else [v] if how == 'tensor'
+                                                                else []))
+        self.lists, self.scalars = lists, scalars
+        args = self.args(params, state, hypers)
+        with torch.no_grad():
+            graph = make_fx(traced, tracing_mode='fake')(*args)
+            self.run = torch._inductor.compile(graph, args)
+        self.out = [(k, how, v if how == 'fixed' else len(v) if how == 'list' else None) for k, how, v in self.out]
+
+    def args(self, params, state, hypers):
+        "The kernel's inputs: parameters, gradients, each tensor state's tensors, then the 0-d tensors"
+        return [*(p.detach() for p in params), *(p.grad for p in params), *(t for k in self.lists for t in state[k]),
+                *((state if src == 'state' else hypers)[k] for src, k in self.scalars)]
+
+    @staticmethod
+    def key(params, state, hypers):
+        """What a kernel is built for (`None` where a value cannot be part of a key): the structure dynamo would guard.
+        A bucket shares one device and dtype (and one gradient dtype), so only state tensors name theirs"""
+        p, g, T = params[0], params[0].grad, TensorList
+        values = tuple((src, k, (v.dtype, v.device, v.shape) if isinstance(v, torch.Tensor) else
+                        tuple((t.shape, t.stride(), t.dtype, t.device) for t in v) if isinstance(v, T) else v)
+                       for src, d in (('state', state), ('hypers', hypers)) for k, v in d.items())
+        key = (p.device, p.dtype, g.dtype, tuple((p.shape, p.stride(), p.grad.stride()) for p in params), values)
+        try: hash(key)
+        except TypeError: return None
+        return key
+
+    def __call__(self, params, state, hypers):
+        "Step; returns the chain's state as `run_chain` would (the given `TensorList`s where updated in place)"
+        res, out = iter(self.run(*self.args(params, state, hypers))), {}
+        for k, how, v in self.out:
+            if how == 'given': out[k] = state[k]
+            elif how == 'list': out[k] = TensorList([next(res) for _ in range(v)], traced=True)
+            else: out[k] = next(res) if how == 'tensor' else v
+        return out
+
 # %% ../nbs/02_paths.ipynb #c009
 class Paths:
     "Which path steps each bucket — per tensor, group or compiled — decided in one place, and the runs themselves"
-    # smaller buckets take the group path: a compiled call costs ~0.1-0.5 ms whatever its size
-    compile_min_numel = 2**18
-    # in a compiled bucket, tensors smaller than this are stepped together in one gathered buffer (elementwise chains)
-    gather_max_numel = 2**14
+    # smaller buckets take the group path: a compiled call costs ~0.05-0.2 ms whatever its size
+    compile_min_numel = 2**16
+    # in a compiled bucket, tensors smaller than this are stepped together in one gathered buffer (elementwise chains),
+    # when there are at least `gather_min_count` of them: fewer cost no more in a loop each than the copies
+    gather_max_numel, gather_min_count = 2**14, 64
 
     def __init__(self, chain, foreach:bool|None=None, compile:bool|None=None):
         for name, v in (('foreach', foreach), ('compile', compile)):
@@ -134,7 +198,7 @@ class Paths:
         self.compiling = self.group and (compile if compile is not None else by_default)
         self.compile_error, self.owners_checked = None, False
         self._compiled = self._compiled_flat = None
-        self._scratch, self._scalars = {}, {}
+        self._scratch, self._scalars, self._kernels, self._stateless, self.kernel_error = {}, {}, {}, set(), None
         # the names the chain reads (None: a callback takes **kwargs, so any); a bucket's other numbers and flags
         # (fastai's `force_train`) may differ between its parameters, so they are neither bucketed on nor passed
         self.read = None if any(cb.var_kw for cb in chain.callbacks) else chain.used
@@ -153,8 +217,9 @@ class Paths:
 
     def _not_foreach(self): return [cb.name for cb in self.chain if not cb.foreach]
 
-    def decide(self, params, states) -> tuple[str, str]:
-        "The path for one bucket, and why"
+    def decide(self, params, states, among:int|None=None) -> tuple[str, str]:
+        """The path for one bucket, and why; `among`: the number of values of the param group it belongs to (by
+        default its own), which decides whether compiling pays"""
         if not self.group:
             if self.foreach is False: return PER_TENSOR, 'foreach=False'
             return PER_TENSOR, f"callbacks not declared for groups: {self._not_foreach()}"
@@ -166,11 +231,12 @@ class Paths:
             else: why = 'compiling is off ($OPTCB_COMPILE=0 or no C++ compiler)'
             return GROUP, why
         if not _traceable(params): return GROUP, 'not plain tensors with strided gradients (a DTensor, or sparse)'
-        numel = sum(p.numel() for p in params)
         if self.compile: return COMPILED, 'compile=True'
+        numel = among if among is not None else sum(p.numel() for p in params)
+        size = f"{numel:,} values" + (' in the param group' if among is not None else '')
         least = f"compile_min_numel={self.compile_min_numel:,}"
-        if numel < self.compile_min_numel: return GROUP, f"{numel:,} values < {least}"
-        return COMPILED, f"{numel:,} values >= {least}"
+        if numel < self.compile_min_numel: return GROUP, f"{size} < {least}"
+        return COMPILED, f"{size} >= {least}"
 
     def buckets(self, params, states):
         """Split `params` (and their `states`) so that each bucket shares device, dtype, tensor state and the scalar
@@ -188,10 +254,10 @@ class Paths:
             bucket[0].append(p); bucket[1].append(s)
         return list(buckets.values())
 
-    def step(self, params, states, hypers, transient=False, per_tensor=False):
+    def step(self, params, states, hypers, transient=False, per_tensor=False, among=None):
         """Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity;
-        `per_tensor`: on the reference path whatever the decision)"""
-        path = PER_TENSOR if per_tensor else self.decide(params, states)[0]
+        `per_tensor`: on the reference path whatever the decision; `among`: as `decide` takes it)"""
+        path = PER_TENSOR if per_tensor else self.decide(params, states, among)[0]
         if path == COMPILED: self._run_compiled(params, states, hypers, transient)
         elif path == GROUP: self._run_group(params, states, hypers)
         else:
@@ -220,7 +286,7 @@ class Paths:
         gathered = {k: TensorList([s[k] for s in states], compiled) if isinstance(v, torch.Tensor)
                     else self._scalar(k, v) if compiled else v for k, v in self._passed(states[0]).items()}
         state = dict(gathered)
-        if compiled: state = self.compiled_chain()(TensorList(params, traced=True), state, hypers)
+        if compiled: state = self._compiled_run(params, state, hypers)
         else: self._run(TensorList(params), state, hypers)
         for k, v in state.items():
             if k in gathered and v is gathered[k]: continue
@@ -239,7 +305,7 @@ class Paths:
         sc.gather(params, states)
         state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else self._scalar(k, v)
                  for k, v in self._passed(states[0]).items()}
-        state = self.compiled_chain(gathered=True)(TensorList([sc.P], traced=True), state, hypers)
+        state = self._compiled_run([sc.P], state, hypers, gathered=True)
         sc.scatter('params', params, sc.views['params'])
         for k, v in state.items():
             if not isinstance(v, TensorList): _keep_scalar(states, k, v); continue
@@ -247,6 +313,21 @@ class Paths:
             if isinstance(states[0].get(k), torch.Tensor): sc.scatter(k, [s[k] for s in states], views)
             else:  # state the chain has just created: one tensor of its own per parameter
                 for s, t in zip(states, views): s[k] = t.clone()
+
+    max_kernels = 64  # bucket structures compiled ahead of time per optimizer; more run under dynamo
+
+    def _compiled_run(self, params, state, hypers, gathered=False):
+        """The chain run on `params` by its kernel for this structure, built on first sight (`_Kernel`); under dynamo
+        (`compiled_chain`) where it cannot be built"""
+        key = _Kernel.key(params, state, hypers)
+        kernel = self._kernels.get(key, False) if key is not None else None
+        if kernel is False and len(self._kernels) < self.max_kernels:
+            try: kernel = _Kernel(self.chain, params, state, hypers)
+            except Exception as e: kernel, self.kernel_error = None, f"{type(e).__name__}: {str(e)[:200]}"
+            self._kernels[key] = kernel
+            kernels['built' if kernel else 'failed'] += 1
+        if kernel: return kernel(params, state, hypers)
+        return self.compiled_chain(gathered)(TensorList(params, traced=True), state, hypers)
 
     def compiled_chain(self, gathered=False):
         """The chain under torch.compile, built once per optimizer for bucket lists and once for gathered buffers (two
@@ -260,12 +341,17 @@ class Paths:
         if not has_state and (self.chain.state_names() or not self.owners_checked):
             # a bucket's first step runs uncompiled: it creates the state (and, once, checks the chain); the kernel is
             # built on the next. A loaded state is not fresh: resuming runs the same kernel as an uninterrupted run.
-            return self._run_group(params, states, hypers)
+            # A bucket still without state after its first step keeps none (SGD without momentum): it is compiled.
+            first = tuple(map(id, params))
+            if first not in self._stateless:
+                self._stateless.add(first)
+                return self._run_group(params, states, hypers)
         gathers = self.chain.elementwise and not transient  # the gathered buffers are kept per set of tensors
         small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if gathers else []
+        if len(small) < self.gather_min_count: small = []
         traced = {k: self._scalar(k, v) for k, v in hypers.items()}
         try:
-            if len(small) > 1:
+            if small:
                 large = sorted(set(range(len(params))) - set(small))
                 self._run_gathered([params[i] for i in small], [states[i] for i in small], traced)
                 if not large: return
@@ -283,5 +369,5 @@ class Paths:
         "Everything but the compiled kernel, rebuilt on the next step"
         d = self.__dict__.copy()
         d['_compiled'] = d['_compiled_flat'] = None
-        d['_scratch'], d['_scalars'] = {}, {}
+        d['_scratch'], d['_scalars'], d['_kernels'], d['_stateless'] = {}, {}, {}, set()
         return d

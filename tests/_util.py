@@ -99,3 +99,11 @@ def torch_optim_db():
     torch.backends.flags_frozen.__globals__['__allow_nonbracketed_mutation_flag'] = True
     assert not torch.backends.flags_frozen()
     return optim_db
+
+def graphs():
+    "Kernels compiled so far: ahead of time (optcb's own, called without dynamo), and graphs dynamo compiled"
+    return optcb.paths.kernels['built'] + torch._dynamo.utils.counters['stats']['unique_graphs']
+
+def ahead_of_time(opt) -> bool:
+    "Whether every compiled bucket of `opt` ran a kernel built ahead of time (none fell back to dynamo)"
+    return opt.paths.kernel_error is None and bool(opt.paths._kernels) and all(opt.paths._kernels.values())
