@@ -117,6 +117,8 @@ class _Kernel:
     stride and dtype of every tensor, and the value of every hyperparameter or scalar state that is not a 0-d tensor"""
     def __init__(self, chain, params, state, hypers):
         from torch.fx.experimental.proxy_tensor import make_fx
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+        from torch._subclasses.fake_tensor import FakeTensorMode
         n, lists = len(params), [k for k, v in state.items() if isinstance(v, TensorList)]
         scalars = [(src, k) for src, d in (('state', state), ('hypers', hypers)) for k, v in d.items()
                    if isinstance(v, torch.Tensor)]
@@ -138,7 +140,9 @@ class _Kernel:
             return tuple(t for k, how, v in self.out for t in (v.tensors if how == 'list' else [v] if how == 'tensor'
                                                                 else []))
         self.lists, self.scalars = lists, scalars
-        args = self.args(params, state, hypers)
+        # fake tensors of a mode with a shape environment (static shapes): inductor's cache of compiled graphs needs one
+        mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
+        args = [mode.from_tensor(a, static_shapes=True) for a in self.args(params, state, hypers)]
         with torch.no_grad():
             graph = make_fx(traced, tracing_mode='fake')(*args)
             self.run = torch._inductor.compile(graph, args)
@@ -319,6 +323,8 @@ class Paths:
     def _compiled_run(self, params, state, hypers, gathered=False):
         """The chain run on `params` by its kernel for this structure, built on first sight (`_Kernel`); under dynamo
         (`compiled_chain`) where it cannot be built"""
+        if torch.compiler.is_compiling():  # the user compiles a function that steps: the chain joins their graph
+            return run_chain(self.chain, TensorList(params, traced=True), state, hypers)
         key = _Kernel.key(params, state, hypers)
         kernel = self._kernels.get(key, False) if key is not None else None
         if kernel is False and len(self._kernels) < self.max_kernels:

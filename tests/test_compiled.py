@@ -283,3 +283,16 @@ def test_a_gradient_laid_out_differently_gets_its_own_kernel():
     assert ahead_of_time(fast) and len(fast.paths._kernels) == 2
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 2e-6 and serr < 2e-6, (perr, serr)
+
+def test_a_step_the_user_compiles_runs_the_chain_inside_their_graph():
+    "Under the user's torch.compile no kernel of optcb's is built: dynamo traces the chain itself, with the same result"
+    ps = make_params(torch.float32); ref = clone_params(ps)
+    fast, slow = optcb.Adam(ps, lr=1e-2, compile=True), optcb.Adam(ref, lr=1e-2, foreach=False)
+    step, g = torch.compile(fast.step), grad_stream(ps, 6, skip=())
+    for t in range(6):
+        for qs in (ps, ref):
+            for p, gr in zip(qs, g(t, qs)): p.grad = gr.clone()
+        step(); slow.step()
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 2e-6 and serr < 2e-6, (perr, serr)
+    assert not fast.paths._kernels and fast.state[ps[0]]['step'] == 6
