@@ -43,7 +43,7 @@ def callback(*, foreach=True, elementwise=True, same_shape=False, compilable=Tru
              ranges=None, to_train=None, to_eval=None, **defaults):
     """Decorator: give a callback its default hyperparameters and the `ranges` of its own hyperparameters, and say
     whether its body also runs on a `TensorList` (`foreach`), treats every value on its own (`elementwise`), needs the
-    tensors of a group to share one shape (`same_shape`: it stacks them) and can be traced by torch.compile
+    tensors of a group to share one shape (`same_shape`: it stacks them) and can be traced to be compiled
     (`compilable`); `state` names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims
     of size 1, `flags` per-parameter flags it reads that users set (kept by `clear_state`); `to_train`/`to_eval` move a
     parameter between the point gradients are taken at and the one to evaluate"""

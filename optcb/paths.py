@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/paths.html.md"""
 
 # %% ../nbs/02_paths.ipynb #c002
 from __future__ import annotations
-import collections, os, shutil, types, warnings
+import collections, operator, os, shutil, types, warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -56,6 +56,9 @@ def _keep_scalar(states, k, v):
 
 _flatten, _unflatten = torch._utils._flatten_dense_tensors, torch._utils._unflatten_dense_tensors
 
+_versions = lambda ts: list(map(operator.attrgetter('_version'), ts))
+_pointers = lambda ts: list(map(torch.Tensor.data_ptr, ts))
+
 class _Scratch:
     """One buffer each for the parameters, gradients and tensor state of a compiled bucket's small tensors, with a view
     per tensor: filled from the tensors before a step, copied back after it (the tensors stay where they are)"""
@@ -87,13 +90,14 @@ class _Scratch:
 
     def synced(self, k, tensors):
         "Note that buffer `k` and `tensors` hold the same values now"
-        self.kept[k] = (self.buffer(k)._version, [(t, t._version, t.data_ptr()) for t in tensors])
+        self.kept[k] = (self.buffer(k)._version, list(tensors), _versions(tensors), _pointers(tensors))
 
     def unchanged(self, k, tensors) -> bool:
         "Whether buffer `k` and `tensors` are as they were when last synced: neither written to nor given new storage"
         kept = self.kept.get(k)
-        return kept is not None and kept[0] == self.buffer(k)._version and len(kept[1]) == len(tensors) and all(
-            t is a and t._version == v and t.data_ptr() == d for t, (a, v, d) in zip(tensors, kept[1]))
+        return (kept is not None and kept[0] == self.buffer(k)._version and len(kept[1]) == len(tensors)
+                and all(map(operator.is_, tensors, kept[1])) and _versions(tensors) == kept[2]
+                and _pointers(tensors) == kept[3])
 
     def scatter(self, k, tensors, views):
         "Copy a result back into the tensors it belongs to"
@@ -235,12 +239,14 @@ class Paths:
             else: why = 'compiling is off ($OPTCB_COMPILE=0 or no C++ compiler)'
             return GROUP, why
         if not _traceable(params): return GROUP, 'not plain tensors with strided gradients (a DTensor, or sparse)'
-        if self.compile: return COMPILED, 'compile=True'
+        # where a kernel could not be built ahead of time, the chain runs under torch.compile (dynamo): said so
+        fallback = f"; under torch.compile, not ahead of time ({self.kernel_error[:100]})" if self.kernel_error else ''
+        if self.compile: return COMPILED, 'compile=True' + fallback
         numel = among if among is not None else sum(p.numel() for p in params)
         size = f"{numel:,} values" + (' in the param group' if among is not None else '')
         least = f"compile_min_numel={self.compile_min_numel:,}"
         if numel < self.compile_min_numel: return GROUP, f"{size} < {least}"
-        return COMPILED, f"{size} >= {least}"
+        return COMPILED, f"{size} >= {least}{fallback}"
 
     def buckets(self, params, states):
         """Split `params` (and their `states`) so that each bucket shares device, dtype, tensor state and the scalar
@@ -325,6 +331,8 @@ class Paths:
         (`compiled_chain`) where it cannot be built"""
         if torch.compiler.is_compiling():  # the user compiles a function that steps: the chain joins their graph
             return run_chain(self.chain, TensorList(params, traced=True), state, hypers)
+        if not self.chain.elementwise:  # reductions per tensor (LAMB's norms): inductor's code for them is faster
+            return self.compiled_chain(gathered)(TensorList(params, traced=True), state, hypers)  # with dynamic shapes
         key = _Kernel.key(params, state, hypers)
         kernel = self._kernels.get(key, False) if key is not None else None
         if kernel is False and len(self._kernels) < self.max_kernels:
