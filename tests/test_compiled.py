@@ -211,7 +211,7 @@ def test_gathered_tensors_kept_between_steps_are_copied_again_only_when_changed(
     """Gradients kept from step to step (the same tensors) are not copied into the gathered buffer again unless they or
     the buffer changed: edited in place, replaced, or written by a callback (l2_reg adds wd·p to the buffer's copy)"""
     torch.manual_seed(0)
-    shapes = [(7, 5), (12,), (3, 4, 2), (30,)] * 4  # tiny tensors: gathered
+    shapes = [(7, 5), (12,), (3, 4, 2), (30,)] * 16  # tiny tensors, at least `gather_min_count`: gathered
     ps = [torch.randn(s, requires_grad=True) for s in shapes]
     grads = [torch.randn(s) for s in shapes]
     ours = optcb.Adam(ps, lr=1e-2, wd=0.1, decouple_wd=decouple_wd, compile=True)
@@ -227,12 +227,13 @@ def test_gathered_tensors_kept_between_steps_are_copied_again_only_when_changed(
         if t == 8:
             with torch.no_grad(): qs[5].mul_(0.5)
         ours.step(); ref.step()
-    assert paths(ours) == {'compiled'}
+    assert paths(ours) == {'compiled'} and ours.paths._scratch and ahead_of_time(ours)  # gathered, in a kernel
     for a, b in zip(ps, qs): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert all(torch.equal(p.grad, g) for p, g in zip(ps[3:], grads[3:]))  # the kept gradients are untouched
 
-def test_changes_made_between_steps_are_seen_like_torch_sees_them():
+def test_changes_made_between_steps_are_seen_like_torch_sees_them(monkeypatch):
     "Loading weights into the model, replacing p.data, and editing state in place between steps: on both compiled forms"
+    monkeypatch.setattr(optcb.Paths, 'gather_min_count', 2)  # the model's two biases are gathered
     torch.manual_seed(0)
     make = lambda: torch.nn.Sequential(torch.nn.Linear(200, 200), torch.nn.Tanh(), torch.nn.Linear(200, 3))
     models = [make() for _ in range(2)]; models[1].load_state_dict(models[0].state_dict())
@@ -250,7 +251,7 @@ def test_changes_made_between_steps_are_seen_like_torch_sees_them():
             o.zero_grad()
             torch.nn.functional.mse_loss(m(x), y).backward()
             o.step()
-    assert paths(ours) == {'compiled'}
+    assert paths(ours) == {'compiled'} and ours.paths._scratch
     for a, b in zip(models[0].parameters(), models[1].parameters()): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 def test_a_callback_that_reads_a_number_out_of_a_tensor_is_not_baked_into_a_kernel():
