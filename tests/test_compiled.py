@@ -300,3 +300,21 @@ def test_a_step_the_user_compiles_runs_the_chain_inside_their_graph():
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 2e-6 and serr < 2e-6, (perr, serr)
     assert not fast.paths._kernels and fast.state[ps[0]]['step'] == 6
+
+def test_parameters_moved_to_another_offset_keep_stepping_right():
+    """A kernel's key has no storage offsets: parameters that are views of one buffer, moved to views at an unaligned
+    offset (same shapes and strides) between steps, reuse the kernel and are stepped as the per-tensor path steps them"""
+    torch.manual_seed(0)
+    def views(offset):
+        flat = torch.zeros(600 * 600 + 1000)
+        return [flat[offset:offset + 600 * 600].view(600, 600), flat[offset + 600 * 600:offset + 600 * 600 + 500]]
+    ps = [v.copy_(torch.randn(v.shape)).requires_grad_() for v in views(0)]; ref = clone_params(ps)
+    fast, slow = optcb.Adam(ps, lr=1e-2, compile=True), optcb.Adam(ref, lr=1e-2, foreach=False)
+    for t in range(5):
+        if t == 2:
+            for p, v in zip(ps, views(1)): p.data = v.copy_(p.detach())
+        for p, q in zip(ps, ref): q.grad = torch.randn_like(q); p.grad = q.grad.clone()
+        fast.step(); slow.step()
+    assert [p.storage_offset() for p in ps] == [1, 360001] and len(fast.paths._kernels) == 1 and ahead_of_time(fast)
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 2e-6 and serr < 2e-6, (perr, serr)
