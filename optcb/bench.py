@@ -11,6 +11,7 @@ from functools import partial
 import torch
 import optcb
 from .registry import REGISTRY, entry
+from .paths import kernels_built
 
 # %% auto #0
 __all__ = ['resnet34_shapes', 'param_sets', 'contenders', 'bench_set', 'format_results', 'end_to_end', 'bench']
@@ -129,11 +130,6 @@ def _step_alloc_bytes(opt):
     return sum(max(e.self_cpu_memory_usage, 0) for e in prof.events())
 
 # %% ../nbs/09_bench.ipynb #c005
-def _kernels_built() -> int:
-    "Kernels compiled so far in this process: optcb's, ahead of time, and the graphs dynamo compiled"
-    from optcb.paths import kernels
-    return kernels['built'] + torch._dynamo.utils.counters['stats']['unique_graphs']
-
 def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
     "Time one Adam step of every contender over `shapes`, interleaved; returns name -> figures"
     g = torch.Generator().manual_seed(seed)
@@ -147,7 +143,7 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
         t0 = time.perf_counter(); opt.step(); _set_lr(opt, 2e-3); opt.step()
         first[name] = time.perf_counter() - t0
         opts[name] = opt
-    graphs_before = _kernels_built()
+    graphs_before = kernels_built()
     times = {n: [] for n in opts}
     names = list(opts)
     for r in range(rounds):
@@ -159,7 +155,7 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
                 opts[n].zero_grad()
                 for p, gr in zip(_params(opts[n]), grads): p.grad = gr  # autograd hands over the new tensor: no copy
             opts[n].step(); times[n].append(time.perf_counter() - t0)
-    recompiles = _kernels_built() - graphs_before
+    recompiles = kernels_built() - graphs_before
     # like with like: every contender ran the same steps with the same lrs, so all should end where the first did
     first_real = next(n for n in opts if 'yardstick' not in n)
     final = {n: [p.detach() for p in _params(o)] for n, o in opts.items()}

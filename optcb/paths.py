@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/paths.html.md"""
 
 # %% ../nbs/02_paths.ipynb #c002
 from __future__ import annotations
-import collections, operator, os, shutil, types, warnings
+import collections, os, shutil, types, warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,7 +15,7 @@ from .chain import run_chain
 from .tensorlist import TensorList
 
 # %% auto #0
-__all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'kernels', 'compile_available', 'BucketPlan', 'Paths']
+__all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'kernels', 'compile_available', 'BucketPlan', 'kernels_built', 'Paths']
 
 # %% ../nbs/02_paths.ipynb #c005
 PER_TENSOR, GROUP, COMPILED = 'per-tensor', 'group', 'compiled'
@@ -56,9 +56,6 @@ def _keep_scalar(states, k, v):
 
 _flatten, _unflatten = torch._utils._flatten_dense_tensors, torch._utils._unflatten_dense_tensors
 
-_versions = lambda ts: list(map(operator.attrgetter('_version'), ts))
-_pointers = lambda ts: list(map(torch.Tensor.data_ptr, ts))
-
 class _Scratch:
     """One buffer each for the parameters, gradients and tensor state of a compiled bucket's small tensors, with a view
     per tensor: filled from the tensors before a step, copied back after it (the tensors stay where they are)"""
@@ -90,14 +87,13 @@ class _Scratch:
 
     def synced(self, k, tensors):
         "Note that buffer `k` and `tensors` hold the same values now"
-        self.kept[k] = (self.buffer(k)._version, list(tensors), _versions(tensors), _pointers(tensors))
+        self.kept[k] = (self.buffer(k)._version, [(t, t._version, t.data_ptr()) for t in tensors])
 
     def unchanged(self, k, tensors) -> bool:
         "Whether buffer `k` and `tensors` are as they were when last synced: neither written to nor given new storage"
         kept = self.kept.get(k)
-        return (kept is not None and kept[0] == self.buffer(k)._version and len(kept[1]) == len(tensors)
-                and all(map(operator.is_, tensors, kept[1])) and _versions(tensors) == kept[2]
-                and _pointers(tensors) == kept[3])
+        return kept is not None and kept[0] == self.buffer(k)._version and len(kept[1]) == len(tensors) and all(
+            t is a and t._version == v and t.data_ptr() == d for t, (a, v, d) in zip(tensors, kept[1]))
 
     def scatter(self, k, tensors, views):
         "Copy a result back into the tensors it belongs to"
@@ -113,6 +109,10 @@ def _traceable(params) -> bool:
     return all(type(p) in _PLAIN and (p.grad is None or p.grad.layout is torch.strided) for p in params)
 
 kernels = collections.Counter()  # kernels built (and traces that failed) in this process, as dynamo counts graphs
+
+def kernels_built() -> int:
+    "Kernels compiled in this process so far: optcb's, built ahead of time, and the graphs torch.compile (dynamo) built"
+    return kernels['built'] + torch._dynamo.utils.counters['stats']['unique_graphs']
 
 class _Kernel:
     """The chain compiled ahead of time for one bucket structure, and called without dynamo: traced once with fake
@@ -331,9 +331,8 @@ class Paths:
         (`compiled_chain`) where it cannot be built"""
         if torch.compiler.is_compiling():  # the user compiles a function that steps: the chain joins their graph
             return run_chain(self.chain, TensorList(params, traced=True), state, hypers)
-        if not self.chain.elementwise:  # reductions per tensor (LAMB's norms): inductor's code for them is faster
-            return self.compiled_chain(gathered)(TensorList(params, traced=True), state, hypers)  # with dynamic shapes
-        key = _Kernel.key(params, state, hypers)
+        # chains that reduce (LAMB's norms) run under dynamo, with dynamic shapes: inductor's code for them is faster
+        key = _Kernel.key(params, state, hypers) if self.chain.elementwise else None
         kernel = self._kernels.get(key, False) if key is not None else None
         if kernel is False and len(self._kernels) < self.max_kernels:
             try: kernel = _Kernel(self.chain, params, state, hypers)

@@ -100,9 +100,7 @@ def torch_optim_db():
     assert not torch.backends.flags_frozen()
     return optim_db
 
-def graphs():
-    "Kernels compiled so far: ahead of time (optcb's own, called without dynamo), and graphs dynamo compiled"
-    return optcb.paths.kernels['built'] + torch._dynamo.utils.counters['stats']['unique_graphs']
+graphs = optcb.paths.kernels_built  # kernels compiled so far, ahead of time or by dynamo
 
 def ahead_of_time(opt) -> bool:
     "Whether every compiled bucket of `opt` ran a kernel built ahead of time (none fell back to dynamo)"
