@@ -231,8 +231,10 @@ class Optimizer(torch.optim.Optimizer):
             if not params: continue
             hypers = self._hypers(group)
             among = sum(p.numel() for p in params)  # the group's size decides whether compiling pays
+            parts = []  # the compiled buckets' shares of the group's one kernel call
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
-                self._step_bucket(bucket, states, hypers, among=among)
+                self._step_bucket(bucket, states, hypers, among=among, parts=parts)
+            self.paths.run_parts(parts, hypers)
         return loss
 
     def _check_sparse(self, params):
@@ -298,12 +300,13 @@ class Optimizer(torch.optim.Optimizer):
         self._step_bucket([p], [self.state[p]], self._hypers(group), per_tensor=True)
         p.grad = None
 
-    def _step_bucket(self, params, states, hypers, per_tensor=False, among=None):
-        """Step one bucket; with Kahan summation or another state dtype, the callbacks run in float32 on working
-        copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
+    def _step_bucket(self, params, states, hypers, per_tensor=False, among=None, parts=None):
+        """Step one bucket (a compiled one joins `parts`, see `Paths.step`); with Kahan summation or another state
+        dtype, the callbacks run in float32 on working copies (a parameter plus its compensation, its state), in chunks
+        of at most `precision_chunk` values"""
         kahan = self._kahan(params[0])
         if not kahan and self.state_dtype is None:
-            return self.paths.step(params, states, hypers, per_tensor=per_tensor, among=among)
+            return self.paths.step(params, states, hypers, per_tensor=per_tensor, among=among, parts=parts)
         chunk, size = [], 0
         for p, s in zip(params, states):
             chunk.append((p, s)); size += p.numel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections, os, shutil, types, warnings
 from dataclasses import dataclass
 from functools import partial
+from typing import Callable, NamedTuple
 
 import torch
 from .chain import run_chain
@@ -53,6 +54,27 @@ def _keep_scalar(states, k, v):
     if isinstance(v, torch.Tensor) and v.dim() == 0: v = v.item()
     if kind is int: v = int(round(v))
     for s in states: s[k] = v
+
+def _put_back(states, given, state, compiled=False):
+    """Store what the chain returned for a bucket (`state`) in the parameters' states, but for what it was `given` and
+    updated in place"""
+    for k, v in state.items():
+        if k in given and v is given[k]: continue
+        if isinstance(v, TensorList):
+            for s, t in zip(states, v.tensors): s[k] = t
+        elif compiled: _keep_scalar(states, k, v)
+        else:
+            for s in states: s[k] = v
+
+class _Part(NamedTuple):
+    """A bucket's share of a compiled call: the tensors the chain runs on, the state it sees, what to do with the state
+    it returns, the bucket itself (params, states: what the uncompiled path steps if compiling fails) and whether its
+    tensors are gathered into one buffer"""
+    params: list
+    state: dict
+    done: Callable
+    bucket: tuple
+    flat: bool
 
 _flatten, _unflatten = torch._utils._flatten_dense_tensors, torch._utils._unflatten_dense_tensors
 
@@ -115,69 +137,80 @@ def kernels_built() -> int:
     return kernels['built'] + torch._dynamo.utils.counters['stats']['unique_graphs']
 
 class _Kernel:
-    """The chain compiled ahead of time for one bucket structure, and called without dynamo: traced once with fake
+    """The chain compiled ahead of time for one structure of buckets, and called without dynamo: traced once with fake
     tensors (`make_fx`, so a branch on a tensor's value fails the trace instead of being baked in), compiled by
-    inductor, then called with the tensors themselves. What dynamo's guards would check, `Kernel.key` is: the shape,
-    stride and dtype of every tensor, and the value of every hyperparameter or scalar state that is not a 0-d tensor"""
-    def __init__(self, chain, params, state, hypers):
+    inductor, then called with the tensors themselves. A param group's compiled buckets share one kernel, each traced
+    with its own numbers and flags (the biases' `do_wd=False`). What dynamo's guards would check, `Kernel.key` is: the
+    shape, stride and dtype of every tensor, and the value of every hyperparameter or scalar state that is not a 0-d
+    tensor. `parts`: a (params, state) pair per bucket, the state as the chain sees it (`TensorList`s and scalars)"""
+    def __init__(self, chain, parts, hypers):
         from torch.fx.experimental.proxy_tensor import make_fx
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
         from torch._subclasses.fake_tensor import FakeTensorMode
-        n, lists = len(params), [k for k, v in state.items() if isinstance(v, TensorList)]
-        scalars = [(src, k) for src, d in (('state', state), ('hypers', hypers)) for k, v in d.items()
-                   if isinstance(v, torch.Tensor)]
-        fixed = {(src, k): v for src, d in (('state', state), ('hypers', hypers)) for k, v in d.items()
-                 if (src, k) not in scalars and not isinstance(v, TensorList)}
+        self.hypers = [k for k, v in hypers.items() if isinstance(v, torch.Tensor)]
+        fixed_hypers = {k: v for k, v in hypers.items() if k not in self.hypers}
+        # per part: its number of parameters, its state's lists of tensors, its 0-d tensors, its other values
+        self.layout = [(len(params), [k for k, v in state.items() if isinstance(v, TensorList)],
+                        [k for k, v in state.items() if isinstance(v, torch.Tensor)],
+                        {k: v for k, v in state.items() if not isinstance(v, (TensorList, torch.Tensor))})
+                       for params, state in parts]
         def traced(*args):
-            args = iter(args)
-            ps, gs = [next(args) for _ in range(n)], [next(args) for _ in range(n)]
-            for p, g in zip(ps, gs): p.grad = g
-            st = {k: TensorList([next(args) for _ in range(n)], traced=True) for k in lists}
-            ins = {'state': st, 'hypers': {}}
-            for src, k in scalars: ins[src][k] = next(args)
-            for (src, k), v in fixed.items(): ins[src][k] = v
-            given = dict(st)
-            out = run_chain(chain, TensorList(ps, traced=True), st, ins['hypers'])
-            # what comes back: the state given (unchanged or updated in place), new tensors, or new numbers
-            self.out = [(k, 'given' if k in given and v is given[k] else 'list' if isinstance(v, TensorList)
-                         else 'tensor' if isinstance(v, torch.Tensor) else 'fixed', v) for k, v in out.items()]
-            return tuple(t for k, how, v in self.out for t in (v.tensors if how == 'list' else [v] if how == 'tensor'
-                                                                else []))
-        self.lists, self.scalars = lists, scalars
+            args, self.out = iter(args), []
+            hy = {**{k: next(args) for k in self.hypers}, **fixed_hypers}
+            for n, lists, scalars, fixed in self.layout:
+                ps, gs = [next(args) for _ in range(n)], [next(args) for _ in range(n)]
+                for p, g in zip(ps, gs): p.grad = g
+                st = {k: TensorList([next(args) for _ in range(n)], traced=True) for k in lists}
+                given = dict(st)
+                st.update({k: next(args) for k in scalars}, **fixed)
+                out = run_chain(chain, TensorList(ps, traced=True), st, hy)
+                # what comes back: the state given (unchanged or updated in place), new tensors, or new numbers
+                self.out.append([(k, 'given' if k in given and v is given[k] else 'list' if isinstance(v, TensorList)
+                                  else 'tensor' if isinstance(v, torch.Tensor) else 'fixed', v)
+                                 for k, v in out.items()])
+            return tuple(t for out in self.out for k, how, v in out
+                         for t in (v.tensors if how == 'list' else [v] if how == 'tensor' else []))
         # fake tensors of a mode with a shape environment (static shapes): inductor's cache of compiled graphs needs one
         mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
-        args = [mode.from_tensor(a, static_shapes=True) for a in self.args(params, state, hypers)]
+        args = [mode.from_tensor(a, static_shapes=True) for a in self.args(parts, hypers)]
         with torch.no_grad():
             graph = make_fx(traced, tracing_mode='fake')(*args)
             self.run = torch._inductor.compile(graph, args)
-        self.out = [(k, how, v if how == 'fixed' else len(v) if how == 'list' else None) for k, how, v in self.out]
+        self.out = [[(k, how, v if how == 'fixed' else len(v) if how == 'list' else None) for k, how, v in out]
+                    for out in self.out]
 
-    def args(self, params, state, hypers):
-        "The kernel's inputs: parameters, gradients, each tensor state's tensors, then the 0-d tensors"
-        return [*(p.detach() for p in params), *(p.grad for p in params), *(t for k in self.lists for t in state[k]),
-                *((state if src == 'state' else hypers)[k] for src, k in self.scalars)]
+    def args(self, parts, hypers):
+        "The kernel's inputs: the 0-d hyperparameters, then each part's parameters, gradients and state"
+        args = [hypers[k] for k in self.hypers]
+        for (params, state), (n, lists, scalars, fixed) in zip(parts, self.layout):
+            args += [p.detach() for p in params]
+            args += [p.grad for p in params]
+            for k in lists: args += state[k].tensors
+            args += [state[k] for k in scalars]
+        return args
 
     @staticmethod
-    def key(params, state, hypers):
-        """What a kernel is built for (`None` where a value cannot be part of a key): the structure dynamo would guard.
-        A bucket shares one device and dtype (and one gradient dtype), so only state tensors name theirs"""
-        p, g, T = params[0], params[0].grad, TensorList
-        values = tuple((src, k, (v.dtype, v.device, v.shape) if isinstance(v, torch.Tensor) else
-                        tuple((t.shape, t.stride(), t.dtype, t.device) for t in v) if isinstance(v, T) else v)
-                       for src, d in (('state', state), ('hypers', hypers)) for k, v in d.items())
-        key = (p.device, p.dtype, g.dtype, tuple((p.shape, p.stride(), p.grad.stride()) for p in params), values)
-        try: hash(key)
-        except TypeError: return None
-        return key
+    def key(parts, hypers):
+        """What a kernel is built for (unhashable where a value cannot be part of a key): the structure dynamo would
+        guard. A bucket shares one device and dtype (and one gradient dtype), so only state tensors name theirs"""
+        def values(d):
+            return tuple((k, (v.dtype, v.device, v.shape) if isinstance(v, torch.Tensor) else
+                          tuple((t.shape, t.stride(), t.dtype, t.device) for t in v) if isinstance(v, TensorList)
+                          else v) for k, v in d.items())
+        return (values(hypers), *((params[0].device, params[0].dtype, params[0].grad.dtype, values(state),
+                                   tuple((p.shape, p.stride(), p.grad.stride()) for p in params))
+                                  for params, state in parts))
 
-    def __call__(self, params, state, hypers):
-        "Step; returns the chain's state as `run_chain` would (the given `TensorList`s where updated in place)"
-        res, out = iter(self.run(*self.args(params, state, hypers))), {}
-        for k, how, v in self.out:
-            if how == 'given': out[k] = state[k]
-            elif how == 'list': out[k] = TensorList([next(res) for _ in range(v)], traced=True)
-            else: out[k] = next(res) if how == 'tensor' else v
-        return out
+    def __call__(self, parts, hypers):
+        "Step; returns each part's state as `run_chain` would (the given `TensorList`s where updated in place)"
+        res, outs = iter(self.run(*self.args(parts, hypers))), []
+        for (params, state), out in zip(parts, self.out):
+            outs.append({})
+            for k, how, v in out:
+                if how == 'given': outs[-1][k] = state[k]
+                elif how == 'list': outs[-1][k] = TensorList([next(res) for _ in range(v)], traced=True)
+                else: outs[-1][k] = next(res) if how == 'tensor' else v
+        return outs
 
 # %% ../nbs/02_paths.ipynb #c009
 class Paths:
@@ -252,23 +285,25 @@ class Paths:
         """Split `params` (and their `states`) so that each bucket shares device, dtype, tensor state and the scalar
         state its callbacks read (and shape, for a chain that stacks its tensors); returns (params, states) pairs"""
         if not self.group: return [([p], [s]) for p, s in zip(params, states)]
-        buckets, T, same_shape = {}, torch.Tensor, self.chain.same_shape
+        buckets, T, same_shape, read = {}, torch.Tensor, self.chain.same_shape, self.read
         for p, s in zip(params, states):
             grad = p.grad
-            # each piece of state the chain sees, by name: its value if a number or flag, `torch.Tensor` if a tensor
-            # (a number or flag that no callback reads does not split a bucket)
+            # each piece of state the chain sees (as `_passed`), by name: its value if a number or flag, `torch.Tensor`
+            # if a tensor (a number or flag that no callback reads does not split a bucket)
             key = (p.device, p.dtype, None if grad is None else grad.dtype, p.shape if same_shape else None,
-                   *[(k, T) if isinstance(v, T) else (k, v) for k, v in self._passed(s).items()])
+                   *[(k, T) if isinstance(v, T) else (k, v) for k, v in s.items()
+                     if read is None or k in read or isinstance(v, T)])
             try: bucket = buckets.setdefault(key, ([], []))
             except TypeError: bucket = buckets[id(p)] = ([], [])  # unhashable state: a bucket of its own
             bucket[0].append(p); bucket[1].append(s)
         return list(buckets.values())
 
-    def step(self, params, states, hypers, transient=False, per_tensor=False, among=None):
+    def step(self, params, states, hypers, transient=False, per_tensor=False, among=None, parts=None):
         """Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity;
-        `per_tensor`: on the reference path whatever the decision; `among`: as `decide` takes it)"""
+        `per_tensor`: on the reference path whatever the decision; `among`: as `decide` takes it; `parts`: a list that a
+        compiled bucket joins, to be stepped by `run_parts` in one kernel call with the rest of its param group)"""
         path = PER_TENSOR if per_tensor else self.decide(params, states, among)[0]
-        if path == COMPILED: self._run_compiled(params, states, hypers, transient)
+        if path == COMPILED: self._run_compiled(params, states, hypers, transient, parts)
         elif path == GROUP: self._run_group(params, states, hypers)
         else:
             for p, s in zip(params, states): self._run(p, s, hypers)
@@ -279,9 +314,8 @@ class Paths:
 
     group_chunk = 2**20  # uncompiled, a bucket runs in chunks of about this many values: its temporaries stay small
 
-    def _run_group(self, params, states, hypers, compiled=False):
-        "Run the chain on a bucket: compiled as one `TensorList`, or with foreach kernels, a chunk of tensors at a time"
-        if compiled: return self._run_group_once(params, states, hypers, compiled=True)
+    def _run_group(self, params, states, hypers):
+        "Run the chain on a bucket as `TensorList`s, whose operations are foreach kernels, a chunk of tensors at a time"
         start, size = 0, 0
         for i, p in enumerate(params):
             size += p.numel()
@@ -290,32 +324,32 @@ class Paths:
                 start, size = i + 1, 0
         if start < len(params): self._run_group_once(params[start:], states[start:], hypers)
 
-    def _run_group_once(self, params, states, hypers, compiled=False):
-        """Run the chain on tensors as one `TensorList`: foreach kernels, or traced by the compiled chain (`hypers`
-        then as `_as_tensor` passes them)"""
-        gathered = {k: TensorList([s[k] for s in states], compiled) if isinstance(v, torch.Tensor)
-                    else self._scalar(k, v) if compiled else v for k, v in self._passed(states[0]).items()}
-        state = dict(gathered)
-        if compiled: state = self._compiled_run(params, state, hypers)
-        else: self._run(TensorList(params), state, hypers)
-        for k, v in state.items():
-            if k in gathered and v is gathered[k]: continue
-            if isinstance(v, TensorList):
-                for s, t in zip(states, v.tensors): s[k] = t
-            elif compiled: _keep_scalar(states, k, v)
-            else:
-                for s in states: s[k] = v
+    def _run_group_once(self, params, states, hypers):
+        given = {k: TensorList([s[k] for s in states]) if isinstance(v, torch.Tensor) else v
+                 for k, v in self._passed(states[0]).items()}
+        state = dict(given)
+        self._run(TensorList(params), state, hypers)
+        _put_back(states, given, state)
 
-    def _run_gathered(self, params, states, hypers):
-        """Many small tensors: parameters, gradients and state copied into one buffer each, the compiled chain run on
-        those, and the results copied back, so that every tensor keeps its own storage"""
+    def _group_part(self, params, states):
+        "A bucket's share of a compiled call: the chain sees its tensors where they are (numbers as 0-d tensors)"
+        given = {k: TensorList([s[k] for s in states], traced=True) if isinstance(v, torch.Tensor)
+                 else self._scalar(k, v) for k, v in self._passed(states[0]).items()}
+        return _Part(params, dict(given), partial(_put_back, states, given, compiled=True), (params, states), False)
+
+    def _gathered_part(self, params, states):
+        """Many small tensors' share of a compiled call: parameters, gradients and state copied into one buffer each,
+        the chain run on those, and the results copied back, so that every tensor keeps its own storage"""
         key = tuple(map(id, params))
         sc = self._scratch.get(key)
         if sc is None or not sc.fits(params, states): sc = self._scratch[key] = _Scratch(params, states)
         sc.gather(params, states)
         state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else self._scalar(k, v)
                  for k, v in self._passed(states[0]).items()}
-        state = self._compiled_run([sc.P], state, hypers, gathered=True)
+        return _Part([sc.P], state, partial(self._scatter, sc, params, states), (params, states), True)
+
+    def _scatter(self, sc, params, states, state):
+        "The gathered buffers' results copied back to the tensors, and the chain's new state stored"
         sc.scatter('params', params, sc.views['params'])
         for k, v in state.items():
             if not isinstance(v, TensorList): _keep_scalar(states, k, v); continue
@@ -324,23 +358,25 @@ class Paths:
             else:  # state the chain has just created: one tensor of its own per parameter
                 for s, t in zip(states, views): s[k] = t.clone()
 
-    max_kernels = 64  # bucket structures compiled ahead of time per optimizer; more run under dynamo
+    max_kernels = 64  # structures compiled ahead of time per optimizer; more run under dynamo
 
-    def _compiled_run(self, params, state, hypers, gathered=False):
-        """The chain run on `params` by its kernel for this structure, built on first sight (`_Kernel`); under dynamo
-        (`compiled_chain`) where it cannot be built"""
+    def _compiled_run(self, parts, hypers):
+        """The chain run on every part by one kernel for their structure, built on first sight (`_Kernel`); under
+        dynamo (`compiled_chain`), a part at a time, where it cannot be built. Returns each part's state"""
         if torch.compiler.is_compiling():  # the user compiles a function that steps: the chain joins their graph
-            return run_chain(self.chain, TensorList(params, traced=True), state, hypers)
+            return [run_chain(self.chain, TensorList(p.params, traced=True), p.state, hypers) for p in parts]
         # chains that reduce (LAMB's norms) run under dynamo, with dynamic shapes: inductor's code for them is faster
-        key = _Kernel.key(params, state, hypers) if self.chain.elementwise else None
-        kernel = self._kernels.get(key, False) if key is not None else None
+        pairs = [(p.params, p.state) for p in parts]
+        key = _Kernel.key(pairs, hypers) if self.chain.elementwise else None
+        try: kernel = self._kernels.get(key, False) if key is not None else None
+        except TypeError: key = kernel = None  # a value that cannot be part of a key
         if kernel is False and len(self._kernels) < self.max_kernels:
-            try: kernel = _Kernel(self.chain, params, state, hypers)
+            try: kernel = _Kernel(self.chain, pairs, hypers)
             except Exception as e: kernel, self.kernel_error = None, f"{type(e).__name__}: {str(e)[:200]}"
             self._kernels[key] = kernel
             kernels['built' if kernel else 'failed'] += 1
-        if kernel: return kernel(params, state, hypers)
-        return self.compiled_chain(gathered)(TensorList(params, traced=True), state, hypers)
+        if kernel: return kernel(pairs, hypers)
+        return [self.compiled_chain(p.flat)(TensorList(p.params, traced=True), p.state, hypers) for p in parts]
 
     def compiled_chain(self, gathered=False):
         """The chain under torch.compile, built once per optimizer for bucket lists and once for gathered buffers (two
@@ -349,7 +385,7 @@ class Paths:
         if getattr(self, name) is None: setattr(self, name, torch.compile(_fresh_copy(run_chain), dynamic=True))
         return partial(getattr(self, name), self.chain)
 
-    def _run_compiled(self, params, states, hypers, transient=False):
+    def _run_compiled(self, params, states, hypers, transient=False, parts=None):
         has_state = any(isinstance(v, torch.Tensor) for v in states[0].values())
         if not has_state and (self.chain.state_names() or not self.owners_checked):
             # a bucket's first step runs uncompiled: it creates the state (and, once, checks the chain); the kernel is
@@ -360,23 +396,32 @@ class Paths:
                 self._stateless.add(first)
                 return self._run_group(params, states, hypers)
         gathers = self.chain.elementwise and not transient  # the gathered buffers are kept per set of tensors
+        gathers = gathers and len(params) >= self.gather_min_count
         small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if gathers else []
         if len(small) < self.gather_min_count: small = []
+        own, parts = parts is None, [] if parts is None else parts
+        if small:
+            parts.append(self._gathered_part([params[i] for i in small], [states[i] for i in small]))
+            large = sorted(set(range(len(params))) - set(small))
+            params, states = [params[i] for i in large], [states[i] for i in large]
+        if params: parts.append(self._group_part(params, states))
+        if own: self.run_parts(parts, hypers)
+
+    def run_parts(self, parts, hypers):
+        """Step the compiled buckets that joined `parts` (`step(..., parts=)`) with one kernel call, and store their
+        state; where the compiler fails (no C++ compiler, say), on the uncompiled group path from now on"""
+        if not parts: return
         traced = {k: self._scalar(k, v) for k, v in hypers.items()}
-        try:
-            if small:
-                large = sorted(set(range(len(params))) - set(small))
-                self._run_gathered([params[i] for i in small], [states[i] for i in small], traced)
-                if not large: return
-                params, states = [params[i] for i in large], [states[i] for i in large]
-            self._run_group(params, states, traced, compiled=True)
-        except Exception as e:  # torch.compile could not build the kernel (no compiler, say): run eagerly from now on
+        try: outs = self._compiled_run(parts, traced)
+        except Exception as e:
             errors = (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError, OSError)
             if not isinstance(e, errors): raise
             warnings.warn(f"optcb: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
                           "using the uncompiled group path")
             self.compiling, self.compile_error = False, f"{type(e).__name__}: {str(e)[:80]}"
-            self._run_group(params, states, hypers)
+            for p in parts: self._run_group(*p.bucket, hypers)
+            return
+        for p, out in zip(parts, outs): p.done(out)
 
     def __getstate__(self):
         "Everything but the compiled kernel, rebuilt on the next step"

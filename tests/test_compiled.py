@@ -318,3 +318,26 @@ def test_parameters_moved_to_another_offset_keep_stepping_right():
     assert [p.storage_offset() for p in ps] == [1, 360001] and len(fast.paths._kernels) == 1 and ahead_of_time(fast)
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 2e-6 and serr < 2e-6, (perr, serr)
+
+def test_a_param_groups_compiled_buckets_share_one_kernel_call(monkeypatch):
+    """Buckets of one param group (weights with weight decay, biases marked do_wd=False, many tiny tensors gathered) are
+    traced into one kernel, each with its own flags, and stepped by one call per group and step, as the per-tensor path
+    steps them; a second group gets its own kernel"""
+    torch.manual_seed(0)
+    shapes = [(200, 100), (100,), (150, 120), (120,)] + [(3, 4)] * 72  # 64 tiny ones in the first group: gathered
+    ps = [torch.randn(s, requires_grad=True) for s in shapes]; ref = clone_params(ps)
+    groups = lambda qs: [{'params': qs[:-8]}, {'params': qs[-8:], 'lr': 5e-3}]  # the last 8 tiny: a group of their own
+    fast = optcb.Adam(groups(ps), lr=1e-2, wd=0.1, compile=True)
+    slow = optcb.Adam(groups(ref), lr=1e-2, wd=0.1, foreach=False)
+    for o, qs in ((fast, ps), (slow, ref)):
+        for i in (1, 3): o.state[qs[i]]['do_wd'] = False
+    calls = []
+    monkeypatch.setattr(optcb.paths._Kernel, '__call__', lambda self, parts, hypers, call=optcb.paths._Kernel.__call__:
+                        calls.append(len(parts)) or call(self, parts, hypers))
+    g = grad_stream(ps, 6, skip=())
+    run(fast, ps, g, 6); run(slow, ref, g, 6)
+    assert [b.why for b in fast.plan()][0].endswith('compile=True') and len(fast.plan()) == 3
+    # steps 2-6, two groups: the first's buckets (gathered tiny tensors, the large weights, the biases) in one call
+    assert calls == [3, 1] * 5 and len(fast.paths._kernels) == 2 and ahead_of_time(fast)
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 2e-6 and serr < 2e-6, (perr, serr)
