@@ -35,7 +35,8 @@ for _ in range(5):
         t = time.perf_counter()
         for _ in range(300): step(n)
         times[n].append((time.perf_counter() - t) / 300 * 1e6)
-print(f"{torch.get_num_threads()} thread(s); kernels: " + ', '.join(f"{n} {len(o.paths._kernels)}" for n, o in opts.items()))
+kernels = ', '.join(f"{n} {len(o.paths._kernels)}" for n, o in opts.items())
+print(f"{torch.get_num_threads()} thread(s); kernels: {kernels}")
 for n, ts in times.items():
     print(f"{n:22} µs per step (fresh gradients set + step), 5 rounds: {[round(t) for t in ts]}, "
           f"median {statistics.median(ts):.0f}")
