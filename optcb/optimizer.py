@@ -370,8 +370,9 @@ class Optimizer(torch.optim.Optimizer):
         res = []
         for i, group in enumerate(self.param_groups):
             params = [p for p in group['params'] if p.grad is not None] or list(group['params'])
+            among = sum(p.numel() for p in params)
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
-                path, why = self.paths.decide(bucket, states, among=sum(p.numel() for p in params))
+                path, why = self.paths.decide(bucket, states, among=among)
                 res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
                                       str(bucket[0].dtype).replace('torch.', ''), path, why))
         return res

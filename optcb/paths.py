@@ -16,7 +16,7 @@ from .chain import run_chain
 from .tensorlist import TensorList
 
 # %% auto #0
-__all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'kernels', 'compile_available', 'BucketPlan', 'kernels_built', 'Paths']
+__all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'compile_available', 'BucketPlan', 'kernels_built', 'Paths']
 
 # %% ../nbs/02_paths.ipynb #c005
 PER_TENSOR, GROUP, COMPILED = 'per-tensor', 'group', 'compiled'
@@ -130,11 +130,11 @@ def _traceable(params) -> bool:
     "Whether the compiled path can take these parameters: plain tensors, with strided (not sparse) gradients"
     return all(type(p) in _PLAIN and (p.grad is None or p.grad.layout is torch.strided) for p in params)
 
-kernels = collections.Counter()  # kernels built (and traces that failed) in this process, as dynamo counts graphs
+_built = collections.Counter()  # kernels built ahead of time in this process (dynamo counts its graphs likewise)
 
 def kernels_built() -> int:
     "Kernels compiled in this process so far: optcb's, built ahead of time, and the graphs torch.compile (dynamo) built"
-    return kernels['built'] + torch._dynamo.utils.counters['stats']['unique_graphs']
+    return _built['kernels'] + torch._dynamo.utils.counters['stats']['unique_graphs']
 
 class _Kernel:
     """The chain compiled ahead of time for one structure of buckets, and called without dynamo: traced once with fake
@@ -374,7 +374,7 @@ class Paths:
             try: kernel = _Kernel(self.chain, pairs, hypers)
             except Exception as e: kernel, self.kernel_error = None, f"{type(e).__name__}: {str(e)[:200]}"
             self._kernels[key] = kernel
-            kernels['built' if kernel else 'failed'] += 1
+            _built['kernels'] += bool(kernel)
         if kernel: return kernel(pairs, hypers)
         return [self.compiled_chain(p.flat)(TensorList(p.params, traced=True), p.state, hypers) for p in parts]
 
@@ -396,10 +396,10 @@ class Paths:
                 self._stateless.add(first)
                 return self._run_group(params, states, hypers)
         gathers = self.chain.elementwise and not transient  # the gathered buffers are kept per set of tensors
-        gathers = gathers and len(params) >= self.gather_min_count
         small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if gathers else []
         if len(small) < self.gather_min_count: small = []
-        own, parts = parts is None, [] if parts is None else parts
+        own = parts is None  # no param group to join: run at once
+        if own: parts = []
         if small:
             parts.append(self._gathered_part([params[i] for i in small], [states[i] for i in small]))
             large = sorted(set(range(len(params))) - set(small))
