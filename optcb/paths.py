@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/paths.html.md"""
 
 # %% ../nbs/02_paths.ipynb #c002
 from __future__ import annotations
-import collections, os, shutil, types, warnings
+import collections, operator, os, shutil, types, warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple
@@ -96,31 +96,36 @@ class _Scratch:
         return {k for k, v in states[0].items() if isinstance(v, torch.Tensor)} == self.bufs.keys()
 
     def gather(self, params, states):
-        """Fill the buffers from the tensors, but for a buffer that holds their values already: nothing was written to
-        either, nor new storage swapped in, since they were last synced (a callback that writes a buffer, as l2_reg
-        writes the gradients', has it filled again)"""
-        for k, ts in (('params', params), ('grads', [p.grad for p in params]), *((k, [s[k] for s in states])
-                                                                                  for k in self.bufs)):
+        """Fill the buffers from the tensors: the parameters every step, the gradients and state unless their buffer
+        holds their values already (nothing written to either, nor new storage swapped in, since they were last synced;
+        a callback that writes a buffer, as l2_reg writes the gradients', has it filled again). Parameters are always
+        copied because code may write them through `.data`, which bumps no version counter (fastai's WGAN clips its
+        critic's weights so); a write through a state or gradient tensor's `.data` between two steps with no backward
+        between them is not seen"""
+        torch._foreach_copy_(self.views['params'], params)
+        for k, ts in (('grads', [p.grad for p in params]), *((k, [s[k] for s in states]) for k in self.bufs)):
             if not self.unchanged(k, ts):
                 torch._foreach_copy_(self.views[k], ts)
                 self.synced(k, ts)
 
-    def buffer(self, k): return self.P if k == 'params' else self.P.grad if k == 'grads' else self.bufs[k]
+    def buffer(self, k): return self.P.grad if k == 'grads' else self.bufs[k]
 
     def synced(self, k, tensors):
         "Note that buffer `k` and `tensors` hold the same values now"
-        self.kept[k] = (self.buffer(k)._version, [(t, t._version, t.data_ptr()) for t in tensors])
+        self.kept[k] = (self.buffer(k)._version, list(tensors), [t._version for t in tensors],
+                        [t.data_ptr() for t in tensors])
 
     def unchanged(self, k, tensors) -> bool:
         "Whether buffer `k` and `tensors` are as they were when last synced: neither written to nor given new storage"
         kept = self.kept.get(k)
-        return kept is not None and kept[0] == self.buffer(k)._version and len(kept[1]) == len(tensors) and all(
-            t is a and t._version == v and t.data_ptr() == d for t, (a, v, d) in zip(tensors, kept[1]))
+        return (kept is not None and kept[0] == self.buffer(k)._version and len(kept[1]) == len(tensors)
+                and all(map(operator.is_, tensors, kept[1])) and [t._version for t in tensors] == kept[2]
+                and [t.data_ptr() for t in tensors] == kept[3])
 
     def scatter(self, k, tensors, views):
         "Copy a result back into the tensors it belongs to"
         torch._foreach_copy_(tensors, views)
-        if k == 'params' or k in self.bufs:
+        if k in self.bufs:
             if views is self.views[k]: self.synced(k, tensors)
             else: self.kept.pop(k, None)
 

@@ -232,7 +232,9 @@ def test_gathered_tensors_kept_between_steps_are_copied_again_only_when_changed(
     assert all(torch.equal(p.grad, g) for p, g in zip(ps[3:], grads[3:]))  # the kept gradients are untouched
 
 def test_changes_made_between_steps_are_seen_like_torch_sees_them(monkeypatch):
-    "Loading weights into the model, replacing p.data, and editing state in place between steps: on both compiled forms"
+    """Loading weights into the model, replacing p.data, writing a parameter through `.data` (which no version counter
+    sees: fastai's WGAN clips the critic's weights so), and editing state in place between steps: on both compiled
+    forms"""
     monkeypatch.setattr(optcb.Paths, 'gather_min_count', 2)  # the model's two biases are gathered
     torch.manual_seed(0)
     make = lambda: torch.nn.Sequential(torch.nn.Linear(200, 200), torch.nn.Tanh(), torch.nn.Linear(200, 3))
@@ -244,6 +246,7 @@ def test_changes_made_between_steps_are_seen_like_torch_sees_them(monkeypatch):
         for m, o in zip(models, (ours, ref)):
             if t == 4: m.load_state_dict(other)  # copies into the parameters in place
             if t == 6: m[2].bias.data = torch.full((3,), 0.5)  # a new tensor: a gathered (small) parameter
+            if t == 7: m[2].bias.data.clamp_(-0.05, 0.05)  # in place, through .data: a gathered parameter
             if t == 8: m[0].weight.data = m[0].weight.data * 0.5  # a new tensor: a large parameter
             if t == 10:
                 o.state[m[2].bias]['exp_avg' if o is ref else 'grad_avg'].zero_()
