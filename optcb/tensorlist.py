@@ -49,10 +49,12 @@ def count_loops():
 
 # %% ../nbs/01_tensorlist.ipynb #c009
 def _hoist(x):
-    """A 0-d operand, as the compiled path passes it to an operation: through a reduction (the max of two copies: the
-    value itself, NaN included), which inductor computes once in its own loop. Inlined into the fused loop, a scalar
-    such as `1 - mom**step` would be recomputed for every 16 values (gcc cannot hoist `pow` under `-fmath-errno`)"""
-    return torch.stack((x, x)).amax() if isinstance(x, torch.Tensor) and x.dim() == 0 else x
+    """A 0-d operand, as the compiled path passes it to an operation: through a reduction (the max of the value
+    broadcast to two: the value itself, NaN included), which inductor computes once in its own loop. Inlined into the
+    fused loop, a scalar such as `1 - mom**step` would be recomputed for every 16 values (gcc cannot hoist `pow` under
+    `-fmath-errno`). A broadcast, not `torch.stack`: a stack is one more buffer (and two views) that each kernel call
+    allocates, per scalar"""
+    return x.expand(2).amax() if isinstance(x, torch.Tensor) and x.dim() == 0 else x
 
 def _kind(x):
     if isinstance(x, TensorList): return LIST
