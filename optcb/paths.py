@@ -100,8 +100,8 @@ class _Scratch:
         holds their values already (nothing written to either, nor new storage swapped in, since they were last synced;
         a callback that writes a buffer, as l2_reg writes the gradients', has it filled again). Parameters are always
         copied because code may write them through `.data`, which bumps no version counter (fastai's WGAN clips its
-        critic's weights so); a write through a state or gradient tensor's `.data` between two steps with no backward
-        between them is not seen"""
+        critic's weights so). Not seen: a write through the `.data` of a state tensor, or of a gradient kept from the
+        last step with no backward since"""
         torch._foreach_copy_(self.views['params'], params)
         for k, ts in (('grads', [p.grad for p in params]), *((k, [s[k] for s in states]) for k in self.bufs)):
             if not self.unchanged(k, ts):
