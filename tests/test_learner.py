@@ -69,11 +69,11 @@ def test_same_losses_as_fastai_adam():
     # float32 rounding differs a little: optcb's moment update is torch's lerp, fastai's a multiply-add
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(runs[0][1], runs[1][1]))
 
-def test_lr_find_runs_and_restores_the_model():
-    learn = learner(optcb.Adam)
+def test_lr_find_runs_and_restores_the_model(tmp_path):
+    learn = learner(optcb.Adam, path=tmp_path)  # lr_find saves the weights under path/models: not in the repository
     before = [p.detach().clone() for p in learn.model.parameters()]
     with learn.no_bar(): res = learn.lr_find(show_plot=False)
-    ref = learner(fo.Adam)
+    ref = learner(fo.Adam, path=tmp_path)
     with ref.no_bar(): expected = ref.lr_find(show_plot=False)
     assert res.valley == pytest.approx(expected.valley, rel=1e-3)  # the same losses as fastai's own Adam, so the same lr
     assert [float(l) for l in learn.recorder.losses] == pytest.approx([float(l) for l in ref.recorder.losses], rel=1e-4)
