@@ -225,16 +225,16 @@ class Optimizer(torch.optim.Optimizer):
         if self.skip_nonfinite and not self._grads_finite():
             self.skipped_steps += 1
             return loss
-        for group in self.param_groups:
-            params = [p for p in group['params'] if p.grad is not None]
+        stepped = [[p for p in group['params'] if p.grad is not None] for group in self.param_groups]
+        among = sum(p.numel() for params in stepped for p in params)  # the step's size decides whether compiling pays
+        parts = []  # the compiled buckets' shares of the step's one kernel call
+        for group, params in zip(self.param_groups, stepped):
             self._check_sparse(params)
             if not params: continue
             hypers = self._hypers(group)
-            among = sum(p.numel() for p in params)  # the group's size decides whether compiling pays
-            parts = []  # the compiled buckets' shares of the group's one kernel call
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
                 self._step_bucket(bucket, states, hypers, among=among, parts=parts)
-            self.paths.run_parts(parts, hypers)
+        self.paths.run_parts(parts)
         return loss
 
     def _check_sparse(self, params):
@@ -367,10 +367,10 @@ class Optimizer(torch.optim.Optimizer):
     def plan(self) -> list[BucketPlan]:
         """How the next step will process each bucket of each param group — per tensor, group or compiled — and why
         (parameters without a gradient are left out, unless none has one)"""
-        res = []
-        for i, group in enumerate(self.param_groups):
-            params = [p for p in group['params'] if p.grad is not None] or list(group['params'])
-            among = sum(p.numel() for p in params)
+        res, stepped = [], [[p for p in g['params'] if p.grad is not None] for g in self.param_groups]
+        if not any(stepped): stepped = [list(g['params']) for g in self.param_groups]
+        among = sum(p.numel() for params in stepped for p in params)
+        for i, params in enumerate(stepped):
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
                 path, why = self.paths.decide(bucket, states, among=among)
                 res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),

@@ -67,11 +67,12 @@ def _put_back(states, given, state, compiled=False):
             for s in states: s[k] = v
 
 class _Part(NamedTuple):
-    """A bucket's share of a compiled call: the tensors the chain runs on, the state it sees, what to do with the state
-    it returns, the bucket itself (params, states: what the uncompiled path steps if compiling fails) and whether its
-    tensors are gathered into one buffer"""
+    """A bucket's share of a compiled call: the tensors the chain runs on, the state it sees, its param group's
+    hyperparameters (numbers as 0-d tensors), what to do with the state it returns, the bucket itself (params, states,
+    hypers: what the uncompiled path steps if compiling fails) and whether its tensors are gathered into one buffer"""
     params: list
     state: dict
+    hypers: dict
     done: Callable
     bucket: tuple
     flat: bool
@@ -144,25 +145,27 @@ def kernels_built() -> int:
 class _Kernel:
     """The chain compiled ahead of time for one structure of buckets, and called without dynamo: traced once with fake
     tensors (`make_fx`, so a branch on a tensor's value fails the trace instead of being baked in), compiled by
-    inductor, then called with the tensors themselves. A param group's compiled buckets share one kernel, each traced
-    with its own numbers and flags (the biases' `do_wd=False`). What dynamo's guards would check, `Kernel.key` is: the
-    shape, stride and dtype of every tensor, and the value of every hyperparameter or scalar state that is not a 0-d
-    tensor. `parts`: a (params, state) pair per bucket, the state as the chain sees it (`TensorList`s and scalars)"""
-    def __init__(self, chain, parts, hypers):
+    inductor, then called with the tensors themselves. A step's compiled buckets share one kernel, each traced with its
+    own numbers and flags (the biases' `do_wd=False`, its param group's `lr`). What dynamo's guards would check,
+    `Kernel.key` is: the shape, stride and dtype of every tensor, and the value of every hyperparameter or scalar state
+    that is not a 0-d tensor. `parts`: a (params, state, hypers) triple per bucket, the state as the chain sees it
+    (`TensorList`s and scalars)"""
+    def __init__(self, chain, parts):
         from torch.fx.experimental.proxy_tensor import make_fx
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
         from torch._subclasses.fake_tensor import FakeTensorMode
-        self.hypers = [k for k, v in hypers.items() if isinstance(v, torch.Tensor)]
-        fixed_hypers = {k: v for k, v in hypers.items() if k not in self.hypers}
-        # per part: its number of parameters, its state's lists of tensors, its 0-d tensors, its other values
+        # per part: its number of parameters, its state's lists of tensors, its 0-d tensors, its other values, and its
+        # hyperparameters that are 0-d tensors and that are not
         self.layout = [(len(params), [k for k, v in state.items() if isinstance(v, TensorList)],
                         [k for k, v in state.items() if isinstance(v, torch.Tensor)],
-                        {k: v for k, v in state.items() if not isinstance(v, (TensorList, torch.Tensor))})
-                       for params, state in parts]
+                        {k: v for k, v in state.items() if not isinstance(v, (TensorList, torch.Tensor))},
+                        [k for k, v in hypers.items() if isinstance(v, torch.Tensor)],
+                        {k: v for k, v in hypers.items() if not isinstance(v, torch.Tensor)})
+                       for params, state, hypers in parts]
         def traced(*args):
             args, self.out = iter(args), []
-            hy = {**{k: next(args) for k in self.hypers}, **fixed_hypers}
-            for n, lists, scalars, fixed in self.layout:
+            for n, lists, scalars, fixed, hyper_ts, fixed_hypers in self.layout:
+                hy = {**{k: next(args) for k in hyper_ts}, **fixed_hypers}
                 ps, gs = [next(args) for _ in range(n)], [next(args) for _ in range(n)]
                 for p, g in zip(ps, gs): p.grad = g
                 st = {k: TensorList([next(args) for _ in range(n)], traced=True) for k in lists}
@@ -177,17 +180,18 @@ class _Kernel:
                          for t in (v.tensors if how == 'list' else [v] if how == 'tensor' else []))
         # fake tensors of a mode with a shape environment (static shapes): inductor's cache of compiled graphs needs one
         mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
-        args = [mode.from_tensor(a, static_shapes=True) for a in self.args(parts, hypers)]
+        args = [mode.from_tensor(a, static_shapes=True) for a in self.args(parts)]
         with torch.no_grad():
             graph = make_fx(traced, tracing_mode='fake')(*args)
             self.run = torch._inductor.compile(graph, args)
         self.out = [[(k, how, v if how == 'fixed' else len(v) if how == 'list' else None) for k, how, v in out]
                     for out in self.out]
 
-    def args(self, parts, hypers):
-        "The kernel's inputs: the 0-d hyperparameters, then each part's parameters, gradients and state"
-        args = [hypers[k] for k in self.hypers]
-        for (params, state), (n, lists, scalars, fixed) in zip(parts, self.layout):
+    def args(self, parts):
+        "The kernel's inputs: each part's 0-d hyperparameters, parameters, gradients and state"
+        args = []
+        for (params, state, hypers), (n, lists, scalars, fixed, hyper_ts, _) in zip(parts, self.layout):
+            args += [hypers[k] for k in hyper_ts]
             args += [p.detach() for p in params]
             args += [p.grad for p in params]
             for k in lists: args += state[k].tensors
@@ -195,21 +199,20 @@ class _Kernel:
         return args
 
     @staticmethod
-    def key(parts, hypers):
+    def key(parts):
         """What a kernel is built for (unhashable where a value cannot be part of a key): the structure dynamo would
         guard. A bucket shares one device and dtype (and one gradient dtype), so only state tensors name theirs"""
         def values(d):
             return tuple((k, (v.dtype, v.device, v.shape) if isinstance(v, torch.Tensor) else
                           tuple((t.shape, t.stride(), t.dtype, t.device) for t in v) if isinstance(v, TensorList)
                           else v) for k, v in d.items())
-        return (values(hypers), *((params[0].device, params[0].dtype, params[0].grad.dtype, values(state),
-                                   tuple((p.shape, p.stride(), p.grad.stride()) for p in params))
-                                  for params, state in parts))
+        return tuple((params[0].device, params[0].dtype, params[0].grad.dtype, values(hypers), values(state),
+                      tuple((p.shape, p.stride(), p.grad.stride()) for p in params)) for params, state, hypers in parts)
 
-    def __call__(self, parts, hypers):
+    def __call__(self, parts):
         "Step; returns each part's state as `run_chain` would (the given `TensorList`s where updated in place)"
-        res, outs = iter(self.run(*self.args(parts, hypers))), []
-        for (params, state), out in zip(parts, self.out):
+        res, outs = iter(self.run(*self.args(parts))), []
+        for (params, state, hypers), out in zip(parts, self.out):
             outs.append({})
             for k, how, v in out:
                 if how == 'given': outs[-1][k] = state[k]
@@ -255,17 +258,20 @@ class Paths:
         return {k: v for k, v in state.items() if k in self.read or isinstance(v, torch.Tensor)}
 
     def _scalar(self, k, v):
-        "`_as_tensor(v)` for the compiled path, the same 0-d tensor as last time while `k` keeps its value"
+        """`_as_tensor(v)` for the compiled path, the same 0-d tensor each time `k` has this value (param groups may
+        give `k` different values in one step; a schedule gives it a new one each step: the values kept are bounded)"""
         if type(v) not in (float, int): return _as_tensor(v)
-        last = self._scalars.get(k)
-        if last is None or last[0] != v: last = self._scalars[k] = (v, _as_tensor(v))
-        return last[1]
+        t = self._scalars.get((k, v))
+        if t is None:
+            if len(self._scalars) >= 256: self._scalars.clear()
+            t = self._scalars[k, v] = _as_tensor(v)
+        return t
 
     def _not_foreach(self): return [cb.name for cb in self.chain if not cb.foreach]
 
     def decide(self, params, states, among:int|None=None) -> tuple[str, str]:
-        """The path for one bucket, and why; `among`: the number of values of the param group it belongs to (by
-        default its own), which decides whether compiling pays"""
+        """The path for one bucket, and why; `among`: the number of values of the step it belongs to (those of every
+        param group with gradients; by default its own), which decides whether compiling pays"""
         if not self.group:
             if self.foreach is False: return PER_TENSOR, 'foreach=False'
             return PER_TENSOR, f"callbacks not declared for groups: {self._not_foreach()}"
@@ -281,7 +287,7 @@ class Paths:
         fallback = f"; under torch.compile, not ahead of time ({self.kernel_error[:100]})" if self.kernel_error else ''
         if self.compile: return COMPILED, 'compile=True' + fallback
         numel = among if among is not None else sum(p.numel() for p in params)
-        size = f"{numel:,} values" + (' in the param group' if among is not None else '')
+        size = f"{numel:,} values" + (' in the step' if among is not None else '')
         least = f"compile_min_numel={self.compile_min_numel:,}"
         if numel < self.compile_min_numel: return GROUP, f"{size} < {least}"
         return COMPILED, f"{size} >= {least}{fallback}"
@@ -306,7 +312,7 @@ class Paths:
     def step(self, params, states, hypers, transient=False, per_tensor=False, among=None, parts=None):
         """Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity;
         `per_tensor`: on the reference path whatever the decision; `among`: as `decide` takes it; `parts`: a list that a
-        compiled bucket joins, to be stepped by `run_parts` in one kernel call with the rest of its param group)"""
+        compiled bucket joins, to be stepped by `run_parts` in one kernel call with the rest of the step)"""
         path = PER_TENSOR if per_tensor else self.decide(params, states, among)[0]
         if path == COMPILED: self._run_compiled(params, states, hypers, transient, parts)
         elif path == GROUP: self._run_group(params, states, hypers)
@@ -336,13 +342,14 @@ class Paths:
         self._run(TensorList(params), state, hypers)
         _put_back(states, given, state)
 
-    def _group_part(self, params, states):
+    def _group_part(self, params, states, hypers, traced):
         "A bucket's share of a compiled call: the chain sees its tensors where they are (numbers as 0-d tensors)"
         given = {k: TensorList([s[k] for s in states], traced=True) if isinstance(v, torch.Tensor)
                  else self._scalar(k, v) for k, v in self._passed(states[0]).items()}
-        return _Part(params, dict(given), partial(_put_back, states, given, compiled=True), (params, states), False)
+        return _Part(params, dict(given), traced, partial(_put_back, states, given, compiled=True),
+                     (params, states, hypers), False)
 
-    def _gathered_part(self, params, states):
+    def _gathered_part(self, params, states, hypers, traced):
         """Many small tensors' share of a compiled call: parameters, gradients and state copied into one buffer each,
         the chain run on those, and the results copied back, so that every tensor keeps its own storage"""
         key = tuple(map(id, params))
@@ -351,7 +358,7 @@ class Paths:
         sc.gather(params, states)
         state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else self._scalar(k, v)
                  for k, v in self._passed(states[0]).items()}
-        return _Part([sc.P], state, partial(self._scatter, sc, params, states), (params, states), True)
+        return _Part([sc.P], state, traced, partial(self._scatter, sc, params, states), (params, states, hypers), True)
 
     def _scatter(self, sc, params, states, state):
         "The gathered buffers' results copied back to the tensors, and the chain's new state stored"
@@ -365,23 +372,23 @@ class Paths:
 
     max_kernels = 64  # structures compiled ahead of time per optimizer; more run under dynamo
 
-    def _compiled_run(self, parts, hypers):
+    def _compiled_run(self, parts):
         """The chain run on every part by one kernel for their structure, built on first sight (`_Kernel`); under
         dynamo (`compiled_chain`), a part at a time, where it cannot be built. Returns each part's state"""
         if torch.compiler.is_compiling():  # the user compiles a function that steps: the chain joins their graph
-            return [run_chain(self.chain, TensorList(p.params, traced=True), p.state, hypers) for p in parts]
+            return [run_chain(self.chain, TensorList(p.params, traced=True), p.state, p.hypers) for p in parts]
         # chains that reduce (LAMB's norms) run under dynamo, with dynamic shapes: inductor's code for them is faster
-        pairs = [(p.params, p.state) for p in parts]
-        key = _Kernel.key(pairs, hypers) if self.chain.elementwise else None
+        triples = [(p.params, p.state, p.hypers) for p in parts]
+        key = _Kernel.key(triples) if self.chain.elementwise else None
         try: kernel = self._kernels.get(key, False) if key is not None else None
         except TypeError: key = kernel = None  # a value that cannot be part of a key
         if kernel is False and len(self._kernels) < self.max_kernels:
-            try: kernel = _Kernel(self.chain, pairs, hypers)
+            try: kernel = _Kernel(self.chain, triples)
             except Exception as e: kernel, self.kernel_error = None, f"{type(e).__name__}: {str(e)[:200]}"
             self._kernels[key] = kernel
             _built['kernels'] += bool(kernel)
-        if kernel: return kernel(pairs, hypers)
-        return [self.compiled_chain(p.flat)(TensorList(p.params, traced=True), p.state, hypers) for p in parts]
+        if kernel: return kernel(triples)
+        return [self.compiled_chain(p.flat)(TensorList(p.params, traced=True), p.state, p.hypers) for p in parts]
 
     def compiled_chain(self, gathered=False):
         """The chain under torch.compile, built once per optimizer for bucket lists and once for gathered buffers (two
@@ -403,28 +410,29 @@ class Paths:
         gathers = self.chain.elementwise and not transient  # the gathered buffers are kept per set of tensors
         small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if gathers else []
         if len(small) < self.gather_min_count: small = []
-        own = parts is None  # no param group to join: run at once
+        own = parts is None  # no step to join: run at once
         if own: parts = []
+        traced = {k: self._scalar(k, v) for k, v in hypers.items()}
         if small:
-            parts.append(self._gathered_part([params[i] for i in small], [states[i] for i in small]))
+            parts.append(self._gathered_part([params[i] for i in small], [states[i] for i in small], hypers, traced))
             large = sorted(set(range(len(params))) - set(small))
             params, states = [params[i] for i in large], [states[i] for i in large]
-        if params: parts.append(self._group_part(params, states))
-        if own: self.run_parts(parts, hypers)
+        if params: parts.append(self._group_part(params, states, hypers, traced))
+        if own: self.run_parts(parts)
 
-    def run_parts(self, parts, hypers):
-        """Step the compiled buckets that joined `parts` (`step(..., parts=)`) with one kernel call, and store their
-        state; where the compiler fails (no C++ compiler, say), on the uncompiled group path from now on"""
+    def run_parts(self, parts):
+        """Step the compiled buckets that joined `parts` (`step(..., parts=)`: every param group's, in a step) with one
+        kernel call, and store their state; where the compiler fails (no C++ compiler, say), on the uncompiled group
+        path from now on"""
         if not parts: return
-        traced = {k: self._scalar(k, v) for k, v in hypers.items()}
-        try: outs = self._compiled_run(parts, traced)
+        try: outs = self._compiled_run(parts)
         except Exception as e:
             errors = (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError, OSError)
             if not isinstance(e, errors): raise
             warnings.warn(f"optcb: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
                           "using the uncompiled group path")
             self.compiling, self.compile_error = False, f"{type(e).__name__}: {str(e)[:80]}"
-            for p in parts: self._run_group(*p.bucket, hypers)
+            for p in parts: self._run_group(*p.bucket)
             return
         for p, out in zip(parts, outs): p.done(out)
 

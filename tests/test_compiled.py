@@ -58,22 +58,29 @@ def test_schedules_do_not_recompile():
         opt.step()
     assert graphs() == before and opt.state[ps[0]]['step'] == 22 and ahead_of_time(opt)
 
-def test_hyperparameter_tensors_are_made_again_only_when_their_value_changes():
-    "The compiled path carries numbers as 0-d tensors: one made per step costs ~5 µs; an unchanged value reuses its own"
+def test_hyperparameter_tensors_are_made_again_only_when_their_value_changes(monkeypatch):
+    """The compiled path carries numbers as 0-d tensors: one made per step costs ~5 µs; an unchanged value reuses its
+    own, also where two param groups give it different values in one step"""
     ps = make_params(torch.float32)
-    opt, ref = optcb.Adam(ps, lr=1e-3, compile=True), optcb.Adam(clone_params(ps), lr=1e-3, foreach=False)
-    seen = []
+    two = lambda qs: [{'params': qs[:4]}, {'params': qs[4:], 'lr': 5e-4}]
+    opt, ref = optcb.Adam(two(ps), lr=1e-3, compile=True), optcb.Adam(two(clone_params(ps)), lr=1e-3, foreach=False)
+    seen = []  # per step, the hyperparameters each part of the kernel call was given
+    monkeypatch.setattr(optcb.paths._Kernel, '__call__', lambda self, parts, call=optcb.paths._Kernel.__call__:
+                        seen.append([h for _, _, h in parts]) or call(self, parts))
     for t in range(6):
         for o in (opt, ref):
-            o.set_hypers(lr=1e-3 * (1 + t // 2))
+            o.param_groups[0]['lr'] = 1e-3 * (1 + t // 2)  # the first group's lr changes every other step
             gen = torch.Generator().manual_seed(t)
-            for p in o.param_groups[0]['params']: p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+            for g in o.param_groups:
+                for p in g['params']: p.grad = torch.randn(p.shape, generator=gen) * 1e-3
             o.step()
-        seen.append({k: v[1] for k, v in opt.paths._scalars.items()})
-    assert all(seen[i]['eps'] is seen[1]['eps'] for i in range(1, 6))  # eps never changes
-    assert seen[2]['lr'] is seen[3]['lr'] and seen[3]['lr'] is not seen[4]['lr']  # lr changes every other step
-    assert all(s['lr'].item() == 1e-3 * (1 + i // 2) for i, s in enumerate(seen) if i > 0)
-    for a, b in zip(opt.param_groups[0]['params'], ref.param_groups[0]['params']):
+    assert len(seen) == 5 and all(len(s) == 2 for s in seen)  # steps 2-6, one call with both groups
+    first, second = [[s[i] for s in seen] for i in (0, 1)]
+    assert all(h['eps'] is first[0]['eps'] for h in first + second)  # eps never changes, in either group
+    assert all(h['lr'] is second[0]['lr'] and h['lr'].item() == 5e-4 for h in second)
+    assert first[1]['lr'] is first[2]['lr'] and first[2]['lr'] is not first[3]['lr']  # steps 3, 4 | 5
+    assert [h['lr'].item() for h in first] == [1e-3 * (1 + t // 2) for t in range(1, 6)]
+    for a, b in zip(ps, [p for g in ref.param_groups for p in g['params']]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 def own_storage(t): return t.untyped_storage().nbytes() == t.numel() * t.element_size()
@@ -322,10 +329,10 @@ def test_parameters_moved_to_another_offset_keep_stepping_right():
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 2e-6 and serr < 2e-6, (perr, serr)
 
-def test_a_param_groups_compiled_buckets_share_one_kernel_call(monkeypatch):
-    """Buckets of one param group (weights with weight decay, biases marked do_wd=False, many tiny tensors gathered) are
-    traced into one kernel, each with its own flags, and stepped by one call per group and step, as the per-tensor path
-    steps them; a second group gets its own kernel"""
+def test_a_steps_compiled_buckets_share_one_kernel_call(monkeypatch):
+    """Buckets of every param group (weights with weight decay, biases marked do_wd=False, many tiny tensors gathered, a
+    second group with its own lr) are traced into one kernel, each with its own flags and hyperparameters, and stepped
+    by one call per step, as the per-tensor path steps them"""
     torch.manual_seed(0)
     shapes = [(200, 100), (100,), (150, 120), (120,)] + [(3, 4)] * 72  # 64 tiny ones in the first group: gathered
     ps = [torch.randn(s, requires_grad=True) for s in shapes]; ref = clone_params(ps)
@@ -335,12 +342,12 @@ def test_a_param_groups_compiled_buckets_share_one_kernel_call(monkeypatch):
     for o, qs in ((fast, ps), (slow, ref)):
         for i in (1, 3): o.state[qs[i]]['do_wd'] = False
     calls = []
-    monkeypatch.setattr(optcb.paths._Kernel, '__call__', lambda self, parts, hypers, call=optcb.paths._Kernel.__call__:
-                        calls.append(len(parts)) or call(self, parts, hypers))
+    monkeypatch.setattr(optcb.paths._Kernel, '__call__', lambda self, parts, call=optcb.paths._Kernel.__call__:
+                        calls.append(len(parts)) or call(self, parts))
     g = grad_stream(ps, 6, skip=())
     run(fast, ps, g, 6); run(slow, ref, g, 6)
     assert paths(fast) == {'compiled'} and len(fast.plan()) == 3
-    # steps 2-6, two groups: the first's buckets (gathered tiny tensors, the large weights, the biases) in one call
-    assert calls == [3, 1] * 5 and len(fast.paths._kernels) == 2 and ahead_of_time(fast)
+    # steps 2-6: the first group's buckets (gathered tiny tensors, the large weights, the biases) and the second's
+    assert calls == [4] * 5 and len(fast.paths._kernels) == 1 and ahead_of_time(fast)
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 2e-6 and serr < 2e-6, (perr, serr)

@@ -145,12 +145,17 @@ def test_plan_says_which_path_each_bucket_takes_and_why(monkeypatch):
     assert (b.path, b.why, b.params, b.numel, b.dtype) == ('compiled', 'compile=True', 2, 2**18 + 10, 'float32')
     monkeypatch.setenv('OPTCB_COMPILE', '1')  # the default rule (compile=None): by the bucket's size
     [b] = optcb.Adam(big, lr=1e-3).plan()
-    assert (b.path, b.why) == ('compiled', '262,154 values in the param group >= compile_min_numel=65,536')
+    assert (b.path, b.why) == ('compiled', '262,154 values in the step >= compile_min_numel=65,536')
     [b] = optcb.Adam(big[1:], lr=1e-3).plan()
-    assert (b.path, b.why) == ('group', '10 values in the param group < compile_min_numel=65,536')
-    # the group's size decides for all its buckets: a bucket of 10 values is compiled beside a large one
+    assert (b.path, b.why) == ('group', '10 values in the step < compile_min_numel=65,536')
+    # the step's size decides for all its buckets: a bucket of 10 values is compiled beside a large one, whether it
+    # differs in a flag or is a param group of its own
     opt = optcb.Adam(big, lr=1e-3); opt.state[big[1]]['do_wd'] = False
     assert [(b.numel, b.path) for b in opt.plan()] == [(2**18, 'compiled'), (10, 'compiled')]
+    opt = optcb.Adam([{'params': big[:1]}, {'params': big[1:], 'wd': 0.}], lr=1e-3)
+    assert [(b.group, b.numel, b.path) for b in opt.plan()] == [(0, 2**18, 'compiled'), (1, 10, 'compiled')]
+    big[0].grad = torch.zeros_like(big[0])  # the plan of the next step: only what has a gradient is stepped
+    assert [(b.group, b.numel) for b in opt.plan()] == [(0, 2**18)]
     assert optcb.Paths(opt.chain).decide(big[1:], [{}]) == ('group', '10 values < compile_min_numel=65,536')
 
 # -- callbacks declare the ranges of their own hyperparameters

@@ -1,0 +1,62 @@
+"""One kernel call per step against one per param group, side by side (BENCHMARKS.md, session 10).
+
+The digits default's model with the two param groups a plain PyTorch loop makes (weights with weight decay; biases and
+norm weights without, 490 values: under `compile_min_numel`), stepped by: the engine as it is (the step's size decides
+whether to compile, and every group's compiled buckets share one kernel call), a subclass that steps group by group as
+before (each group's size decides, one call per group: the small group on the uncompiled group path), and torch's
+fused AdamW with the same groups. Each contender owns a copy of the parameters and reads the same gradients, handed
+over as new tensors each step (the Learner loop); interleaved rounds of 300 steps.
+`python bench/step_kernel_ab.py [threads]`"""
+import statistics, sys, time
+import torch
+import optcb
+from optcb.compare import digits_folder, make_dls, make_learner, DIGITS
+
+torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+torch.set_flush_denormal(True)
+base = list(make_learner(make_dls(digits_folder(), DIGITS, device='cpu'), DIGITS, optcb.Adam).model.parameters())
+grads = [torch.randn_like(p) * 1e-3 for p in base]
+
+class PerGroup(optcb.Adam):
+    "Each param group decided on its own size and stepped by its own kernel call, as before session 10"
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group['params'] if p.grad is not None]
+            if not params: continue
+            hypers, among, parts = self._hypers(group), sum(p.numel() for p in params), []
+            for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
+                self._step_bucket(bucket, states, hypers, among=among, parts=parts)
+            self.paths.run_parts(parts)
+
+def contender(make):
+    ps = [p.detach().clone().requires_grad_() for p in base]
+    opt = make([{'params': [p for p in ps if p.ndim > 1]}, {'params': [p for p in ps if p.ndim <= 1], 'wd': 0.}])
+    def step():
+        for p, g in zip(ps, grads): p.grad = g.clone()
+        opt.step()
+    for _ in range(5): step()
+    return step, opt, ps
+
+def fused(groups):
+    for g in groups: g['weight_decay'] = g.pop('wd', 0.01)
+    return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, fused=True)
+
+contenders = {'one call per step': contender(lambda g: optcb.Adam(g, lr=1e-3)),
+              'one call per group': contender(lambda g: PerGroup(g, lr=1e-3)), 'torch fused': contender(fused)}
+for n, (_, opt, _) in contenders.items():
+    if n != 'torch fused': print(n, [(b.group, b.path) for b in opt.plan()])
+times = {n: [] for n in contenders}
+for _ in range(7):
+    for n, (step, _, _) in contenders.items():
+        t = time.perf_counter()
+        for _ in range(300): step()
+        times[n].append((time.perf_counter() - t) / 300 * 1e6)
+ps = {n: torch.cat([p.detach().flatten() for p in c[2]]) for n, c in contenders.items()}
+diff = max((ps[n] - ps['torch fused']).abs().max().item() for n in ps)
+m = {n: statistics.median(ts) for n, ts in times.items()}
+print(f"{torch.get_num_threads()} thread(s), us per step (median of 7 interleaved rounds of 300): "
+      + ', '.join(f"{n} {v:.0f}" for n, v in m.items()))
+print(f"per step / per group {m['one call per step'] / m['one call per group']:.3f}; per step / fused "
+      f"{m['one call per step'] / m['torch fused']:.3f}; per group / fused {m['one call per group'] / m['torch fused']:.3f}"
+      f"; largest parameter difference to fused after {5 + 7 * 300} steps {diff:.2e}")
