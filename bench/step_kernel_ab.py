@@ -5,16 +5,21 @@ norm weights without, 490 values: under `compile_min_numel`), stepped by: the en
 whether to compile, and every group's compiled buckets share one kernel call), a subclass that steps group by group as
 before (each group's size decides, one call per group: the small group on the uncompiled group path), and torch's
 fused AdamW with the same groups. Each contender owns a copy of the parameters and reads the same gradients, handed
-over as new tensors each step (the Learner loop); interleaved rounds of 300 steps.
-`python bench/step_kernel_ab.py [threads]`"""
+over as new tensors each step (the Learner loop); interleaved rounds of 300 steps. With a set of `optcb bench`
+(`resnet34`, `transformer`): its shapes, grouped the same way (1-d tensors without weight decay: 17,024 and 40,960
+values), rounds of 20 steps. `python bench/step_kernel_ab.py [threads] [set]`"""
 import statistics, sys, time
 import torch
-import optcb
+import optcb, optcb.bench
 from optcb.compare import digits_folder, make_dls, make_learner, DIGITS
 
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 torch.set_flush_denormal(True)
-base = list(make_learner(make_dls(digits_folder(), DIGITS, device='cpu'), DIGITS, optcb.Adam).model.parameters())
+which = sys.argv[2] if len(sys.argv) > 2 else 'digits'
+if which == 'digits':
+    base = list(make_learner(make_dls(digits_folder(), DIGITS, device='cpu'), DIGITS, optcb.Adam).model.parameters())
+else: base = [torch.randn(s) * 0.1 for s in optcb.bench.param_sets()[which]]
+per_round = 300 if which == 'digits' else 20
 grads = [torch.randn_like(p) * 1e-3 for p in base]
 
 class PerGroup(optcb.Optimizer):
@@ -58,13 +63,13 @@ times = {n: [] for n in contenders}
 for _ in range(7):
     for n, (step, _, _) in contenders.items():
         t = time.perf_counter()
-        for _ in range(300): step()
-        times[n].append((time.perf_counter() - t) / 300 * 1e6)
+        for _ in range(per_round): step()
+        times[n].append((time.perf_counter() - t) / per_round * 1e6)
 ps = {n: torch.cat([p.detach().flatten() for p in c[2]]) for n, c in contenders.items()}
 diff = ', '.join(f"{n} {(ps[n] - ps['torch fused']).abs().max().item():.2e}" for n in ps if n != 'torch fused')
 m = {n: statistics.median(ts) for n, ts in times.items()}
-print(f"{torch.get_num_threads()} thread(s), us per step (median of 7 interleaved rounds of 300): "
+print(f"{which}, {torch.get_num_threads()} thread(s), us per step (median of 7 interleaved rounds of {per_round}): "
       + ', '.join(f"{n} {v:.0f}" for n, v in m.items()))
-print(f"per step / per group {m['one call per step'] / m['one call per group']:.3f}; per step / fused "
-      f"{m['one call per step'] / m['torch fused']:.3f}; per group / fused {m['one call per group'] / m['torch fused']:.3f}"
-      f"; largest parameter difference to fused after {5 + 7 * 300} steps: {diff}")
+step, group, fused = m['one call per step'], m['one call per group'], m['torch fused']
+print(f"per step / per group {step / group:.3f}; per step / fused {step / fused:.3f}; per group / fused {group / fused:.3f}"
+      f"; largest parameter difference to fused after {5 + 7 * per_round} steps: {diff}")
