@@ -226,10 +226,10 @@ class Optimizer(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
         stepped = [[p for p in group['params'] if p.grad is not None] for group in self.param_groups]
+        for params in stepped: self._check_sparse(params)  # before any group is stepped: none or all are
         among = sum(p.numel() for params in stepped for p in params)  # the step's size decides whether compiling pays
         parts = []  # the compiled buckets' shares of the step's one kernel call
         for group, params in zip(self.param_groups, stepped):
-            self._check_sparse(params)
             if not params: continue
             hypers = self._hypers(group)
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):

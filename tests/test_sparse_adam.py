@@ -56,6 +56,22 @@ def test_the_one_place_sparse_gradients_are_accepted():
     with pytest.raises(RuntimeError, match='SparseAdam does not support dense gradients'):
         optcb.optim.SparseAdam(dense.parameters()).step()
 
+@pytest.mark.parametrize('compile', [False, True])
+def test_a_gradient_refused_in_a_later_group_leaves_every_group_unstepped(compile):
+    "The kind of every gradient is checked before any param group is stepped, on the uncompiled and compiled paths"
+    dense, emb = torch.nn.Linear(300, 300), torch.nn.Embedding(5, 2, sparse=True)
+    opt = optcb.Adam([{'params': dense.parameters()}, {'params': emb.parameters()}], lr=1e-3, compile=compile)
+    for _ in range(3):  # the compiled path builds its kernel on the second step
+        dense(torch.ones(1, 300)).sum().backward()
+        opt.step(); opt.zero_grad()
+    before = [t.clone() for t in (*dense.parameters(), *opt.state[dense.weight].values()) if torch.is_tensor(t)]
+    dense(torch.ones(1, 300)).sum().backward(); emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match='Optimizer does not support sparse gradients'):
+        opt.step()
+    after = [t for t in (*dense.parameters(), *opt.state[dense.weight].values()) if torch.is_tensor(t)]
+    assert len(before) == 4 and all(torch.equal(a, b) for a, b in zip(after, before))
+    assert opt.state[dense.weight]['step'] == 3
+
 def test_construction_errors_are_torchs():
     from test_torch_error_inputs import outcome
     info = next(i for i in torch_optim_db() if i.optim_cls.__name__ == 'SparseAdam')
