@@ -358,3 +358,28 @@ def test_a_steps_compiled_buckets_share_one_kernel_call(monkeypatch):
     assert calls == [4] * 5 and len(fast.paths._kernels) == 1 and ahead_of_time(fast)
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 2e-6 and serr < 2e-6, (perr, serr)
+
+def test_param_groups_of_different_dtypes_share_the_steps_kernel_and_16_bit_ones_run_their_own(monkeypatch):
+    """float32 and float64 groups are parts of the step's one kernel call; a bfloat16 parameter (Kahan summation, on
+    float32 working copies made for the step) is stepped by a call of its own; all equal the per-tensor path"""
+    torch.manual_seed(0)
+    shapes = [((30, 20), torch.float32), ((20,), torch.float32), ((40, 10), torch.float64), ((10,), torch.bfloat16)]
+    ps = [torch.randn(s, dtype=d, requires_grad=True) for s, d in shapes]; ref = clone_params(ps)
+    groups = lambda qs: [{'params': qs[:2]}, {'params': qs[2:], 'lr': 3e-3, 'wd': 0.}]
+    fast = optcb.Adam(groups(ps), lr=1e-2, wd=0.1, compile=True)
+    slow = optcb.Adam(groups(ref), lr=1e-2, wd=0.1, foreach=False)
+    calls = []
+    monkeypatch.setattr(optcb.paths._Kernel, '__call__', lambda self, parts, call=optcb.paths._Kernel.__call__:
+                        calls.append(sorted(str(p[0].dtype) for p, _, _ in parts)) or call(self, parts))
+    for t in range(6):
+        for o, qs in ((fast, ps), (slow, ref)):
+            gen = torch.Generator().manual_seed(t)
+            for p in qs: p.grad = torch.randn(p.shape, generator=gen).to(p.dtype)
+            o.step()
+    # steps 2-6: the bfloat16 parameter's float32 working copy first, then the step's call with both other groups
+    assert calls == [['torch.float32'], ['torch.float32', 'torch.float64']] * 5 and len(fast.paths._kernels) == 2
+    for p, q in zip(ps, ref):
+        tol = dict(rtol=0, atol=0) if p.dtype == torch.bfloat16 else dict(rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(p, q, **tol)
+        for k, v in fast.state[p].items():
+            if torch.is_tensor(v): torch.testing.assert_close(v, slow.state[q][k], **tol)
