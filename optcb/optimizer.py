@@ -225,9 +225,8 @@ class Optimizer(torch.optim.Optimizer):
         if self.skip_nonfinite and not self._grads_finite():
             self.skipped_steps += 1
             return loss
-        stepped = [[p for p in group['params'] if p.grad is not None] for group in self.param_groups]
+        stepped, among = self._stepped()
         for params in stepped: self._check_sparse(params)  # before any group is stepped: none or all are
-        among = sum(p.numel() for params in stepped for p in params)  # the step's size decides whether compiling pays
         parts = []  # the compiled buckets' shares of the step's one kernel call
         for group, params in zip(self.param_groups, stepped):
             if not params: continue
@@ -236,6 +235,13 @@ class Optimizer(torch.optim.Optimizer):
                 self._step_bucket(bucket, states, hypers, among=among, parts=parts)
         self.paths.run_parts(parts)
         return loss
+
+    def _stepped(self, or_all=False):
+        """Each param group's parameters that have a gradient, and how many values they hold in all (the step's size,
+        which decides whether compiling pays); `or_all`: every parameter where none has a gradient yet"""
+        stepped = [[p for p in g['params'] if p.grad is not None] for g in self.param_groups]
+        if or_all and not any(stepped): stepped = [list(g['params']) for g in self.param_groups]
+        return stepped, sum(p.numel() for params in stepped for p in params)
 
     def _check_sparse(self, params):
         for p in params:
@@ -367,9 +373,7 @@ class Optimizer(torch.optim.Optimizer):
     def plan(self) -> list[BucketPlan]:
         """How the next step will process each bucket of each param group — per tensor, group or compiled — and why
         (parameters without a gradient are left out, unless none has one)"""
-        res, stepped = [], [[p for p in g['params'] if p.grad is not None] for g in self.param_groups]
-        if not any(stepped): stepped = [list(g['params']) for g in self.param_groups]
-        among = sum(p.numel() for params in stepped for p in params)
+        res, (stepped, among) = [], self._stepped(or_all=True)
         for i, params in enumerate(stepped):
             for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
                 path, why = self.paths.decide(bucket, states, among=among)

@@ -154,14 +154,12 @@ class _Kernel:
         from torch.fx.experimental.proxy_tensor import make_fx
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
         from torch._subclasses.fake_tensor import FakeTensorMode
-        # per part: its number of parameters, its state's lists of tensors, its 0-d tensors, its other values, and its
-        # hyperparameters that are 0-d tensors and that are not
-        self.layout = [(len(params), [k for k, v in state.items() if isinstance(v, TensorList)],
-                        [k for k, v in state.items() if isinstance(v, torch.Tensor)],
-                        {k: v for k, v in state.items() if not isinstance(v, (TensorList, torch.Tensor))},
-                        [k for k, v in hypers.items() if isinstance(v, torch.Tensor)],
-                        {k: v for k, v in hypers.items() if not isinstance(v, torch.Tensor)})
-                       for params, state, hypers in parts]
+        def split(d):  # the names of its 0-d tensors (kernel inputs), and its other values (traced in as constants)
+            return ([k for k, v in d.items() if isinstance(v, torch.Tensor)],
+                    {k: v for k, v in d.items() if not isinstance(v, (TensorList, torch.Tensor))})
+        # per part: its number of parameters, its state's lists of tensors, then `split` of its state and its hypers
+        self.layout = [(len(params), [k for k, v in state.items() if isinstance(v, TensorList)], *split(state),
+                        *split(hypers)) for params, state, hypers in parts]
         def traced(*args):
             args, self.out = iter(args), []
             for n, lists, scalars, fixed, hyper_ts, fixed_hypers in self.layout:
