@@ -7,9 +7,10 @@ parameters, gradients and state, stepped, copied back) and optcb with gathering 
 tensor in one kernel, nothing copied). Prints the first three steps' time (the kernel's build: inductor's cache keys
 on the thread count, so the first run at each count compiles cold) and the median of 7 interleaved rounds of 20 steps.
 `python bench/gather_or_direct_ab.py threads [n size]`"""
-import statistics, sys, time
+import sys, time
 import torch
 import optcb
+from _ab import interleaved
 
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 torch.set_flush_denormal(True)
@@ -32,13 +33,7 @@ def contender(kind):
     return step
 
 steps = {k: contender(k) for k in ('torch fused', 'gathered', 'direct')}
-times = {k: [] for k in steps}
-for _ in range(7):
-    for k, step in steps.items():
-        t = time.perf_counter()
-        for _ in range(20): step()
-        times[k].append((time.perf_counter() - t) / 20 * 1e3)
-m = {k: statistics.median(v) for k, v in times.items()}
+m = {k: s * 1e3 for k, s in interleaved(steps, rounds=7, per_round=20).items()}
 print(f"{n} x {size}, {torch.get_num_threads()} thread(s), ms per step: "
       + ', '.join(f"{k} {v:.2f}" for k, v in m.items())
       + f"; gathered / fused {m['gathered'] / m['torch fused']:.2f}, direct / fused {m['direct'] / m['torch fused']:.2f}"

@@ -7,10 +7,11 @@ default step (gathered, one kernel), with fresh gradient tensors each step (the 
 gradients kept (steady state); torch's fused AdamW in the same rounds. Medians of 7 interleaved rounds of 50 steps;
 the fresh-gradient figures include the 1,000 clones that stand in for backward, for every contender.
 `python bench/gather_params_ab.py [threads]`"""
-import statistics, sys, time
+import sys
 import torch
 import optcb
 from optcb.paths import _Scratch
+from _ab import interleaved
 
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 torch.set_flush_denormal(True)
@@ -40,26 +41,25 @@ opts = {'copy params (now)': contender(lambda ps: optcb.Adam(ps, lr=1e-3)),
         'torch fused AdamW': contender(lambda ps: torch.optim.AdamW(ps, lr=1e-3, betas=(0.9, 0.99), eps=1e-5,
                                                                     fused=True))}
 
-def rounds(ps, opt, fresh, n=50):
-    if not fresh:
-        for p, g in zip(ps, grads): p.grad = g
-    t = time.perf_counter()
-    for _ in range(n):
+def stepper(ps, opt, fresh):
+    "One step with new gradient tensors, or (`fresh=False`) with the gradients kept from the step before"
+    def step():
         if fresh:
             for p, g in zip(ps, grads): p.grad = g.clone()
         opt.step()
-    return (time.perf_counter() - t) / n * 1e3
+    if not fresh:
+        for p, g in zip(ps, grads): p.grad = g
+    return step
 
 for name, (ps, opt) in opts.items():
-    rounds(ps, opt, True, 3)  # state created, kernel built
+    step = stepper(ps, opt, True)
+    for _ in range(3): step()  # state created, kernel built
     if 'before' in name:
         for sc in opt.paths._scratch.values(): sc.__class__ = SkipParams
 print(f"{torch.get_num_threads()} thread(s), ms per step, medians of 7 interleaved rounds of 50 steps")
 for fresh in (True, False):
-    times = {n: [] for n in opts}
-    for _ in range(7):
-        for n, (ps, opt) in opts.items(): times[n].append(rounds(ps, opt, fresh))
-    m = {n: statistics.median(ts) for n, ts in times.items()}
+    steps = {n: stepper(ps, opt, fresh) for n, (ps, opt) in opts.items()}
+    m = {n: s * 1e3 for n, s in interleaved(steps, rounds=7, per_round=50).items()}
     now, before, fused = m.values()
     print(f"  {'fresh gradients (Learner loop)' if fresh else 'gradients kept (steady state)':31}"
           + ', '.join(f"{n} {v:.2f}" for n, v in m.items())

@@ -4,9 +4,10 @@
 a loop of its own, but the stack is one more buffer and two views that every kernel call allocates per scalar. Two
 copies of the digits default's model, one optimizer each, kernels built with each form; then interleaved rounds of 300
 steps with the same fresh gradients. `python bench/hoist_ab.py [threads]`"""
-import copy, statistics, sys, time
+import copy, sys
 import torch
 import optcb
+from _ab import interleaved
 import optcb.tensorlist as tl
 from optcb.compare import digits_folder, make_dls, make_learner, DIGITS
 
@@ -31,12 +32,6 @@ def contender(hoist):
     return step
 
 steps = {n: contender(h) for n, h in forms.items()}
-times = {n: [] for n in steps}
-for _ in range(7):
-    for n, step in steps.items():
-        t = time.perf_counter()
-        for _ in range(300): step()
-        times[n].append((time.perf_counter() - t) / 300 * 1e6)
-m = {n: statistics.median(ts) for n, ts in times.items()}
+m = {n: s * 1e6 for n, s in interleaved(steps, rounds=7, per_round=300).items()}
 print(f"{torch.get_num_threads()} thread(s), us per step (median of 7 interleaved rounds of 300): "
       + ', '.join(f"{n} {v:.0f}" for n, v in m.items()) + f"; expand/stack {m['expand'] / m['stack']:.3f}")

@@ -8,9 +8,10 @@ fused AdamW with the same groups. Each contender owns a copy of the parameters a
 over as new tensors each step (the Learner loop); interleaved rounds of 300 steps. With a set of `optcb bench`
 (`resnet34`, `transformer`): its shapes, grouped the same way (1-d tensors without weight decay: 17,024 and 40,960
 values), rounds of 20 steps. `python bench/step_kernel_ab.py [threads] [set]`"""
-import statistics, sys, time
+import sys
 import torch
 import optcb, optcb.bench
+from _ab import interleaved
 from optcb.compare import digits_folder, make_dls, make_learner, DIGITS
 
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
@@ -59,15 +60,9 @@ print('one call per step:', [(b.group, b.path) for b in opt.plan()])
 print('one call per group:', [(i, opt.paths.decide(g['params'], [opt.state[p] for p in g['params']],
                                                    among=sum(p.numel() for p in g['params']))[0])
                               for i, g in enumerate(opt.param_groups)])
-times = {n: [] for n in contenders}
-for _ in range(7):
-    for n, (step, _, _) in contenders.items():
-        t = time.perf_counter()
-        for _ in range(per_round): step()
-        times[n].append((time.perf_counter() - t) / per_round * 1e6)
+m = {n: s * 1e6 for n, s in interleaved({n: c[0] for n, c in contenders.items()}, 7, per_round).items()}
 ps = {n: torch.cat([p.detach().flatten() for p in c[2]]) for n, c in contenders.items()}
 diff = ', '.join(f"{n} {(ps[n] - ps['torch fused']).abs().max().item():.2e}" for n in ps if n != 'torch fused')
-m = {n: statistics.median(ts) for n, ts in times.items()}
 print(f"{which}, {torch.get_num_threads()} thread(s), us per step (median of 7 interleaved rounds of {per_round}): "
       + ', '.join(f"{n} {v:.0f}" for n, v in m.items()))
 step, group, fused = m['one call per step'], m['one call per group'], m['torch fused']
