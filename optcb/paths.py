@@ -375,10 +375,9 @@ class Paths:
         dynamo (`compiled_chain`), a part at a time, where it cannot be built. Returns each part's state"""
         if torch.compiler.is_compiling():  # the user compiles a function that steps: the chain joins their graph
             return [run_chain(self.chain, TensorList(p.params, traced=True), p.state, p.hypers) for p in parts]
-        # chains that reduce (LAMB's norms) run under dynamo, with dynamic shapes: inductor's code for them is faster
         triples = [(p.params, p.state, p.hypers) for p in parts]
-        key = _Kernel.key(triples) if self.chain.elementwise else None
-        try: kernel = self._kernels.get(key, False) if key is not None else None
+        key = _Kernel.key(triples)
+        try: kernel = self._kernels.get(key, False)
         except TypeError: key = kernel = None  # a value that cannot be part of a key
         if kernel is False and len(self._kernels) < self.max_kernels:
             try: kernel = _Kernel(self.chain, triples)

@@ -168,6 +168,27 @@ def test_per_tensor_reductions_are_compiled_and_equal_the_per_tensor_path():
     g = grad_stream(ps, 6, skip=()); run(fast, ps, g, 6); run(slow, ref, g, 6)
     assert max_errs(ps, ref, fast, slow)[0] < 1e-12
 
+def test_a_chain_that_reduces_takes_the_kernel_built_ahead_of_time_and_equals_the_per_tensor_path():
+    """LAMB's chain with a callback that makes new state tensors every step from a norm per tensor: state updated in
+    place, state made anew and the step count come back from the kernel as from the per-tensor path, in two param
+    groups with different hyperparameters, with a parameter that misses steps (a bucket of its own: another step
+    count)"""
+    @callback(elementwise=False)
+    def unit_grad(p): return {'unit_grad': p.grad / (p.grad.norm() + 1)}
+    shapes = [(4, 3), (5,), (2, 2), (3,), (6,), (7, 2), (8,), (1,)]
+    ps = make_params(torch.float64, shapes=shapes); ref = clone_params(ps)
+    def make(qs, **kw):
+        cbs = optcb.Lamb(clone_params(qs), lr=0.).cbs + [unit_grad]
+        return Optimizer([{'params': qs[:5]}, {'params': qs[5:], 'lr': 3e-3, 'wd': 0.}], cbs, lr=1e-2, mom=0.9,
+                         sqr_mom=0.99, eps=1e-5, wd=0.1, **kw)
+    fast, slow = make(ps, compile=True), make(ref, foreach=False)
+    g = grad_stream(ps, 10, skip=((6, 3),))
+    run(fast, ps, g, 10); run(slow, ref, g, 10)
+    assert ahead_of_time(fast) and len(fast.paths._kernels) == 2, fast.paths.kernel_error  # with parameter 6 or not
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 1e-12 and serr < 1e-12, (perr, serr)
+    assert [fast.state[p]['step'] for p in ps] == [slow.state[q]['step'] for q in ref]
+
 def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch):
     ps = make_params(torch.float64); ref = clone_params(ps)
     opt = optcb.Adam(ps, lr=1e-2, compile=True)
@@ -208,8 +229,7 @@ def test_every_compiled_chain_is_one_graph_and_equals_the_per_tensor_path(name, 
     assert dict(torch._dynamo.utils.counters['graph_break']) == {}
     if name == 'ranger':  # Lookahead syncs when its step count says so: a branch on a value, which the trace refuses
         assert not ahead_of_time(fast) and 'data-dependent' in fast.paths.kernel_error
-    elif fast.chain.elementwise: assert ahead_of_time(fast), fast.paths.kernel_error
-    else: assert not fast.paths._kernels  # reductions run under torch.compile, with dynamic shapes
+    else: assert ahead_of_time(fast), fast.paths.kernel_error  # chains that reduce (LAMB, LARC) too
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 1e-12 and serr < 1e-12, (perr, serr)
 
