@@ -12,21 +12,38 @@ from collections.abc import Callable, Iterable, Mapping
 from torch import nn
 
 # %% auto #0
-__all__ = ['Layers', 'no_decay_names', 'block_layers', 'layer_ids', 'param_groups']
+__all__ = ['Layers', 'model_no_decay', 'no_decay_names', 'block_layers', 'layer_ids', 'param_groups']
 
 # %% ../nbs/13_groups.ipynb #c005
 def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
+def _declared(model: nn.Module, method: str) -> list:
+    """(prefix, names) for each module of `model`, itself included, that lists parameter names by `method()`: a
+    model wrapped by another (fastai's `create_timm_model` puts a timm model in an `nn.Sequential`) keeps its list"""
+    return [(f'{prefix}.' if prefix else '', set(getattr(m, method)())) for prefix, m in model.named_modules()
+            if callable(getattr(m, method, None))]
+
+def model_no_decay(model: nn.Module) -> set:
+    """The names of `model`'s parameters that its modules declare undecayed: the patterns of timm's
+    `no_weight_decay()` (`'pos_embed'`, `'cls_token'`; shell-style, as timm matches them) and the substrings of
+    Swin's `no_weight_decay_keywords()` (`'relative_position_bias_table'`), each read relative to the module
+    that declares it"""
+    nwd, keywords = _declared(model, 'no_weight_decay'), _declared(model, 'no_weight_decay_keywords')
+    def declared(n):
+        return (any(n.startswith(pre) and _matches(n[len(pre):], pats) for pre, pats in nwd) or
+                any(n.startswith(pre) and any(k in n[len(pre):] for k in kws) for pre, kws in keywords))
+    return {n for n, _ in model.named_parameters() if declared(n)}
+
 def no_decay_names(model: nn.Module, no_decay: Iterable[str] = (), exclude_1d: bool = True) -> set:
     """The names of `model`'s trainable parameters that get no weight decay: biases and other
-    1-D parameters (norm weights) unless `exclude_1d=False`, the names the model lists in its
-    `no_weight_decay()` (timm's convention), and those matching a pattern of `no_decay`
-    (shell-style: `'*.gamma'`, `'pos_embed'`)"""
-    listed = model.no_weight_decay() if callable(getattr(model, 'no_weight_decay', None)) else ()
-    patterns = set(listed) | set([no_decay] if isinstance(no_decay, str) else no_decay)
+    1-D parameters (norm weights) unless `exclude_1d=False`, those its modules declare
+    (`model_no_decay`: timm's `no_weight_decay()`, Swin's `no_weight_decay_keywords()`), and those
+    matching a pattern of `no_decay` (shell-style: `'*.gamma'`, `'pos_embed'`)"""
+    patterns = set([no_decay] if isinstance(no_decay, str) else no_decay)
+    declared = model_no_decay(model)
     return {n for n, p in model.named_parameters() if p.requires_grad and
-            ((exclude_1d and (p.ndim <= 1 or n.endswith('.bias'))) or _matches(n, patterns))}
+            ((exclude_1d and (p.ndim <= 1 or n.endswith('.bias'))) or n in declared or _matches(n, patterns))}
 
 # %% ../nbs/13_groups.ipynb #c007
 def _blocks(model: nn.Module) -> list[str]:

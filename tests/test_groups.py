@@ -36,6 +36,48 @@ def test_weight_decay_groups_equal_timms(key):
     undecayed = {n for g in ours if g['weight_decay'] == 0 for n in (names[id(p)] for p in g['params'])}
     assert {'cls_token', 'pos_embed'} & set(names.values()) <= undecayed  # listed by the model, though not 1-D
 
+@pytest.mark.parametrize('key', ['vit', 'deit_distilled', 'beit'])
+def test_a_timm_body_inside_fastais_model_keeps_its_declared_no_decay_names(key):
+    """fastai's `vision_learner` puts the timm model in `nn.Sequential(TimmBody, head)`: the body's no_weight_decay()
+    names still go undecayed, so the groups are timm's groups of the body, names prefixed, then the head's"""
+    from fastai.vision.learner import create_timm_model
+    name, kw = TIMM_MODELS[key]
+    torch.manual_seed(0)
+    wrapped, _ = create_timm_model(name, n_out=5, pretrained=False, **kw)
+    body, names = wrapped[0].model, {id(p): n for n, p in wrapped.named_parameters()}
+    assert not hasattr(wrapped, 'no_weight_decay') and callable(getattr(body, 'no_weight_decay', None))
+    theirs = create_optimizer_v2(body, 'adamw', lr=1e-3, weight_decay=0.05).param_groups
+    ours = param_groups(wrapped, wd=0.05)
+    in_body = [([n for n in g_names if n.startswith('0.model.')], wd) for g_names, wd in described(ours, names, ('weight_decay',))]
+    assert in_body == described(theirs, names, ('weight_decay',))
+    undecayed = {names[id(p)] for g in ours if g['weight_decay'] == 0 for p in g['params']}
+    assert {'0.model.cls_token', '0.model.pos_embed'} & set(names.values()) <= undecayed
+
+def test_no_weight_decay_keywords_as_swins_reference_reads_them():
+    """Swin's `no_weight_decay_keywords()`: any parameter whose name contains a keyword is undecayed, as in the rule of
+    the Swin Transformer's reference code (1-D, `.bias`, a listed name, or a keyword in the name), written out here"""
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.relative_position_bias_table = nn.Linear(6, 18), nn.Parameter(torch.zeros(9, 2))
+    class Swinish(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, 4, 6))
+            self.blocks = nn.ModuleList([Attn(), Attn()]); self.head = nn.Linear(6, 3)
+        def no_weight_decay(self): return {'absolute_pos_embed'}
+        def no_weight_decay_keywords(self): return {'relative_position_bias_table'}
+    def reference(model, skip, keywords):
+        return {n for n, p in model.named_parameters()
+                if p.ndim == 1 or n.endswith('.bias') or n in skip or any(k in n for k in keywords)}
+    m = Swinish()
+    expected = reference(m, m.no_weight_decay(), m.no_weight_decay_keywords())
+    assert no_decay_names(m) == expected and 'blocks.1.relative_position_bias_table' in expected
+    assert no_decay_names(nn.Sequential(m)) == {f'0.{n}' for n in expected}  # wrapped: read relative to the module
+    decayed = {n for g in param_groups(m, wd=0.1) if g['weight_decay'] for n, p in m.named_parameters()
+               if any(p is q for q in g['params'])}
+    assert decayed == {'blocks.0.qkv.weight', 'blocks.1.qkv.weight', 'head.weight'}
+
 @pytest.mark.parametrize('key', TIMM_MODELS)
 def test_layer_decay_groups_equal_timms(key):
     m = timm_model(key); names = {id(p): n for n, p in m.named_parameters()}
