@@ -24,6 +24,10 @@ def _param_groups(params):
     if isinstance(params, torch.Tensor): params = [params]
     if not isinstance(params, Iterable):
         raise TypeError(f"params must be an iterable of tensors or dicts, not {type(params).__name__}")
+    if isinstance(params, (set, frozenset)):  # torch 2.15's warning, on every torch: a set's order changes between runs
+        warnings.warn("optimizer parameters need to be organized in ordered collections, but the ordering of tensors "
+                      "in sets will change between runs. Please use a list instead. This will be an error in a "
+                      "future release.", FutureWarning, stacklevel=3)
     items = list(params)
     if not items: raise ValueError("optimizer got an empty parameter list")
     if all(isinstance(x, Mapping) for x in items): return [dict(x) for x in items]

@@ -36,3 +36,14 @@ def test_the_cases_cover_what_used_to_differ():
     assert {'invalid param type', 'all optimizer params should be with/without names',
             'betas must be either both floats or both Tensors'} <= descs
     assert sum(len(construction_cases(n)) for n in CLASSES) >= 80
+
+@pytest.mark.parametrize('build', [lambda ps: optcb.optim.AdamW(ps), lambda ps: optcb.optim.SGD(ps, lr=0.1),
+                                   lambda ps: optcb.Adam(ps, lr=1e-3), lambda ps: optcb.Lamb(ps, lr=1e-3)])
+def test_a_bare_set_of_params_warns_on_every_torch(build):
+    "torch 2.15 warns (FutureWarning) that a set's order changes between runs; optcb warns so whatever the torch"
+    ps = {torch.nn.Parameter(torch.randn(3)) for _ in range(4)}
+    with pytest.warns(FutureWarning, match='ordered collections'): opt = build(ps)
+    assert len(opt.param_groups[0]['params']) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)
+        build(sorted(ps, key=id))  # a list: no warning
