@@ -16,16 +16,52 @@ from .chain import run_chain
 from .tensorlist import TensorList
 
 # %% auto #0
-__all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'compile_available', 'BucketPlan', 'kernels_built', 'Paths']
+__all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'TESTED_TORCH', 'torch_minor', 'compile_tested', 'why_not_compiling',
+           'compile_available', 'BucketPlan', 'kernel_writes_seen', 'kernels_built', 'Paths']
 
 # %% ../nbs/02_paths.ipynb #c005
 PER_TENSOR, GROUP, COMPILED = 'per-tensor', 'group', 'compiled'
 
-def compile_available() -> bool:
-    """Whether compiling is on by default: `$OPTCB_COMPILE` is not 0 and a C++ compiler is on the PATH (inductor's CPU
-    backend needs one)"""
-    if os.environ.get('OPTCB_COMPILE', '1') == '0': return False
+# The minor releases of torch the compiled path is tested on: the suite passes on each (README: "Which torch").
+# The kernel is built with private APIs (make_fx, fake tensors, torch._inductor.compile), whose behaviour has changed
+# between releases (torch 2.4's kernels wrote their inputs without bumping the version counter; 2.6 crashed on lerp_).
+TESTED_TORCH = ('2.14', '2.15')
+
+def torch_minor(version: str | None = None) -> str:
+    "The minor release of a torch version string: '2.15' for '2.15.0+cu132' (default: the installed torch's)"
+    return '.'.join(str(version or torch.__version__).split('+')[0].split('.')[:2])
+
+def compile_tested(version: str | None = None) -> bool:
+    "Whether the compiled path is tested on this torch release (`TESTED_TORCH`)"
+    return torch_minor(version) in TESTED_TORCH
+
+def _compiler_on_path() -> bool:
     return any(shutil.which(c) for c in (os.environ.get('CXX', ''), 'g++', 'c++', 'clang++') if c)
+
+def why_not_compiling() -> str | None:
+    """Why compiling is off by default, or None where it is on: `$OPTCB_COMPILE=0`; no C++ compiler on the PATH
+    (inductor's CPU backend needs one); or a torch outside `TESTED_TORCH`, unless `$OPTCB_COMPILE=1`"""
+    env = os.environ.get('OPTCB_COMPILE')
+    if env == '0': return '$OPTCB_COMPILE=0'
+    if not _compiler_on_path(): return 'no C++ compiler on the PATH'
+    if env != '1' and not compile_tested():
+        return (f"torch {torch_minor()} is not among the releases the compiled path is tested on "
+                f"({', '.join(TESTED_TORCH)}; $OPTCB_COMPILE=1 or compile=True compiles anyway)")
+    return None
+
+_warned = set()
+
+def _warn_once(key, message):
+    "One warning per process for each `key`"
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=3)
+
+def compile_available() -> bool:
+    "Whether compiling is on by default (`why_not_compiling`); on an untested torch, says so once per process"
+    why = why_not_compiling()
+    if why and why.startswith('torch '): _warn_once('untested', f"optcb: not compiling by default: {why}")
+    return why is None
 
 @dataclass
 class BucketPlan:
@@ -136,6 +172,36 @@ def _traceable(params) -> bool:
     "Whether the compiled path can take these parameters: plain tensors, with strided (not sparse) gradients"
     return all(type(p) in _PLAIN and (p.grad is None or p.grad.layout is torch.strided) for p in params)
 
+def _build(fn, args):
+    """`fn` traced with fake tensors shaped as `args` (`make_fx`) and compiled by inductor: the one place that uses
+    torch's private compiler APIs. Returns the compiled function, to be called with tensors like `args`"""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    # fake tensors of a mode with a shape environment (static shapes): inductor's cache of compiled graphs needs one
+    mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
+    fakes = [mode.from_tensor(a, static_shapes=True) for a in args]
+    with torch.no_grad(): return torch._inductor.compile(make_fx(fn, tracing_mode='fake')(*fakes), fakes)
+
+_probed = {}
+
+def kernel_writes_seen() -> bool:
+    """Whether a kernel built by `_build` writes its inputs in place, with the right values, as autograd's version
+    counters see: the gathered buffers are filled again only when a version says a tensor changed (`_Scratch`), so a
+    kernel whose writes no counter sees would step on stale values (torch 2.4's did so). Checked once per process,
+    where the torch is not among `TESTED_TORCH`"""
+    if not _probed:
+        def write(a, b):
+            a.mul_(0.5).add_(b)
+            return (a + b,)
+        a, b = torch.ones(8), torch.full((8,), 2.)
+        try:
+            run, before = _build(write, [a, b]), a._version
+            out = run(a, b)[0]
+            _probed['ok'] = a._version != before and bool((a == 2.5).all()) and bool((out == 4.5).all())
+        except Exception: _probed['ok'] = False
+    return _probed['ok']
+
 _built = collections.Counter()  # kernels built ahead of time in this process (dynamo counts its graphs likewise)
 
 def kernels_built() -> int:
@@ -151,9 +217,6 @@ class _Kernel:
     that is not a 0-d tensor. `parts`: a (params, state, hypers) triple per bucket, the state as the chain sees it
     (`TensorList`s and scalars)"""
     def __init__(self, chain, parts):
-        from torch.fx.experimental.proxy_tensor import make_fx
-        from torch.fx.experimental.symbolic_shapes import ShapeEnv
-        from torch._subclasses.fake_tensor import FakeTensorMode
         def split(d):  # the names of its 0-d tensors (kernel inputs), and its other values (traced in as constants)
             return ([k for k, v in d.items() if isinstance(v, torch.Tensor)],
                     {k: v for k, v in d.items() if not isinstance(v, (TensorList, torch.Tensor))})
@@ -176,12 +239,7 @@ class _Kernel:
                                  for k, v in out.items()])
             return tuple(t for out in self.out for k, how, v in out
                          for t in (v.tensors if how == 'list' else [v] if how == 'tensor' else []))
-        # fake tensors of a mode with a shape environment (static shapes): inductor's cache of compiled graphs needs one
-        mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
-        args = [mode.from_tensor(a, static_shapes=True) for a in self.args(parts)]
-        with torch.no_grad():
-            graph = make_fx(traced, tracing_mode='fake')(*args)
-            self.run = torch._inductor.compile(graph, args)
+        self.run = _build(traced, self.args(parts))
         self.out = [[(k, how, v if how == 'fixed' else len(v) if how == 'list' else None) for k, how, v in out]
                     for out in self.out]
 
@@ -278,7 +336,7 @@ class Paths:
             elif self.compile is False: why = 'compile=False'
             elif self.chain.not_compilable: why = f"callbacks not compilable: {self.chain.not_compilable}"
             elif self.foreach: why = 'foreach=True'
-            else: why = 'compiling is off ($OPTCB_COMPILE=0 or no C++ compiler)'
+            else: why = f"compiling is off by default: {why_not_compiling() or 'foreach=True'}"
             return GROUP, why
         if not _traceable(params): return GROUP, 'not plain tensors with strided gradients (a DTensor, or sparse)'
         # where a kernel could not be built ahead of time, the chain runs under torch.compile (dynamo): said so
@@ -380,8 +438,17 @@ class Paths:
         try: kernel = self._kernels.get(key, False)
         except TypeError: key = kernel = None  # a value that cannot be part of a key
         if kernel is False and len(self._kernels) < self.max_kernels:
-            try: kernel = _Kernel(self.chain, triples)
-            except Exception as e: kernel, self.kernel_error = None, f"{type(e).__name__}: {str(e)[:200]}"
+            try:
+                if not compile_tested() and not kernel_writes_seen():
+                    raise RuntimeError(f"on torch {torch.__version__} a kernel built ahead of time writes its inputs "
+                                       "unseen by their version counters (kernel_writes_seen)")
+                kernel = _Kernel(self.chain, triples)
+            except Exception as e:
+                kernel, first = None, self.kernel_error is None
+                self.kernel_error = f"{type(e).__name__}: {str(e)[:200]}"
+                if first: warnings.warn(f"optcb: the step's kernel could not be built ahead of time "
+                                        f"({self.kernel_error}); stepping under torch.compile (dynamo) instead, "
+                                        "which is slower per step", stacklevel=4)
             self._kernels[key] = kernel
             _built['kernels'] += bool(kernel)
         if kernel: return kernel(triples)
@@ -424,7 +491,9 @@ class Paths:
         if not parts: return
         try: outs = self._compiled_run(parts)
         except Exception as e:
-            errors = (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.InternalTorchDynamoError, OSError)
+            # any error of dynamo's or of the compiler it calls (a TorchRuntimeError: torch 2.6 on lerp_); an error of
+            # the chain itself is raised again by the group path
+            errors = (torch._dynamo.exc.TorchDynamoException, OSError)
             if not isinstance(e, errors): raise
             warnings.warn(f"optcb: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
                           "using the uncompiled group path")

@@ -201,6 +201,50 @@ def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch):
     slow = optcb.Adam(ref, lr=1e-2, foreach=False); run(slow, ref, g, 5)
     assert max_errs(ps, ref, opt, slow) == (0, 0)
 
+def test_an_untested_torch_steps_uncompiled_by_default_with_one_warning(monkeypatch):
+    "Outside TESTED_TORCH the default (compile=None) is the group path, said once; $OPTCB_COMPILE=1 compiles anyway"
+    from optcb import paths as P
+    assert P.compile_tested() and P.torch_minor('2.15.0+cu132') == '2.15' and not P.compile_tested('2.13.0+cpu')
+    monkeypatch.setattr(P, 'TESTED_TORCH', ('1.0',)); monkeypatch.setattr(P, '_warned', set())
+    monkeypatch.delenv('OPTCB_COMPILE')
+    big = [torch.nn.Parameter(torch.randn(300, 300))]
+    with pytest.warns(UserWarning, match='not among the releases') as seen:
+        opts = [optcb.optim.AdamW(big), optcb.Adam(big, lr=1e-3)]
+    assert len([w for w in seen if 'not among' in str(w.message)]) == 1
+    big[0].grad = torch.randn(300, 300)
+    assert all(paths(o) == {'group'} and 'not among the releases' in o.plan()[0].why for o in opts)
+    monkeypatch.setenv('OPTCB_COMPILE', '1')
+    assert paths(optcb.optim.AdamW(big)) == {'compiled'}
+
+def test_on_an_untested_torch_a_kernel_whose_writes_go_unseen_is_not_used(monkeypatch):
+    """The gathered buffers rely on version counters seeing a kernel's writes (torch 2.4's did not): where the probe
+    says they do not, the step runs under dynamo instead, with one warning, and equals the per-tensor path"""
+    from optcb import paths as P
+    assert P.kernel_writes_seen()  # this torch's kernels: seen
+    monkeypatch.setattr(P, 'TESTED_TORCH', ('1.0',)); monkeypatch.setattr(P, 'kernel_writes_seen', lambda: False)
+    ps = make_params(torch.float64, shapes=[(3, 2)] * 70); ref = clone_params(ps)  # enough small ones to be gathered
+    fast = optcb.Adam(ps, lr=1e-2, wd=0.1, decouple_wd=False, compile=True)
+    slow = optcb.Adam(ref, lr=1e-2, wd=0.1, decouple_wd=False, foreach=False)
+    g = grad_stream(ps, 6, skip=())
+    with pytest.warns(UserWarning, match='could not be built ahead of time') as seen:
+        run(fast, ps, g, 6)
+    assert len([w for w in seen if 'ahead of time' in str(w.message)]) == 1 and not ahead_of_time(fast)
+    run(slow, ref, g, 6)
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 1e-12 and serr < 1e-12, (perr, serr)
+
+def test_a_dynamo_error_falls_back_to_the_group_path_with_a_warning(monkeypatch):
+    "Any error of dynamo's (torch 2.6 raised TorchRuntimeError on lerp_ at step 2) ends compiling, not the training"
+    ps = make_params(torch.float64); ref = clone_params(ps)
+    opt = optcb.Adam(ps, lr=1e-2, compile=True)
+    def crash(self, parts): raise torch._dynamo.exc.TorchRuntimeError('Failed running call_method lerp_')
+    monkeypatch.setattr(optcb.Paths, '_compiled_run', crash)
+    g = grad_stream(ps, 5, skip=())
+    with pytest.warns(UserWarning, match='torch.compile failed .TorchRuntimeError'):
+        run(opt, ps, g, 5)
+    slow = optcb.Adam(ref, lr=1e-2, foreach=False); run(slow, ref, g, 5)
+    assert max_errs(ps, ref, opt, slow) == (0, 0) and 'TorchRuntimeError' in opt.plan()[0].why
+
 def test_compiled_adam_in_a_learner_follows_fit_one_cycle_without_recompiling():
     from test_learner import learner, quiet_fit
     from functools import partial
