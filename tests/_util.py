@@ -105,3 +105,13 @@ graphs = optcb.paths.kernels_built  # kernels compiled so far, ahead of time or 
 def ahead_of_time(opt) -> bool:
     "Whether every compiled bucket of `opt` ran a kernel built ahead of time (none fell back to dynamo)"
     return opt.paths.kernel_error is None and bool(opt.paths._kernels) and all(opt.paths._kernels.values())
+
+import pytest
+# Left out of the default `pytest` run (the inner loop), run by `pytest --slow` (CI and the README's test command):
+# many-step references over every configuration, compiling, distributed, trainers, docs, benchmarks.
+slow = pytest.mark.slow
+
+def sample(cases, *fast):
+    "A parametrization's cases, all marked `slow` except those at the indices `fast`: the default run checks those"
+    as_param = lambda c: pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=slow)
+    return [c if i in fast else as_param(c) for i, c in enumerate(cases)]

@@ -1,8 +1,10 @@
 "Smoke test of `optcb bench`: every contender runs, compares like with like, and the compiled one does not recompile"
 import pytest
 import optcb.bench as B
+from _util import slow
 
 # optimizers with an independent version in torch or fastai to agree with (yogi's reference is in test_yogi.py)
+@slow
 @pytest.mark.parametrize('opt', ['adam', 'momentum', 'rmsprop', 'adagrad', 'lamb'])
 def test_bench_runs_and_contenders_agree(opt, monkeypatch):
     monkeypatch.setenv('OPTCB_COMPILE', '1')

@@ -1,7 +1,7 @@
 "Cautious optimizers (Liang et al. 2024): C-AdamW, C-Lion and C-SGD against references written from the paper"
 import pytest, torch
 import optcb
-from _util import make_params, clone_params, grad_stream, run, max_errs, STEPS
+from _util import make_params, clone_params, grad_stream, run, max_errs, STEPS, slow
 
 def masked(u, g):
     "The paper's mask: u where u·g > 0, rescaled by the share kept (its mean, at least 1e-3)"
@@ -53,6 +53,7 @@ def test_cautious_differs_from_the_plain_optimizer(kind):
     g = grad_stream(ps, 30); run(CASES[kind](ps), ps, g, 30); run(plain, ref, g, 30)
     assert max((p - q).abs().max().item() for p, q in zip(ps, ref) if p.numel()) > 1e-4
 
+@slow
 @pytest.mark.parametrize('kind', ['sgd'])  # C-AdamW and C-Lion: with the registry's new entries, test_new_optimizers
 def test_compiled_path_equals_per_tensor_path(kind):
     ps = make_params(); ref = clone_params(ps)

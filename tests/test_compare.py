@@ -4,6 +4,7 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 import pytest
 import optcb.compare as C
 from optcb.cli import main
+from _util import slow
 
 @pytest.fixture(scope='module', autouse=True)
 def data_home(tmp_path_factory):
@@ -19,6 +20,7 @@ def test_digits_folder_has_imagenette_layout():
     assert (n_train, n_val) == (1797 - 359, 359)
     assert C.digits_folder() == root  # cached: built once
 
+@slow
 def test_default_run_meets_its_promise(tmp_path):
     "The README's default: four optimizers, Adam ≥ 0.9 accuracy on the digits validation split, all outputs written"
     res = C.compare(out=tmp_path / 'out', quiet=True, print_fn=lambda *a: None)
@@ -50,6 +52,7 @@ def check_outputs_read_back(out, res):
         assert row['optimizer'] == name and int(row['epoch']) == e['epoch']
         for k in ('train_loss', 'valid_loss', 'accuracy', 'time'): assert float(row[k]) == pytest.approx(e[k], rel=1e-12), k
 
+@slow
 def test_match_makes_optcb_adam_and_torch_adamw_coincide(tmp_path):
     res = C.compare(opts='adam,torch:AdamW', match=True, epochs=1, out=tmp_path, quiet=True, print_fn=lambda *a: None)
     assert res['match']['max_abs_loss_difference']['torch:AdamW'] < 1e-6
@@ -74,6 +77,7 @@ def test_malformed_data_folder_is_named(make, match, tmp_path):
         C.compare(path=folder, out=tmp_path / 'out', quiet=True, print_fn=lambda *a: None)
     assert not (tmp_path / 'out').exists()
 
+@slow
 def test_failure_while_writing_leaves_previous_results_untouched(tmp_path, monkeypatch):
     out = tmp_path / 'out'; out.mkdir(); (out / 'results.json').write_text('previous')
     def broken(*a): raise RuntimeError('disk full')

@@ -2,8 +2,9 @@
 import socket, pytest, torch
 import torch.multiprocessing as mp
 import _dist_worker as W
+from _util import slow
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is not available')
+pytestmark = [slow, pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is not available')]
 
 def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]

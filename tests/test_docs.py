@@ -3,6 +3,9 @@ import importlib, inspect, json, re, subprocess, sys
 from pathlib import Path
 import pytest
 import optcb
+from _util import slow
+
+pytestmark = slow  # builds the whole site
 
 ROOT = Path(__file__).resolve().parent.parent
 

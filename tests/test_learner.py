@@ -11,6 +11,7 @@ from fastai.torch_core import set_seed
 import fastai.optimizer as fo
 from fastai.callback.schedule import *  # fit_one_cycle, lr_find
 import optcb
+from _util import slow
 
 def dls(n=256, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -69,6 +70,7 @@ def test_same_losses_as_fastai_adam():
     # float32 rounding differs a little: optcb's moment update is torch's lerp, fastai's a multiply-add
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(runs[0][1], runs[1][1]))
 
+@slow
 def test_lr_find_runs_and_restores_the_model(tmp_path):
     learn = learner(optcb.Adam, path=tmp_path)  # lr_find saves the weights under path/models: not in the repository
     before = [p.detach().clone() for p in learn.model.parameters()]

@@ -1,7 +1,7 @@
 "optcb.optim.Muon against torch.optim.Muon: torch's own test configurations bit for bit, its error cases, checkpoints"
 import copy, pytest, torch
 import optcb
-from _util import grad_stream, run, clone_params, torch_optim_db
+from _util import grad_stream, run, clone_params, torch_optim_db, slow
 
 def matrices(dtype=torch.float32, seed=0, shapes=((6, 4), (4, 6), (5, 5), (3, 8))):
     "Weight matrices, wide, tall and square, as Muon is built for"
@@ -120,6 +120,7 @@ def test_flags_survive_clear_state_and_checkpoints():
     a.clear_state()
     assert [a.state[p] for p in ps] == [{'muon': h} for h in HIDDEN]
 
+@slow
 def test_whole_model_muon_trains_a_cnn_under_fit_one_cycle(tmp_path):
     "A fastai Learner with opt_func=optcb.Muon: fit_one_cycle cycles mom, the loss falls, lr_find runs"
     from fastai.learner import Learner

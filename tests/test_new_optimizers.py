@@ -3,7 +3,7 @@ from their papers and against their authors' (or another) implementation; every 
 import copy, math, pytest, torch
 import optcb
 from optcb import optimizers as O
-from _util import make_params, params_for, clone_params, grad_stream, run, max_errs, rel_err, against_torch, STEPS, torch_optim_db
+from _util import make_params, params_for, clone_params, grad_stream, run, max_errs, rel_err, against_torch, STEPS, torch_optim_db, slow
 
 # -- Rprop and ASGD: torch's own configurations (torch.testing._internal.common_optimizers), bit for bit
 def torch_configs(name):
@@ -174,6 +174,7 @@ def test_group_path_equals_per_tensor_path(name):
     g = grad_stream(ps, 40, skip=((1, 3),)); run(a, ps, g, 40); run(b, ref, g, 40)
     assert max_errs(ps, ref, a, b) == (0, 0)
 
+@slow
 @pytest.mark.parametrize('name', GROUPED)
 def test_compiled_path_equals_per_tensor_path(name):
     "float64, 25 steps with the learning rate changing every step: within 1e-12, no graph recompiled for the schedule"

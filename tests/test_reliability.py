@@ -3,7 +3,7 @@ import math, os, pytest, torch
 from functools import partial
 import optcb
 from optcb import Optimizer, average_grad, momentum_step, callback
-from _util import make_params, clone_params, grad_stream, run, max_errs
+from _util import make_params, clone_params, grad_stream, run, max_errs, slow
 
 # -- every error case torch.optim rejects for these classes is rejected by optcb.optim with the same error type
 TORCH_CASES = [('SGD', dict(lr=-0.1)), ('SGD', dict(lr=0.1, momentum=-0.5)), ('SGD', dict(lr=0.1, weight_decay=-1.)),
@@ -111,6 +111,7 @@ def test_grad_scaler_skips_inf_steps():
     for a, b in zip(models[0].parameters(), models[1].parameters()): assert torch.equal(a, b)
 
 # -- checkpoints
+@slow
 @pytest.mark.parametrize('compile', [False, True])
 def test_save_load_weights_only_resumes_bit_identically(tmp_path, compile):
     ps = make_params(torch.float32); opt = optcb.Yogi(ps, lr=1e-2, compile=compile)
@@ -153,6 +154,7 @@ def _quadratic(dtype):
     b = torch.randn(20, generator=g, dtype=torch.float64)
     return A.to(dtype), b.to(dtype)
 
+@slow
 @pytest.mark.parametrize('make', [partial(optcb.Adam, lr=1e-2, wd=0.), partial(optcb.Yogi, lr=1e-2)], ids=['Adam', 'Yogi'])
 def test_ten_thousand_float32_steps_stay_close_to_float64(make):
     "A learning rate annealed to zero, as in training: float32 rounding must not accumulate into a different answer"

@@ -6,7 +6,7 @@ import copy, io, random, subprocess, sys
 import pytest, torch
 import optcb
 from optcb import optimizers as O
-from _util import make_params, clone_params, grad_stream, run, max_errs, rel_err, STEPS
+from _util import make_params, clone_params, grad_stream, run, max_errs, rel_err, STEPS, slow
 
 schedulefree = pytest.importorskip('schedulefree')
 
@@ -84,6 +84,7 @@ def test_group_path_equals_per_tensor_path_with_a_parameter_that_skips_steps(nam
     a.eval(); b.eval()
     assert max_errs(ps, ref, a, b) == (0, 0)
 
+@slow
 @pytest.mark.parametrize('name', FASTAI)
 def test_compiled_path_equals_per_tensor_path_under_a_schedule(name):
     "float64, the learning rate changing every step (lr_max moves): within 1e-12, and at the eval point too"
@@ -264,6 +265,7 @@ def test_lr_find_leaves_model_and_optimizer_as_they_were(tmp_path):
     after = learn.opt.state_dict()  # (fastai leaves the group's lr as lr_find set it, for every optimizer)
     assert repr(after['state']) == repr(sd['state']) and not learn.opt.training
 
+@slow
 @pytest.mark.parametrize('first,second', [('optcb', 'fastai.learner'), ('fastai.learner', 'optcb')])
 def test_the_learner_glue_is_registered_whichever_is_imported_first(first, second):
     code = (f"import {first}, {second}; from fastai.learner import defaults; "
@@ -271,6 +273,7 @@ def test_the_learner_glue_is_registered_whichever_is_imported_first(first, secon
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split()[-1:] == ['1'], out.stderr[-2000:]
 
+@slow
 def test_importing_optcb_imports_no_fastai():
     code = "import sys, optcb; optcb.optim.AdamWScheduleFree([__import__('torch').zeros(2, requires_grad=True)]); " \
            "print(any(m.split('.')[0] == 'fastai' for m in sys.modules))"

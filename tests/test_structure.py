@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest, torch
 import optcb
 from optcb import REGISTRY, Optimizer, callback, count_loops, FRACTION
-from _util import make_params, grad_stream, run, paths
+from _util import make_params, grad_stream, run, paths, slow
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ('fastai', 'torchvision', 'matplotlib', 'sklearn')
@@ -72,6 +72,7 @@ def test_core_dependencies_are_torch_fastcore_and_numpy():
     extra = ' '.join(project['optional-dependencies']['fastai'])
     assert all(p in extra for p in ('fastai', 'torchvision', 'matplotlib', 'scikit-learn'))
 
+@slow
 def test_building_and_stepping_every_optimizer_imports_no_heavy_package():
     code = f"""
 import sys, torch, optcb

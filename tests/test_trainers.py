@@ -3,6 +3,9 @@ config, checkpoints with the trainer's own mechanism, and resumes to exactly the
 import pytest, torch
 from torch import nn
 import optcb
+from _util import slow
+
+pytestmark = slow  # each trains a model through another library's trainer
 
 def _equal_params(m1, m2):
     for (n, a), b in zip(m1.named_parameters(), m2.parameters()): assert torch.equal(a, b), n
