@@ -57,3 +57,27 @@ def test_signatures_fit_their_box(site):
             for s in re.findall(r'<pre class="sig">(.*?)</pre>', page.read_text(), re.S)]
     assert len(sigs) > 100 and any(s.startswith('class Optimizer(\n') for s in sigs)
     assert [s for s in sigs if any(len(line) > 100 for line in s.splitlines())] == []
+
+def test_each_callback_is_shown_once_its_source_being_its_entry(site):
+    "An `#| exports` cell shows its code: each callback's source, docstring inside, is its entry (anchor, source link)"
+    import html as H
+    page = (site / 'callbacks.html').read_text()
+    text = H.unescape(re.sub(r'<[^>]+>', '', page))
+    names = [n for n in optcb.callbacks.__all__ if inspect.isfunction(getattr(optcb.callbacks, n))]
+    assert len(names) > 40
+    for name in names:
+        first = inspect.getdoc(getattr(optcb.callbacks, name)).splitlines()[0]
+        assert page.count(f'id="{name}"') == 1, name
+        assert text.count(first) == 1, (name, text.count(first))  # not its source and an API entry repeating it
+        entry = page[page.index(f'id="{name}"'):].split('</div>', 1)[0]
+        assert 'class="src"' in entry and '<pre class="code">' in entry and f'class="nf">{name}<' in entry
+
+def test_tables_sit_in_a_box_of_the_pages_width(site):
+    "A wide table (the landing page's optimizers) wraps its cells, breaks long names, and scrolls only inside its box"
+    css = (site / 'style.css').read_text()
+    assert re.search(r'td,th\{[^}]*overflow-wrap:break-word', css) and re.search(r'\.wide\{overflow-x:auto', css)
+    for page in site.glob('*.html'):
+        s = page.read_text()
+        assert s.count('<table') == s.count('<div class="wide"><table'), page.name
+    index = (site / 'index.html').read_text()
+    assert '<td>torch.<wbr>optim.<wbr>SGD<wbr>(nesterov=True) <wbr>(bit for bit)</td>' in index

@@ -5,9 +5,10 @@
 Each notebook in nbs/ is executed (outputs, plots) and becomes one page. Cells are shown as `nbdev-docs` shows
 them: an `#| export` (or `exporti`) cell's source is left out and the page documents the names it defines instead
 (signature, docstring and a link to the source, as nbdev's show_doc would); an `#| exports` cell is exported and
-shown, with the same entries after it; `#| hide` cells are left out. Maths is rendered to MathML
-(latex2mathml), code is highlighted with Pygments, and the pages share a sidebar and a search box backed by a
-local index: nothing is loaded from a CDN. `nbdev-docs` (Quarto) stays configured to write to docs/ as well.
+shown, each definition's source (docstring included) being its entry, with an anchor and a source link, so that a
+callback is shown once; `#| hide` cells are left out. Maths is rendered to MathML (latex2mathml), code is highlighted
+with Pygments, tables wrap to the page's width, and the pages share a sidebar and a search box backed by a local
+index: nothing is loaded from a CDN. `nbdev-docs` (Quarto) stays configured to write to docs/ as well.
 """
 import argparse, ast, html, importlib, inspect, json, os, re, shutil
 from pathlib import Path
@@ -104,6 +105,34 @@ def api_entry(mod, name: str) -> str:
                 parts.append(f'<div class="method"><pre class="sig">{code_html(msig)}</pre>{render_md(inspect.getdoc(f))}</div>')
     return '\n'.join(parts) + '</div>'
 
+def split_definitions(code: str) -> list[tuple[str | None, str]]:
+    """`code` cut before each public top-level function or class (its decorators and the comments above it go with
+    it): `(name, source)` for those, `(None, source)` for what lies between"""
+    try: tree = ast.parse(code)
+    except SyntaxError: return [(None, code)]
+    lines, out, start = code.splitlines(), [], 0
+    def add(name, a, b):
+        chunk = '\n'.join(lines[a:b]).strip('\n')
+        if not chunk: return
+        if name is None and out and out[-1][0] is None: out[-1] = (None, out[-1][1] + '\n\n' + chunk)
+        else: out.append((name, chunk))
+    for node in tree.body:
+        public = isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith('_')
+        if public:
+            first = min([node.lineno] + [x.lineno for x in node.decorator_list]) - 1
+            ahead = first  # comment lines directly above belong to the definition
+            while ahead > start and lines[ahead - 1].lstrip().startswith('#'): ahead -= 1
+            add(None, start, ahead); add(node.name, ahead, node.end_lineno); start = node.end_lineno
+    add(None, start, len(lines))
+    return out
+
+def source_entry(mod, name: str, chunk: str) -> str:
+    "An entry that is the definition's own source (its docstring inside), with an anchor and a link to the source"
+    obj = getattr(mod, name, None)
+    link = source_link(obj) if obj is not None else ''
+    return (f'<div class="api" id="{name}"><h4><a href="#{name}">{html.escape(name)}</a>{link}</h4>'
+            f'<pre class="code">{code_html(chunk)}</pre></div>')
+
 # -- outputs
 def output_html(out) -> str:
     kind = out.get('output_type')
@@ -140,9 +169,14 @@ def build_page(nb_path: Path, execute=True):
         d = directives(c.source)
         if 'hide' in d or 'default_exp' in d: continue
         code = strip_directives(c.source) if shows_source(d) else ''
-        if code: body.append(f'<pre class="code">{code_html(code)}</pre>')
+        exported = {'export', 'exports'} & set(d) and module is not None
+        if code and exported:  # an `#| exports` cell: each definition's source, docstring included, is its entry
+            for name, chunk in split_definitions(code):
+                if name: body.append(source_entry(module, name, chunk)); documented.append(name)
+                else: body.append(f'<pre class="code">{code_html(chunk)}</pre>')
+        elif code: body.append(f'<pre class="code">{code_html(code)}</pre>')
         body.extend(output_html(o) for o in c.get('outputs', []))
-        if {'export', 'exports'} & set(d) and module is not None:
+        if exported and not code:
             for n in defined_names(c.source):
                 body.append(api_entry(module, n)); documented.append(n)
     text = re.sub(r'<[^>]+>', ' ', '\n'.join(body))
@@ -157,7 +191,12 @@ nav h1{font-size:20px;margin:0 0 12px} nav a{display:block;color:#1f4f9c;text-de
 #hits a{font-size:14px} main{max-width:980px;padding:24px 40px;box-sizing:border-box;flex:1}
 pre{background:#f6f8fb;border:1px solid #e3e7ee;border-radius:5px;padding:10px 12px;overflow-x:auto;font-size:14px}
 pre.out{background:#fff;border-left:3px solid #9fb3d1} pre.err{border-left-color:#c0392b}
-table{border-collapse:collapse;margin:10px 0;display:block;overflow-x:auto;max-width:100%} main img{max-width:100%} td,th{border:1px solid #d5dbe5;padding:4px 8px} th{background:#eef2f8}
+table{border-collapse:collapse;width:100%;font-size:13.5px} main img{max-width:100%} th{background:#eef2f8}
+td,th{border:1px solid #d5dbe5;padding:4px 6px;overflow-wrap:break-word;vertical-align:top} td code,th code{font-size:12.5px}
+.wide{overflow-x:auto;margin:10px 0;background-repeat:no-repeat;background-attachment:local,local,scroll,scroll;
+ background-image:linear-gradient(to right,#fff 30%,#fff0),linear-gradient(to left,#fff 30%,#fff0),
+  radial-gradient(farthest-side at 0 50%,#0003,#0000),radial-gradient(farthest-side at 100% 50%,#0003,#0000);
+ background-position:0 0,100% 0,0 0,100% 0;background-size:40px 100%,40px 100%,14px 100%,14px 100%}
 .api{border-top:2px solid #d5dbe5;margin:18px 0;padding-top:6px} .api h4{margin:4px 0;font-family:monospace;font-size:17px}
 .api h4 a{color:#1d2330;text-decoration:none} .api h4 a.src{font:13px system-ui,sans-serif;color:#1f4f9c;margin-left:10px} .method{margin-left:18px} img.plot{max-width:100%} blockquote{color:#555;border-left:3px solid #c3cad6;margin:0;padding-left:12px}
 math[display=block]{margin:10px 0}
@@ -170,12 +209,20 @@ box.addEventListener('input',()=>{const ws=box.value.toLowerCase().split(/\\s+/)
  if(ws.every(w=>t.includes(w))){const a=document.createElement('a');a.href=e.url;a.textContent=e.title;hits.appendChild(a);}}});
 """
 
+def wrap_tables(body: str) -> str:
+    """Each table in a box of the page's width: its cells wrap, also after a dot and before a parenthesis in a name
+    (`torch.optim.SGD(nesterov=True)`), and a table still too wide scrolls in its box, shadowed at the edge"""
+    breakable = lambda t: re.sub(r'(?<=[A-Za-z_\]])\.(?=[A-Za-z_])', '.<wbr>', t).replace('(', '<wbr>(')
+    cells = lambda m: ''.join(t if t.startswith('<') else breakable(t) for t in re.split(r'(<[^>]+>)', m.group(0)))
+    body = re.sub(r'<td>.*?</td>', cells, body, flags=re.S)
+    return re.sub(r'</table>', '</table></div>', re.sub(r'<table\b', '<div class="wide"><table', body))
+
 def page_html(p, pages) -> str:
     links = ''.join(f'<a href="{q["name"]}.html" class="{"cur" if q is p else ""}">{html.escape(q["title"])}</a>' for q in pages)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(p['title'])} — optcb</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><link rel="stylesheet" href="style.css"></head><body>
 <nav><h1>optcb</h1><input id="q" placeholder="Search the docs…" aria-label="search"><div id="hits"></div>{links}</nav>
-<main>{p['html']}</main><script src="search_index.js"></script><script src="search.js"></script></body></html>"""
+<main>{wrap_tables(p['html'])}</main><script src="search_index.js"></script><script src="search.js"></script></body></html>"""
 
 def build(out: Path, execute=True) -> list[dict]:
     nbs = sorted((ROOT / 'nbs').glob('*.ipynb'), key=lambda p: (p.stem != 'index', p.stem))
