@@ -195,3 +195,16 @@ def test_code_the_docs_show_fits_in_100_characters():
             shown += 1
             long += [f"{nb.name}:{c['id']}: {line}" for line in build_docs.strip_directives(src).splitlines() if len(line) > 100]
     assert shown > 50 and long == [], '\n'.join(long)
+
+@slow
+def test_the_readmes_example_trains_a_model_in_both_worlds():
+    "The README's first example, run as written (offline data, no weights to download): fastai and a plain loop train"
+    block = next(b for b in re.findall(r'```python\n(.*?)```', (ROOT / 'README.md').read_text(), re.S)
+                 if 'vision_learner' in b)
+    torch.manual_seed(0)
+    ns = {}
+    from fastai.callback.progress import ProgressCallback
+    exec(compile(block.replace('learn.fit_one_cycle(3, 3e-3)', 'learn.remove_cb(ProgressCallback); learn.fit_one_cycle(3, 3e-3)'),
+                 'README.md', 'exec'), ns)
+    assert ns['learn'].recorder.values[-1][2] > 0.9  # validation accuracy after three epochs
+    assert isinstance(ns['opt'], torch.optim.Optimizer) and ns['loss'].item() < 0.01  # y = Σx is linear: learnt
