@@ -68,9 +68,22 @@ class TorchOptimizer(Optimizer):
     def _from_saved(self, sd):
         sd = super()._from_saved(sd)
         if not isinstance(sd.get('param_groups'), (list, tuple)): return sd
-        groups = [{k: v for k, v in g.items() if k not in self._torch_options} if isinstance(g, Mapping) else g
-                  for g in sd['param_groups']]
+        groups = [self._older_group(i, {k: v for k, v in g.items() if k not in self._torch_options})
+                  if isinstance(g, Mapping) else g for i, g in enumerate(sd['param_groups'])]
         return {**sd, 'param_groups': groups}
+
+    def _older_group(self, i, group):
+        """A group saved by a torch older than one of the class's flags (`maximize`, `amsgrad`, …) gets the flag's
+        default, as torch's `__setstate__` gives it; refused if this optimizer was built otherwise (one chain)"""
+        sig = inspect.signature(type(self).__init__).parameters
+        missing = {k: sig[k].default if k in sig else self.defaults[k]
+                   for k in self.flags if k in self.defaults and k not in group}
+        differ = {k: v for k, v in missing.items() if v != self.defaults[k]}
+        if differ:
+            raise ValueError(f"parameter group {i} of the state dict was saved without {sorted(differ)}, which torch "
+                             f"reads as {differ}; this optimizer was built with "
+                             f"{ {k: self.defaults[k] for k in differ} }: build it so to load this checkpoint")
+        return {**group, **missing}
 
     def add_param_group(self, param_group):
         for k in self.flags:

@@ -404,11 +404,28 @@ class Optimizer(torch.optim.Optimizer):
         kahan = {'kahan_comp'} if any(self._kahan(p) for g in self.param_groups for p in g['params']) else set()
         return self.chain.state_names(hyper_names) | {k for s in self.state.values() for k in s} | kahan
 
+    def _without_hooks(self, kind, run):
+        "`run()` with torch's `kind` state-dict hooks (pre and post) set aside: ours are called around the renaming"
+        names = [f'_optimizer_{kind}_pre_hooks', f'_optimizer_{kind}_post_hooks']
+        hooks = [getattr(self, n) for n in names]
+        for n in names: setattr(self, n, type(hooks[0])())
+        try: return run(), *hooks
+        finally:
+            for n, h in zip(names, hooks): setattr(self, n, h)
+
     def state_dict(self):
-        "torch's format; the state under `state_names` (torch's names for the torch-signature classes)"
-        sd = super().state_dict()
-        if not (self.state_names or self.tensor_state): return sd
-        return {'state': {i: self._to_saved(s) for i, s in sd['state'].items()}, 'param_groups': sd['param_groups']}
+        """torch's format; the state under `state_names` (torch's names for the torch-signature classes). Hooks
+        registered with `register_state_dict_pre_hook`/`_post_hook` run as torch runs them, the post hooks on the
+        dict as saved"""
+        for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
+        sd, _, post = self._without_hooks('state_dict', super().state_dict)
+        if self.state_names or self.tensor_state:
+            saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
+            sd = {**sd, 'state': saved}
+        for hook in post.values():
+            out = hook(self, sd)
+            if out is not None: sd = out
+        return sd
 
     def _to_saved(self, s):
         return {self.state_names.get(k, k): _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
@@ -424,7 +441,18 @@ class Optimizer(torch.optim.Optimizer):
         return {**sd, 'state': {i: one(s) for i, s in sd['state'].items()}}
 
     def load_state_dict(self, state_dict):
-        "Load a torch-format state dict (or a fastai `Optimizer`'s), after checking it fits; on error nothing changes"
+        """Load a torch-format state dict (or a fastai `Optimizer`'s), after checking it fits; on error nothing changes.
+        Hooks registered with `register_load_state_dict_pre_hook` see the dict as passed (a shallow copy, which they may
+        change or replace) before the check, as torch's do; the post hooks run after loading"""
+        if isinstance(state_dict, Mapping):
+            state_dict = dict(state_dict)
+            for hook in self._optimizer_load_state_dict_pre_hooks.values():
+                out = hook(self, state_dict)
+                if out is not None: state_dict = out
+        _, _, post = self._without_hooks('load_state_dict', lambda: self._load_checked(state_dict))
+        for hook in post.values(): hook(self)
+
+    def _load_checked(self, state_dict):
         state_dict = self._from_fastai(state_dict)
         if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
             raise ValueError("a state dict needs the keys 'state' and 'param_groups'")

@@ -1,7 +1,7 @@
 "Drop-in both ways: torch.optim's checkpoints load into optcb.optim and continue exactly, and optcb.optim's into torch.optim"
 import copy, pytest, torch
 import optcb
-from _util import make_params, params_for, clone_params, grad_stream, three_groups
+from _util import make_params, params_for, clone_params, grad_stream, three_groups, torch_optim_db
 
 # the classes mirroring torch.optim (the schedule-free ones follow the schedulefree package: test_schedule_free)
 CLASSES = sorted({e.torch.__name__ for e in optcb.REGISTRY.values() if e.torch and hasattr(torch.optim, e.torch.__name__)}
@@ -89,3 +89,70 @@ def test_a_foreign_state_dict_is_refused_naming_state_only_and_its_likely_source
     assert 'dampening' not in msg and 'initial_accumulator' not in msg  # hyperparameters are not state
     adam = optcb.Adam(ps, lr=0.1); _steps(adam, ps, grad_stream(ps, 2, skip=()), range(2))
     with pytest.raises(ValueError, match="probably optcb's .*adam"): optcb.optim.SGD(ps, momentum=0.9).load_state_dict(adam.state_dict())
+
+def _hooked_round_trip(lib, name):
+    "Two steps, then state_dict and load_state_dict with one hook of each kind: what each hook saw, and what came out"
+    ps = params_for(name, torch.float64)
+    kw = {'momentum': 0.9} if name == 'SGD' else {}  # (without momentum torch keeps no state, optcb a None buffer)
+    opt = getattr(lib, name)(ps, lr=0.01, **({'foreach': False} if lib is torch.optim else {}), **kw)
+    _steps(opt, ps, grad_stream(ps, 2), range(2))
+    seen = []
+    def pre(o): seen.append('pre'); o.state['marker'] = 1  # a key that is not a parameter, as torch's test adds
+    def post(o, sd):
+        first = next((s for k, s in sd['state'].items() if k != 'marker'), {})
+        seen.append(('post', 'marker' in sd['state'], sorted(first), type(first.get('step')).__name__))
+        del sd['state']['marker']; o.state.pop('marker'); return {**sd, 'extra': True}
+    def load_pre(o, sd):
+        seen.append(('load_pre', sorted(sd), sd['param_groups'][0]['lr']))
+        return {**sd, 'param_groups': [{**g, 'lr': 0.5} for g in sd['param_groups']]}
+    def load_post(o): seen.append(('load_post', o.param_groups[0]['lr']))
+    handles = [opt.register_state_dict_pre_hook(pre), opt.register_state_dict_post_hook(post),
+               opt.register_load_state_dict_pre_hook(load_pre), opt.register_load_state_dict_post_hook(load_post)]
+    sd = opt.state_dict()
+    opt.load_state_dict(sd)
+    for h in handles: h.remove()
+    opt.state_dict(); opt.load_state_dict(sd)  # removed: they run no more
+    return seen, sorted(sd), opt.param_groups[0]['lr']
+
+@pytest.mark.parametrize('name', CLASSES)
+def test_state_dict_hooks_run_as_torchs_do(name):
+    "Pre hooks before saving, post hooks on the saved dict (torch's names), load hooks around loading, as torch runs them"
+    ours, theirs = _hooked_round_trip(optcb.optim, name), _hooked_round_trip(torch.optim, name)
+    assert ours == theirs
+    assert theirs[0][0] == 'pre' and theirs[1] == ['extra', 'param_groups', 'state'] and theirs[2] == 0.01
+
+def _older_flags(name):
+    "The flags torch added to `name` over releases, which its own test deletes from a checkpoint before loading it"
+    return next(o.not_og_supported_flags for o in torch_optim_db() if o.optim_cls.__name__ == name)
+
+@pytest.mark.parametrize('name', CLASSES)
+def test_a_checkpoint_from_an_older_torch_loads_with_the_flags_defaults(name):
+    """Its groups lack the flags added since (as optim_db says): optcb fills them as torch does and resumes exactly as
+    from the whole checkpoint"""
+    qs = params_for(name, torch.float64); grads = grad_stream(qs, 10)
+    saver = getattr(torch.optim, name)(qs, lr=0.01, foreach=False)
+    _steps(saver, qs, grads, range(5))
+    whole = copy.deepcopy(saver.state_dict()); old = copy.deepcopy(whole)
+    for g in old['param_groups']:
+        for k in _older_flags(name): g.pop(k, None)
+    ps, ref, own = clone_params(qs), clone_params(qs), clone_params(qs)
+    ours, theirs = getattr(optcb.optim, name)(ps, lr=0.01), getattr(torch.optim, name)(ref, lr=0.01, foreach=False)
+    complete = getattr(optcb.optim, name)(own, lr=0.01)
+    ours.load_state_dict(copy.deepcopy(old)); theirs.load_state_dict(copy.deepcopy(old))
+    complete.load_state_dict(whole)
+    shared = set(ours.param_groups[0]) & set(theirs.param_groups[0]) - {'params'}
+    assert {k: ours.param_groups[0][k] for k in shared} == {k: theirs.param_groups[0][k] for k in shared}
+    _steps(ours, ps, grads, range(5, 10)); _steps(complete, own, grads, range(5, 10))
+    assert all(torch.equal(p, q) for p, q in zip(ps, own)), name
+
+def test_an_older_checkpoint_that_would_change_a_flag_is_refused_and_nothing_changes():
+    "torch reads a group without `maximize` as maximize=False; an optcb optimizer built to maximize cannot become so"
+    ps = make_params(); opt = optcb.optim.Adam(ps, lr=0.01, maximize=True)
+    _steps(opt, ps, grad_stream(ps, 2), range(2))
+    sd = copy.deepcopy(opt.state_dict()); before = copy.deepcopy(opt.state_dict())
+    for g in sd['param_groups']: del g['maximize']
+    with pytest.raises(ValueError, match=r"saved without \['maximize'\].*maximize': False.*built with.*True"):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert after['param_groups'] == before['param_groups']
+    assert all(torch.equal(after['state'][i][k], v) for i, s in before['state'].items() for k, v in s.items() if torch.is_tensor(v))
