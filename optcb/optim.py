@@ -148,6 +148,7 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True)
 
+# %% ../nbs/06_optim.ipynb #c006s0
 class Adagrad(TorchOptimizer):
     "torch.optim.Adagrad: learning-rate decay, initial accumulator, L2 weight decay"
     aliases = dict(wd='weight_decay', initial_accumulator='initial_accumulator_value')
@@ -197,6 +198,7 @@ class RAdam(TorchOptimizer):
                          differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
+# %% ../nbs/06_optim.ipynb #c006s0s0
 class NAdam(TorchOptimizer):
     "torch.optim.NAdam, optionally with decoupled weight decay"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
@@ -213,6 +215,7 @@ class NAdam(TorchOptimizer):
                          momentum_decay=momentum_decay, maximize=maximize,
                          decoupled_weight_decay=decoupled_weight_decay)
 
+# %% ../nbs/06_optim.ipynb #c006s1
 class Rprop(TorchOptimizer):
     "torch.optim.Rprop: per-value step sizes, grown by `etas[1]` and shrunk by `etas[0]`, within `step_sizes`"
     aliases = dict(etaminus=('etas', 0), etaplus=('etas', 1), step_size_min=('step_sizes', 0),
@@ -262,6 +265,7 @@ class Muon(TorchOptimizer):
                     raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter with size: "
                                      f"{tuple(p.size())}")
 
+# %% ../nbs/06_optim.ipynb #c006s2
 class Adafactor(TorchOptimizer):
     "torch.optim.Adafactor: factored second moment for matrices, relative step size, update clipping"
     aliases = dict(eps1=('eps', 0), eps2=('eps', 1), wd='weight_decay')
@@ -307,6 +311,7 @@ def _cubic_min(x1, f1, g1, x2, f2, g2, bounds=None):
 
 _Trial = namedtuple('_Trial', 't f g gtd')  # a step length tried: the loss, gradient and slope g·d there
 
+# %% ../nbs/06_optim.ipynb #c008s0
 def strong_wolfe(evaluate, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
     """A step length along `d` with sufficient decrease, f(t) ≤ f + c1·t·gtd, and small slope, |g(t)·d| ≤ −c2·gtd:
     bracketed by extrapolation, then narrowed by cubic interpolation (`evaluate(t)` → (f(t), g(t))).
@@ -362,6 +367,7 @@ def _two_loop(grad, dirs, steps, ro, h_diag, al):
         r.add_(steps[i], alpha=al[i] - dirs[i].dot(r) * ro[i])
     return r
 
+# %% ../nbs/06_optim.ipynb #c008s1
 class LBFGS(TorchOptimizer):
     """torch.optim.LBFGS: limited-memory BFGS over all parameters as one vector, with an optional strong-Wolfe line
     search; `step(closure)` evaluates the model as often as it needs. One param group"""

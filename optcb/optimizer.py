@@ -71,6 +71,7 @@ def _guess_source(state) -> str:
     found = sources(keys) if keys else []
     return f", probably {' or '.join(found)}" if found else ''
 
+# %% ../nbs/03_optimizer.ipynb #c005s0
 _HALF = (torch.float16, torch.bfloat16)
 
 _SCALER_CLASH = (
@@ -102,6 +103,7 @@ def _compute_dtype(p): return torch.float32 if p.dtype in _HALF else p.dtype
 
 def _float_tensor(v): return isinstance(v, torch.Tensor) and v.is_floating_point()
 
+# %% ../nbs/03_optimizer.ipynb #c005s1
 class _Hypers(MutableMapping):
     "A live view of one param group's hyperparameters by callback name (fastai's `hypers[i]`)"
     def __init__(self, opt, group): self.opt, self.group = opt, group
@@ -405,11 +407,12 @@ class Optimizer(torch.optim.Optimizer):
         return self.chain.state_names(hyper_names) | {k for s in self.state.values() for k in s} | kahan
 
     def _without_hooks(self, kind, run):
-        "`run()` with torch's `kind` state-dict hooks (pre and post) set aside: ours are called around the renaming"
+        """`run()` with torch's `kind` hooks set aside (we call them around our renaming and checks): its result and
+        the post hooks"""
         names = [f'_optimizer_{kind}_pre_hooks', f'_optimizer_{kind}_post_hooks']
         hooks = [getattr(self, n) for n in names]
         for n in names: setattr(self, n, type(hooks[0])())
-        try: return run(), *hooks
+        try: return run(), hooks[1]
         finally:
             for n, h in zip(names, hooks): setattr(self, n, h)
 
@@ -418,7 +421,7 @@ class Optimizer(torch.optim.Optimizer):
         registered with `register_state_dict_pre_hook`/`_post_hook` run as torch runs them, the post hooks on the
         dict as saved"""
         for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
-        sd, _, post = self._without_hooks('state_dict', super().state_dict)
+        sd, post = self._without_hooks('state_dict', super().state_dict)
         if self.state_names or self.tensor_state:
             saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
             sd = {**sd, 'state': saved}
@@ -449,7 +452,7 @@ class Optimizer(torch.optim.Optimizer):
             for hook in self._optimizer_load_state_dict_pre_hooks.values():
                 out = hook(self, state_dict)
                 if out is not None: state_dict = out
-        _, _, post = self._without_hooks('load_state_dict', lambda: self._load_checked(state_dict))
+        _, post = self._without_hooks('load_state_dict', lambda: self._load_checked(state_dict))
         for hook in post.values(): hook(self)
 
     def _load_checked(self, state_dict):

@@ -115,6 +115,7 @@ class _Part(NamedTuple):
 
 _flatten, _unflatten = torch._utils._flatten_dense_tensors, torch._utils._unflatten_dense_tensors
 
+# %% ../nbs/02_paths.ipynb #c007s0
 class _Scratch:
     """One buffer each for the parameters, gradients and tensor state of a compiled bucket's small tensors, with a view
     per tensor: filled from the tensors before a step, copied back after it (the tensors stay where they are)"""
@@ -166,6 +167,7 @@ class _Scratch:
             if views is self.views[k]: self.synced(k, tensors)
             else: self.kept.pop(k, None)
 
+# %% ../nbs/02_paths.ipynb #c007s1
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # a parameter of a tensor subclass (a DTensor) has the subclass's type
 
 def _traceable(params) -> bool:
@@ -208,6 +210,7 @@ def kernels_built() -> int:
     "Kernels compiled in this process so far: optcb's, built ahead of time, and the graphs torch.compile (dynamo) built"
     return _built['kernels'] + torch._dynamo.utils.counters['stats']['unique_graphs']
 
+# %% ../nbs/02_paths.ipynb #c007s2
 class _Kernel:
     """The chain compiled ahead of time for one structure of buckets, and called without dynamo: traced once with fake
     tensors (`make_fx`, so a branch on a tensor's value fails the trace instead of being baked in), compiled by
@@ -336,7 +339,7 @@ class Paths:
             elif self.compile is False: why = 'compile=False'
             elif self.chain.not_compilable: why = f"callbacks not compilable: {self.chain.not_compilable}"
             elif self.foreach: why = 'foreach=True'
-            else: why = f"compiling is off by default: {why_not_compiling() or 'foreach=True'}"
+            else: why = f"compiling is off by default: {why_not_compiling() or 'so it was when this was built'}"
             return GROUP, why
         if not _traceable(params): return GROUP, 'not plain tensors with strided gradients (a DTensor, or sparse)'
         # where a kernel could not be built ahead of time, the chain runs under torch.compile (dynamo): said so

@@ -223,6 +223,13 @@ def test_on_an_untested_torch_a_kernel_whose_writes_go_unseen_is_not_used(monkey
     says they do not, the step runs under dynamo instead, with one warning, and equals the per-tensor path"""
     from optcb import paths as P
     assert P.kernel_writes_seen()  # this torch's kernels: seen
+    def unseen(fn, args):  # a kernel that writes through `.data`, which no version counter sees (as torch 2.4's did)
+        def run(a, b): a.data.mul_(0.5).add_(b); return (a.data + b,)
+        return run
+    monkeypatch.setattr(P, '_build', unseen); monkeypatch.setattr(P, '_probed', {})
+    assert not P.kernel_writes_seen()  # the probe catches it
+    monkeypatch.setattr(P, '_build', lambda fn, args: lambda a, b: (a + b,)); monkeypatch.setattr(P, '_probed', {})
+    assert not P.kernel_writes_seen()  # and a kernel that does not write at all
     monkeypatch.setattr(P, 'TESTED_TORCH', ('1.0',)); monkeypatch.setattr(P, 'kernel_writes_seen', lambda: False)
     ps = make_params(torch.float64, shapes=[(3, 2)] * 70); ref = clone_params(ps)  # enough small ones to be gathered
     fast = optcb.Adam(ps, lr=1e-2, wd=0.1, decouple_wd=False, compile=True)

@@ -89,14 +89,18 @@ def wrap_signature(head: str, sig: str, width=100) -> str:
         return f"{name}{' = ' if ':' in name else '='}…"
     return head + '(\n' + ''.join(f'    {fit(x)},\n' for x in parts if x) + ')' + ret
 
+def entry_head(name: str, obj) -> str:
+    "An entry's opening: its anchor, its name and a link to its source"
+    link = source_link(obj) if obj is not None else ''
+    return f'<div class="api" id="{name}"><h4><a href="#{name}">{html.escape(name)}</a>{link}</h4>'
+
 def api_entry(mod, name: str) -> str:
     obj = getattr(mod, name, None)
     if obj is None: return ''
     try: sig = wrap_signature(f"{'class' if inspect.isclass(obj) else 'def'} {name}", str(inspect.signature(obj)))
     except (TypeError, ValueError): sig = name
     doc = inspect.getdoc(obj) or ''
-    parts = [f'<div class="api" id="{name}"><h4><a href="#{name}">{html.escape(name)}</a>{source_link(obj)}</h4>',
-             f'<pre class="sig">{code_html(sig)}</pre>', f'<div class="doc">{render_md(doc)}</div>']
+    parts = [entry_head(name, obj), f'<pre class="sig">{code_html(sig)}</pre>', f'<div class="doc">{render_md(doc)}</div>']
     if inspect.isclass(obj):
         for m, f in vars(obj).items():
             if not m.startswith('_') and callable(f) and inspect.getdoc(f):
@@ -128,10 +132,7 @@ def split_definitions(code: str) -> list[tuple[str | None, str]]:
 
 def source_entry(mod, name: str, chunk: str) -> str:
     "An entry that is the definition's own source (its docstring inside), with an anchor and a link to the source"
-    obj = getattr(mod, name, None)
-    link = source_link(obj) if obj is not None else ''
-    return (f'<div class="api" id="{name}"><h4><a href="#{name}">{html.escape(name)}</a>{link}</h4>'
-            f'<pre class="code">{code_html(chunk)}</pre></div>')
+    return entry_head(name, getattr(mod, name, None)) + f'<pre class="code">{code_html(chunk)}</pre></div>'
 
 # -- outputs
 def output_html(out) -> str:
