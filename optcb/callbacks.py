@@ -29,12 +29,12 @@ def weight_decay(p, *, lr, wd, do_wd=True):
 @callback(wd=0.)
 def l2_reg(p, *, wd, do_wd=True):
     "L2 regularisation, the classic weight decay folded into the gradient: g ← g + wd·p"
-    if do_wd and not is_zero(wd): p.grad.add_(p, alpha=wd)
+    if do_wd and not is_zero(wd): p.grad = p.grad.add(p, alpha=wd)  # replaced: see `run_chain`
 
 @callback()
 def maximize(p):
     "Ascend instead of descend (torch.optim's `maximize=True`): g ← −g"
-    p.grad.neg_()
+    p.grad = p.grad.neg()
 
 # %% ../nbs/04_callbacks.ipynb #c010
 def _init(like, value):
@@ -474,7 +474,7 @@ def sparse_adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg=None, sqr_avg=N
 @callback(eps=1e-8)
 def rms_normalize(p, *, sqr_mom, eps, step, sqr_avg):
     "Adam's preconditioner applied to the gradient itself: g ← g/(√(v/(1 − sqr_momᵗ)) + eps)"
-    p.grad.div_((sqr_avg / (1 - sqr_mom**step)).sqrt_().add_(eps))
+    p.grad = p.grad / (sqr_avg / (1 - sqr_mom**step)).sqrt_().add_(eps)
 
 def _schedule_free_to_eval(p, *, mom, z=None):
     "y → x: x = y + (1 − 1/mom)·(z − y)"

@@ -13,10 +13,11 @@ from functools import partial
 from numbers import Real
 
 import torch
+from .tensorlist import TensorList
 
 # %% auto #0
 __all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'is_zero', 'select', 'torch_scalar_dtype',
-           'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain', 'run_chain']
+           'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain', 'run_chain', 'by_flags']
 
 # %% ../nbs/00_chain.ipynb #c005
 @dataclass(frozen=True)
@@ -222,16 +223,56 @@ class Chain:
         return {n for cb in self.callbacks for n in cb.produces} - set(hyper_names)
 
 # %% ../nbs/00_chain.ipynb #c020
+def _claim(owner, res, name):
+    "Note that callback `name` returns the state `res`, refusing state another callback already returns"
+    for k in res:
+        if k in owner: raise TypeError(f"callbacks {owner[k]} and {name} both return state {k!r}: rename one of them")
+        owner[k] = name
+
 def run_chain(chain, p, state, hypers, check_owners=False):
-    "Run the callbacks of `chain` on `p`, updating the dict `state`; `check_owners` refuses two writers of one state"
-    owner = {}
-    for cb in chain:
-        res = cb(p, state, hypers)
-        if not res: continue
-        if check_owners:
-            for k in res:
-                if k in owner:
-                    raise TypeError(f"callbacks {owner[k]} and {cb.name} both return state {k!r}: rename one of them")
-                owner[k] = cb.name
-        state.update(res)
+    """Run the callbacks of `chain` on `p`, updating the dict `state`; `check_owners` refuses two writers of one state.
+    A gradient a callback replaced is put back: the caller's `p.grad` is as it was"""
+    grads, owner = [t.grad for t in p] if isinstance(p, TensorList) else p.grad, {}
+    try:
+        for cb in chain:
+            res = cb(p, state, hypers)
+            if not res: continue
+            if check_owners: _claim(owner, res, cb.name)
+            state.update(res)
+    finally: p.grad = grads
     return state
+
+# %% ../nbs/00_chain.ipynb #c023
+class by_flags:
+    """An optimizer's callbacks as a function of its flags: `build(**flags)` returns the list for one setting of them
+    (its parameters' names are the flags). `chains(flags)` is the `Chain` for a param group's flags, one per setting"""
+    def __init__(self, build, flags=None):
+        self.build = build
+        self.flags = tuple(inspect.signature(build).parameters) if flags is None else tuple(flags)
+        self._chains = {}
+
+    def key(self, group, where='') -> tuple:
+        "The flags of `group` (a mapping that holds every flag), as a key; a value that cannot be one is refused"
+        key = tuple(group[k] for k in self.flags)
+        try: hash(key)
+        except TypeError:
+            bad = next(k for k, v in zip(self.flags, key) if not _hashable(v))
+            raise TypeError(f"flag {bad}={group[bad]!r}{f' ({where})' if where else ''} chooses callbacks: it must be "
+                            "a bool, number, string or None") from None
+        return key
+
+    def chain(self, group, where='') -> Chain:
+        "The chain for the flags of `group`, built the first time they are seen"
+        key = self.key(group, where)
+        if key not in self._chains: self._chains[key] = Chain(self.build(**dict(zip(self.flags, key))))
+        return self._chains[key]
+
+    @classmethod
+    def fixed(cls, cbs):
+        "The same callbacks whatever the flags (there are none): an optimizer built from a list"
+        cbs = list(cbs)
+        return cls(lambda: cbs, flags=())
+
+def _hashable(v):
+    try: hash(v); return True
+    except TypeError: return False

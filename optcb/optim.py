@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from functools import partial
 import torch
 from collections import namedtuple
-from .chain import Chain, NONNEG, Range
+from .chain import Chain, NONNEG, Range, by_flags
 from .paths import BucketPlan
 from .optimizer import Optimizer
 from . import callbacks
@@ -23,9 +23,12 @@ from .optimizers import _decay
 
 # %% ../nbs/06_optim.ipynb #c005
 class TorchOptimizer(Optimizer):
-    "Base of the torch-signature optimizers: checks torch's execution flags and keeps structural flags per optimizer"
+    """Base of the torch-signature optimizers: every param group keeps torch's keys (the flags that choose the
+    callbacks, and the execution options `foreach`, `fused`, `capturable`, `differentiable` where torch's class has
+    them), and any group may set them"""
+    _torch_options = ('foreach', 'fused', 'capturable', 'differentiable')
+
     def __init__(self, params, cbs, *, foreach=None, fused=None, capturable=False, differentiable=False, **hypers):
-        name = type(self).__name__
         if isinstance(params, torch.Tensor):  # torch refuses one tensor; fastai's signature accepts it
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             "but got a torch.Tensor: pass [p]")
@@ -36,12 +39,32 @@ class TorchOptimizer(Optimizer):
         if len({isinstance(b, torch.Tensor) for b in betas}) > 1:
             raise ValueError("betas must be either both floats or both Tensors")
         if 'betas' in hypers: hypers['betas'] = tuple(betas)
-        if capturable:
-            raise NotImplementedError(f"optcb.optim.{name}(capturable=True): CUDA-graph capture is not supported")
-        if differentiable:
-            raise NotImplementedError(f"optcb.optim.{name}(differentiable=True): optcb steps are not differentiable")
-        if foreach and Chain(cbs).per_tensor: foreach = None  # a speed hint in torch; Adafactor runs per tensor
+        options = dict(foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable)
+        self._check_options(options, 'the constructor')
+        self._group_options = {k: options[k] for k in self._kept_options()}
+        self._carried = (*Optimizer._carried, *self._group_options)
         super().__init__(params, cbs, foreach=foreach, compile=fused, kahan_sum=False, **hypers)
+
+    @classmethod
+    def _kept_options(cls) -> tuple:
+        "The execution options torch's class of this name keeps in its groups (this class's own, if torch has none)"
+        init = getattr(torch.optim, cls.__name__, cls)
+        return tuple(k for k in cls._torch_options if k in inspect.signature(init).parameters)
+
+    def _check_options(self, options, where):
+        name = type(self).__name__
+        if options.get('capturable'):
+            raise NotImplementedError(f"optcb.optim.{name}(capturable=True) ({where}): CUDA-graph capture is not "
+                                      "supported")
+        if options.get('differentiable'):
+            raise NotImplementedError(f"optcb.optim.{name}(differentiable=True) ({where}): optcb steps are not "
+                                      "differentiable")
+
+    def _execution(self, group):
+        "A group's `foreach` (a hint, as in torch: a chain that runs per tensor ignores it) and `fused` (compiled)"
+        foreach = group.get('foreach', self._foreach)
+        if foreach and self._chain_of(group).per_tensor: foreach = None
+        return foreach, group.get('fused', self._compile)
 
     def __init_subclass__(cls, **kwargs):
         "Each class also takes the engine's memory options: `kahan_sum`, `state_dtype`, `release_gradients`"
@@ -62,50 +85,57 @@ class TorchOptimizer(Optimizer):
         cls.__init__ = __init__
 
     tensor_state = ('step',)  # torch keeps the step count as a 0-d tensor
-    # torch's execution options, which a torch.optim state dict keeps in every group; optcb decides them per optimizer
-    _torch_options = ('foreach', 'fused', 'capturable', 'differentiable')
 
     def _from_saved(self, sd):
+        "A saved dict's groups without the execution options this class does not keep (torch's of another class)"
         sd = super()._from_saved(sd)
         if not isinstance(sd.get('param_groups'), (list, tuple)): return sd
-        groups = [self._older_group(i, {k: v for k, v in g.items() if k not in self._torch_options})
-                  if isinstance(g, Mapping) else g for i, g in enumerate(sd['param_groups'])]
+        drop = set(self._torch_options) - set(self._carried)
+        groups = [{k: v for k, v in g.items() if k not in drop} if isinstance(g, Mapping) else g
+                  for g in sd['param_groups']]
         return {**sd, 'param_groups': groups}
 
     def _older_group(self, i, group):
-        """A group saved by a torch older than one of the class's flags (`maximize`, `amsgrad`, …) gets the flag's
-        default, as torch's `__setstate__` gives it; refused if this optimizer was built otherwise (one chain)"""
-        sig = inspect.signature(type(self).__init__).parameters
-        missing = {k: sig[k].default if k in sig else self.defaults[k]
-                   for k in self.flags if k in self.defaults and k not in group}
-        differ = {k: v for k, v in missing.items() if v != self.defaults[k]}
-        if differ:
-            raise ValueError(f"parameter group {i} of the state dict was saved without {sorted(differ)}, which torch "
-                             f"reads as {differ}; this optimizer was built with "
-                             f"{ {k: self.defaults[k] for k in differ} }: build it so to load this checkpoint")
-        return {**group, **missing}
+        """A group saved by a torch older than some of the class's keys (`maximize`, `foreach`, …) gets the values
+        torch's `__setstate__` gives them (SGD's `fused`: False), else their defaults in the signature"""
+        if not isinstance(group, Mapping): return group
+        keys = [k for k in (*self.flags, *self._kept_options()) if k in self.defaults and k not in group]
+        if not keys: return group
+        filled = _as_torch_fills(type(self).__name__, self.defaults, group)
+        sig = inspect.signature(type(self)).parameters
+        return {**group, **{k: filled[k] if k in filled else sig[k].default if k in sig else self.defaults[k]
+                            for k in keys}}
 
     def add_param_group(self, param_group):
-        for k in self.flags:
-            if k in param_group and k in self.defaults and param_group[k] != self.defaults[k]:
-                raise NotImplementedError(f"{k}={param_group[k]!r} in a param group: optcb builds one callback chain "
-                                          f"per optimizer, so set {k} in the constructor")
+        self._check_options(param_group, f"param group {len(self.param_groups)}")
         super().add_param_group(param_group)
 
 def _first(maximize): return [callbacks.maximize] if maximize else []
+
+def _as_torch_fills(name, defaults, group) -> dict:
+    "`group` completed as torch.optim.<name> completes a loaded group (its `__setstate__`, on a scratch instance)"
+    cls = getattr(torch.optim, name, None)
+    if cls is None: return group
+    scratch = object.__new__(cls)
+    try: cls.__setstate__(scratch, {'defaults': dict(defaults), 'state': {}, 'param_groups': [dict(group)]})
+    except Exception: return group  # a torch whose __setstate__ needs more: the signature's defaults
+    return scratch.param_groups[0]
 
 # %% ../nbs/06_optim.ipynb #c006
 class SGD(TorchOptimizer):
     "torch.optim.SGD: momentum buffer started from the first gradient, `dampening`, Nesterov, L2 weight decay"
     aliases = dict(mom='momentum', wd='weight_decay')
     state_names = dict(grad_avg='momentum_buffer')
-    flags = ('nesterov', 'maximize')
+    @staticmethod
+    def chain_for(nesterov, maximize):
+        return [*_first(maximize), l2_reg, sgd_momentum, nesterov_step if nesterov else momentum_step]
+
     def __init__(self, params, lr=1e-3, momentum=0., dampening=0., weight_decay=0., nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        cbs = [*_first(maximize), l2_reg, sgd_momentum, nesterov_step if nesterov else momentum_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, differentiable=differentiable, lr=lr,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused,
+                         differentiable=differentiable, lr=lr,
                          momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                          maximize=maximize)
 
@@ -113,13 +143,15 @@ class RMSprop(TorchOptimizer):
     "torch.optim.RMSprop: momentum on the scaled gradient, optionally centered"
     aliases = dict(sqr_mom='alpha', mom='momentum', wd='weight_decay')
     state_names = dict(sqr_avg='square_avg', grad_mean='grad_avg')
-    flags = ('centered', 'maximize')
+    @staticmethod
+    def chain_for(centered, maximize):
+        return [*_first(maximize), l2_reg, step_stat, average_sqr_grad, *([mean_grad] if centered else []),
+                rms_prop_momentum_step]
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0., momentum=0., centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False, fused=None):
-        "`fused` is not in torch's RMSprop; here it selects the compiled path, as for the other classes"
-        cbs = [*_first(maximize), l2_reg, step_stat, average_sqr_grad, *([mean_grad] if centered else []),
-               rms_prop_momentum_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+        "`fused` is not in torch's RMSprop (nor in its groups); here it selects the compiled path, as elsewhere"
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
@@ -127,7 +159,11 @@ class Adam(TorchOptimizer):
     "torch.optim.Adam: L2 weight decay unless `decoupled_weight_decay`, AMSGrad with `amsgrad`"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq', max_sqr_avg='max_exp_avg_sq')
-    flags = ('amsgrad', 'maximize', 'decoupled_weight_decay')
+    @staticmethod
+    def chain_for(amsgrad, maximize, decoupled_weight_decay):
+        return [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
+                average_sqr_grad, step_stat, *([max_sqr_grad] if amsgrad else []), adam_step]
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
                  decoupled_weight_decay=False):
@@ -135,9 +171,7 @@ class Adam(TorchOptimizer):
         for what, v in (('lr', lr), ('betas[0]', beta1)):  # as torch.optim.Adam refuses them
             if isinstance(v, torch.Tensor) and foreach and not capturable:
                 raise ValueError(f"{what} as a Tensor is not supported for capturable=False and foreach=True")
-        cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
-               average_sqr_grad, step_stat, *([max_sqr_grad] if amsgrad else []), adam_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
@@ -153,11 +187,13 @@ class Adagrad(TorchOptimizer):
     "torch.optim.Adagrad: learning-rate decay, initial accumulator, L2 weight decay"
     aliases = dict(wd='weight_decay', initial_accumulator='initial_accumulator_value')
     state_names = dict(sqr_sum='sum')
-    flags = ('maximize',)
+    @staticmethod
+    def chain_for(maximize): return [*_first(maximize), l2_reg, sum_sqr_grad, step_stat, adagrad_step]
+
     def __init__(self, params, lr=1e-2, lr_decay=0., weight_decay=0., initial_accumulator_value=0., eps=1e-10,
                  foreach=None, *, maximize=False, differentiable=False, fused=None):
-        cbs = [*_first(maximize), l2_reg, sum_sqr_grad, step_stat, adagrad_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, differentiable=differentiable, lr=lr,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused,
+                         differentiable=differentiable, lr=lr,
                          lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
 
@@ -165,11 +201,13 @@ class Adamax(TorchOptimizer):
     "torch.optim.Adamax"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
     state_names = dict(grad_avg='exp_avg', inf_norm='exp_inf')
-    flags = ('maximize',)
+    @staticmethod
+    def chain_for(maximize):
+        return [*_first(maximize), l2_reg, partial(average_grad, dampening=True), max_abs_grad, step_stat, adamax_step]
+
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., foreach=None, *,
                  maximize=False, differentiable=False, capturable=False, fused=None):
-        cbs = [*_first(maximize), l2_reg, partial(average_grad, dampening=True), max_abs_grad, step_stat, adamax_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
@@ -177,11 +215,12 @@ class Adadelta(TorchOptimizer):
     "torch.optim.Adadelta"
     aliases = dict(sqr_mom='rho', wd='weight_decay')
     state_names = dict(sqr_avg='square_avg', delta_avg='acc_delta')
-    flags = ('maximize',)
+    @staticmethod
+    def chain_for(maximize): return [*_first(maximize), l2_reg, step_stat, average_sqr_grad, adadelta_step]
+
     def __init__(self, params, lr=1., rho=0.9, eps=1e-6, weight_decay=0., foreach=None, *, capturable=False,
                  maximize=False, differentiable=False, fused=None):
-        cbs = [*_first(maximize), l2_reg, step_stat, average_sqr_grad, adadelta_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
@@ -189,12 +228,14 @@ class RAdam(TorchOptimizer):
     "torch.optim.RAdam, optionally with decoupled weight decay"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
-    flags = ('maximize', 'decoupled_weight_decay')
+    @staticmethod
+    def chain_for(maximize, decoupled_weight_decay):
+        return [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
+                average_sqr_grad, step_stat, torch_radam_step]
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., decoupled_weight_decay=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
-        cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
-               average_sqr_grad, step_stat, torch_radam_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
@@ -204,13 +245,15 @@ class NAdam(TorchOptimizer):
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
     tensor_state = ('step', 'mu_product')
-    flags = ('maximize', 'decoupled_weight_decay')
+    @staticmethod
+    def chain_for(maximize, decoupled_weight_decay):
+        return [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
+                average_sqr_grad, step_stat, nadam_mu, nadam_step]
+
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False, differentiable=False,
                  fused=None):
-        cbs = [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
-               average_sqr_grad, step_stat, nadam_mu, nadam_step]
-        super().__init__(params, cbs, foreach=foreach, fused=fused, capturable=capturable,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          momentum_decay=momentum_decay, maximize=maximize,
                          decoupled_weight_decay=decoupled_weight_decay)
@@ -220,13 +263,15 @@ class Rprop(TorchOptimizer):
     "torch.optim.Rprop: per-value step sizes, grown by `etas[1]` and shrunk by `etas[0]`, within `step_sizes`"
     aliases = dict(etaminus=('etas', 0), etaplus=('etas', 1), step_size_min=('step_sizes', 0),
                    step_size_max=('step_sizes', 1))
-    flags = ('maximize',)
+    @staticmethod
+    def chain_for(maximize): return [*_first(maximize), step_stat, rprop_step]
+
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, capturable=False, foreach=None,
                  maximize=False, differentiable=False, fused=None):
         for name, pair in (('etas', etas), ('step_sizes', step_sizes)):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"{name} must be a pair, got {pair!r}")
-        super().__init__(params, [*_first(maximize), step_stat, rprop_step], foreach=foreach, fused=fused,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused,
                          capturable=capturable, differentiable=differentiable, lr=lr, etas=tuple(etas),
                          step_sizes=tuple(step_sizes), maximize=maximize)
 
@@ -234,10 +279,12 @@ class ASGD(TorchOptimizer):
     "torch.optim.ASGD: the average of the iterates is the state's `ax`; `eta` and `mu` kept as torch keeps them"
     aliases = dict(wd='weight_decay')
     tensor_state = ('step', 'eta', 'mu')
-    flags = ('maximize',)
+    @staticmethod
+    def chain_for(maximize): return [*_first(maximize), step_stat, l2_reg, asgd_step]
+
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0., foreach=None,
                  maximize=False, differentiable=False, capturable=False, fused=None):
-        super().__init__(params, [*_first(maximize), step_stat, l2_reg, asgd_step], foreach=foreach, fused=fused,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, fused=fused,
                          capturable=capturable, differentiable=differentiable, lr=lr, lambd=lambd, alpha=alpha,
                          t0=t0, weight_decay=weight_decay, maximize=maximize)
 
@@ -246,17 +293,19 @@ class Muon(TorchOptimizer):
     parameters only (use AdamW for the others)"""
     aliases = dict(mom='momentum', wd='weight_decay', ns_eps='eps', ns_a=('ns_coefficients', 0),
                    ns_b=('ns_coefficients', 1), ns_c=('ns_coefficients', 2))
-    flags = ('nesterov', 'adjust_lr_fn')
-    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-                 ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
+    @staticmethod
+    def chain_for(nesterov, adjust_lr_fn):
         if adjust_lr_fn is not None and adjust_lr_fn not in MUON_LR_ADJUST:
             raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported: choose from "
                              f"{', '.join(MUON_LR_ADJUST)} or None")
+        return [callbacks.weight_decay, partial(muon_step, nesterov=nesterov, adjust_lr=adjust_lr_fn or 'original')]
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
         if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
             raise ValueError(f"ns_coefficients must be three numbers (a, b, c), got {ns_coefficients!r}")
-        step = partial(muon_step, nesterov=nesterov, adjust_lr=adjust_lr_fn or 'original')
         # torch's Muon steps one matrix at a time: so does this one (optcb.Muon batches same-shape matrices)
-        super().__init__(params, [callbacks.weight_decay, step], foreach=False, lr=lr, weight_decay=weight_decay,
+        super().__init__(params, by_flags(self.chain_for), foreach=False, lr=lr, weight_decay=weight_decay,
                          momentum=momentum, nesterov=nesterov, ns_coefficients=tuple(ns_coefficients), eps=eps,
                          ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
         for g in self.param_groups:
@@ -269,12 +318,14 @@ class Muon(TorchOptimizer):
 class Adafactor(TorchOptimizer):
     "torch.optim.Adafactor: factored second moment for matrices, relative step size, update clipping"
     aliases = dict(eps1=('eps', 0), eps2=('eps', 1), wd='weight_decay')
-    flags = ('maximize',)
+    @staticmethod
+    def chain_for(maximize): return [*_first(maximize), step_stat, adafactor_step]
+
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1., weight_decay=0., *, foreach=None,
                  maximize=False):
         if not isinstance(eps, (tuple, list)) or len(eps) != 2:
             raise ValueError(f"eps must be a pair (eps1 or None, eps2), got {eps!r}")
-        super().__init__(params, [*_first(maximize), step_stat, adafactor_step], foreach=foreach, lr=lr,
+        super().__init__(params, by_flags(self.chain_for), foreach=foreach, lr=lr,
                          beta2_decay=beta2_decay, eps=tuple(eps), d=d, weight_decay=weight_decay, maximize=maximize)
 
 class SparseAdam(TorchOptimizer):
@@ -282,10 +333,12 @@ class SparseAdam(TorchOptimizer):
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1))
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
     tensor_state = ()  # torch keeps SparseAdam's step as a Python int
-    flags = ('maximize',)
     sparse_grads = True
+    @staticmethod
+    def chain_for(maximize): return [*_first(maximize), step_stat, sparse_adam_step]
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
-        super().__init__(params, [*_first(maximize), step_stat, sparse_adam_step], lr=lr, betas=betas, eps=eps,
+        super().__init__(params, by_flags(self.chain_for), lr=lr, betas=betas, eps=eps,
                          maximize=maximize)
         # beyond the engine's ranges (checked above, first): torch's SparseAdam refuses 0 for both
         if not lr > 0: raise ValueError(f"Invalid learning rate: {lr}")
@@ -373,7 +426,6 @@ class LBFGS(TorchOptimizer):
     search; `step(closure)` evaluates the model as often as it needs. One param group"""
     own_hypers = dict(lr=NONNEG, max_iter=NONNEG, max_eval=NONNEG, tolerance_grad=NONNEG, tolerance_change=NONNEG,
                       history_size=NONNEG)
-    flags = ('line_search_fn', 'maximize')
     tensor_state = ()  # torch keeps the counters as Python ints
     _history = ('func_evals', 'n_iter', 'd', 't', 'old_dirs', 'old_stps', 'ro', 'H_diag', 'prev_flat_grad',
                 'prev_loss', 'al')
@@ -382,7 +434,8 @@ class LBFGS(TorchOptimizer):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1: raise ValueError("Tensor lr must be 1-element")
         if line_search_fn not in (None, 'strong_wolfe'):
             raise ValueError(f"line_search_fn={line_search_fn!r}: only None and 'strong_wolfe' are supported")
-        super().__init__(params, [], lr=lr, max_iter=max_iter,
+        # no callbacks: `step` is the algorithm, reading its flags from the one group
+        super().__init__(params, by_flags(lambda line_search_fn, maximize: []), lr=lr, max_iter=max_iter,
                          max_eval=max_iter * 5 // 4 if max_eval is None else max_eval, tolerance_grad=tolerance_grad,
                          tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn,
                          maximize=maximize)

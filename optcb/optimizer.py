@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 
 import numpy as np
 import torch
-from .chain import Chain, torch_scalar_dtype
+from .chain import Chain, by_flags, torch_scalar_dtype
 from .paths import Paths, BucketPlan
 
 # %% auto #0
@@ -108,7 +108,7 @@ class _Hypers(MutableMapping):
     "A live view of one param group's hyperparameters by callback name (fastai's `hypers[i]`)"
     def __init__(self, opt, group): self.opt, self.group = opt, group
     def _keys(self):
-        hidden = {'params', *self.opt._alias_keys}
+        hidden = {'params', *self.opt._alias_keys, *self.opt._group_options}  # not torch's execution options
         return [k for k in self.group if k not in hidden] + list(self.opt.aliases)
     def __getitem__(self, k):
         if k not in self._keys(): raise KeyError(k)
@@ -123,24 +123,29 @@ class _Hypers(MutableMapping):
 class Optimizer(torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
-    flags = ()     # param_group keys that chose the callbacks and are not passed to them
     state_names = {}  # callback state name -> the name a state dict uses (torch's, in the torch-signature classes)
     tensor_state = ()  # scalar state a state dict keeps as a 0-d tensor, as torch.optim does (`step`, `mu_product`)
     _keep_on_clear = ('force_train', 'do_wd')
     sparse_grads = False  # the gradients it takes: dense, or (SparseAdam) sparse
     _carried = ('lr_scale', 'train_mode')  # param-group keys kept and passed to no callback (timm's; the mode)
     own_hypers = {}  # hyperparameters read by the optimizer's own `step` rather than a callback (LBFGS), with ranges
+    _group_options = {}  # more keys every param group keeps, passed to no callback (torch's `foreach`, `fused`, …)
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
                  kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None, **hypers):
-        self.cbs = list(cbs) if isinstance(cbs, Iterable) else [cbs]
-        self.chain = Chain(self.cbs)
-        self.chain.used |= set(self.own_hypers); self.chain.ranges.update(self.own_hypers)
-        self.paths = Paths(self.chain, foreach=foreach, compile=compile)
+        # the callbacks: a list, or `by_flags(build)`, a list per setting of the flags (param-group keys given here)
+        self.chains = cbs if isinstance(cbs, by_flags) else by_flags.fixed(cbs if isinstance(cbs, Iterable) else [cbs])
+        self.flags = self.chains.flags  # param_group keys that choose the callbacks and are not passed to them
+        if missing := [k for k in self.flags if k not in hypers]:
+            raise TypeError(f"the flags {missing} choose the callbacks: give them a value")
+        self._foreach, self._compile, self._routes = foreach, compile, {}
+        self.chain = self._chain_of(hypers, 'the constructor')  # the constructor's: groups with its flags step with it
+        self.cbs = [cb.fn for cb in self.chain]
+        self.paths = self._route(hypers)
         self.skip_nonfinite, self.skipped_steps = skip_nonfinite, 0
         self._alias_keys = {k if isinstance(k, str) else k[0] for k in self.aliases.values()}
         defaults = {k: v for k, v in self.chain.defaults().items() if k not in self.aliases}
-        defaults.update(hypers)
+        defaults.update(hypers, **self._group_options)
         self._check_names(hypers, 'the constructor')
         for k, v in self._hypers(hypers).items():  # bad values are named before the parameters are looked at
             if k in self.chain.used: self.chain.check_hyper(k, v, 'the constructor')
@@ -148,6 +153,28 @@ class Optimizer(torch.optim.Optimizer):
         self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
         super().__init__(_param_groups(params), defaults)
         self.set_precision(kahan_sum, state_dtype)
+
+    # -- which callbacks and which path step a param group
+    def _chain_of(self, group, where='') -> Chain:
+        "The chain for the flags of `group` (a mapping holding every flag)"
+        chain = self.chains.chain(group, where)
+        chain.used |= set(self.own_hypers); chain.ranges.update(self.own_hypers)
+        return chain
+
+    def _execution(self, group) -> tuple:
+        "(foreach, compile) for `group`: the constructor's (the torch-signature classes read torch's keys in the group)"
+        return self._foreach, self._compile
+
+    def _route(self, group, where='') -> Paths:
+        """The `Paths` that step `group`: one per setting of its flags and of its execution options, so that groups
+        alike share one chain and one compiled kernel"""
+        key = (self.chains.key(group, where), self._execution(group))
+        if key not in self._routes: self._routes[key] = Paths(self._chain_of(group, where), *key[1])
+        return self._routes[key]
+
+    def _group_chains(self, groups=None):
+        "The chains of `groups` (by default this optimizer's param groups), each once"
+        return list({id(c): c for c in (self._chain_of(g) for g in groups or self.param_groups)}.values())
 
     @property
     def foreach(self): return self.paths.foreach
@@ -161,7 +188,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _set(self, group, k, v):
         v = _plain(v)
-        self.chain.check_hyper(k, v)
+        self._chain_of(group).check_hyper(k, v)
         key = self.aliases.get(k, k)
         if isinstance(key, str): group[key] = v
         else:
@@ -178,15 +205,15 @@ class Optimizer(torch.optim.Optimizer):
     @property
     def _flags(self):
         "Per-parameter flags in the state, kept by `clear_state`: fastai's (`do_wd`, `force_train`) and the callbacks'"
-        return (*self._keep_on_clear, *sorted(self.chain.flags))
+        return (*self._keep_on_clear, *sorted({f for c in self._group_chains() for f in c.flags}))
 
     @property
     def _reduced(self):
         "Names (as state dicts write them) of state tensors whose shape is the parameter's with some dims of size 1"
-        return {self.state_names.get(n, n) for n in self.chain.reduced}
+        return {self.state_names.get(n, n) for c in self._group_chains() for n in c.reduced}
 
-    def _check_names(self, names, where):
-        self.chain.check_names(names, self._alias_keys | set(self.flags) | {'params', *self._carried}, where)
+    def _check_names(self, names, where, chain=None):
+        (chain or self.chain).check_names(names, self._alias_keys | set(self.flags) | {'params', *self._carried}, where)
 
     def _wd_named_ours(self, group, where):
         "`group` with weight decay under this optimizer's name for it, whether it came as `wd` or `weight_decay`"
@@ -206,9 +233,12 @@ class Optimizer(torch.optim.Optimizer):
         if any(isinstance(p, torch.Tensor) and p.is_complex() for p in ps):
             raise ValueError(f"{where} has a complex parameter: optcb's callbacks treat values as real; optimize "
                             "torch.view_as_real(p) of a real parameter that holds the real and imaginary parts instead")
-        self._check_names(group, where)
-        self.chain.check_hypers(self._hypers({**self.defaults, **group}), where)
-        if self.chain.modes: group.setdefault('train_mode', self.training)
+        merged = {**self.defaults, **group}
+        chain = self._chain_of(merged, where)  # the group's flags choose its callbacks
+        self._check_names(group, where, chain)
+        chain.check_hypers(self._hypers(merged), where)
+        self._route(merged, where)  # its path, made now: an option it cannot take is refused before the group is added
+        if chain.modes: group.setdefault('train_mode', self.training)
         super().add_param_group(group)
         if self.releases_gradients:  # the new group's parameters are stepped during backward too
             i = len(self.param_groups) - 1
@@ -233,13 +263,14 @@ class Optimizer(torch.optim.Optimizer):
             return loss
         stepped, among = self._stepped()
         for params in stepped: self._check_sparse(params)  # before any group is stepped: none or all are
-        parts = []  # the compiled buckets' shares of the step's one kernel call
+        parts = {}  # per route, its compiled buckets' shares of the step's one kernel call for it
         for group, params in zip(self.param_groups, stepped):
             if not params: continue
-            hypers = self._hypers(group)
-            for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
-                self._step_bucket(bucket, states, hypers, among=among, parts=parts)
-        self.paths.run_parts(parts)
+            hypers, paths = self._hypers(group), self._route(group)
+            share = parts.setdefault(id(paths), (paths, []))[1]
+            for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
+                self._step_bucket(paths, bucket, states, hypers, among=among, parts=share)
+        for paths, share in parts.values(): paths.run_parts(share)
         return loss
 
     def _stepped(self, or_all=False):
@@ -309,26 +340,26 @@ class Optimizer(torch.optim.Optimizer):
         if p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
         # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
         # turned off the __torch_function__ overrides that a TensorList needs
-        self._step_bucket([p], [self.state[p]], self._hypers(group), per_tensor=True)
+        self._step_bucket(self._route(group), [p], [self.state[p]], self._hypers(group), per_tensor=True)
         p.grad = None
 
-    def _step_bucket(self, params, states, hypers, per_tensor=False, among=None, parts=None):
-        """Step one bucket (a compiled one joins `parts`, see `Paths.step`); with Kahan summation or another state
-        dtype, the callbacks run in float32 on working copies (a parameter plus its compensation, its state), in chunks
-        of at most `precision_chunk` values"""
+    def _step_bucket(self, paths, params, states, hypers, per_tensor=False, among=None, parts=None):
+        """Step one bucket on `paths` (a compiled one joins `parts`, see `Paths.step`); with Kahan summation or another
+        state dtype, the callbacks run in float32 on working copies (a parameter plus its compensation, its state), in
+        chunks of at most `precision_chunk` values"""
         kahan = self._kahan(params[0])
         if not kahan and self.state_dtype is None:
-            return self.paths.step(params, states, hypers, per_tensor=per_tensor, among=among, parts=parts)
+            return paths.step(params, states, hypers, per_tensor=per_tensor, among=among, parts=parts)
         chunk, size = [], 0
         for p, s in zip(params, states):
             chunk.append((p, s)); size += p.numel()
             if size >= self.precision_chunk:
-                self._step_in_float32(chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
-        if chunk: self._step_in_float32(chunk, hypers, kahan, per_tensor, among)
+                self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
+        if chunk: self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among)
 
     precision_chunk = 2**20  # values per working copy: its float32 temporaries stay under ~16 MiB (one larger tensor)
 
-    def _step_in_float32(self, chunk, hypers, kahan, per_tensor=False, among=None):
+    def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=False, among=None):
         work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
         for p, s in chunk:
             if p.dtype not in _HALF: work.append(p); continue
@@ -339,7 +370,7 @@ class Optimizer(torch.optim.Optimizer):
         compute = _compute_dtype(chunk[0][0])
         wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
                    for _, s in chunk]
-        self.paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
+        paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
         for (p, s), w, ws in zip(chunk, work, wstates):
             keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
             for k, v in ws.items():
@@ -364,11 +395,12 @@ class Optimizer(torch.optim.Optimizer):
         """Put the parameters at the point gradients are taken at (`mode`), or at the one to evaluate; a no-op for
         optimizers whose callbacks keep one point. Like `nn.Module.train`, returns the optimizer"""
         for group in self.param_groups:
-            if group.get('train_mode', True) == mode or not self.chain.modes: continue
+            chain = self._chain_of(group)
+            if group.get('train_mode', True) == mode or not chain.modes: continue
             hypers = self._hypers(group)
             for p in group['params']:
                 state = self.state.get(p, {})
-                for cb in (self.chain.to_train if mode else self.chain.to_eval): cb(p, state, hypers)
+                for cb in (chain.to_train if mode else chain.to_eval): cb(p, state, hypers)
             group['train_mode'] = mode
         return self
 
@@ -380,9 +412,10 @@ class Optimizer(torch.optim.Optimizer):
         """How the next step will process each bucket of each param group — per tensor, group or compiled — and why
         (parameters without a gradient are left out, unless none has one)"""
         res, (stepped, among) = [], self._stepped(or_all=True)
-        for i, params in enumerate(stepped):
-            for bucket, states in self.paths.buckets(params, [self.state[p] for p in params]):
-                path, why = self.paths.decide(bucket, states, among=among)
+        for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
+            paths = self._route(group)
+            for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
+                path, why = paths.decide(bucket, states, among=among)
                 res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
                                       str(bucket[0].dtype).replace('torch.', ''), path, why))
         return res
@@ -401,10 +434,13 @@ class Optimizer(torch.optim.Optimizer):
         return True
 
     # -- checkpoints
-    def _state_names(self):
-        hyper_names = {n for g in self.param_groups for n in self._hypers(g)}
+    def _state_names(self, groups=None):
+        "The state names this optimizer may keep, with the param groups `groups` (by default its own)"
+        groups = groups or self.param_groups
+        hyper_names = {n for g in groups for n in self._hypers(g)}
         kahan = {'kahan_comp'} if any(self._kahan(p) for g in self.param_groups for p in g['params']) else set()
-        return self.chain.state_names(hyper_names) | {k for s in self.state.values() for k in s} | kahan
+        kept = {n for c in self._group_chains(groups) for n in c.state_names(hyper_names)}
+        return kept | {k for s in self.state.values() for k in s} | kahan
 
     def _without_hooks(self, kind, run):
         """`run()` with torch's `kind` hooks set aside (we call them around our renaming and checks): its result and
@@ -460,22 +496,29 @@ class Optimizer(torch.optim.Optimizer):
         if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
             raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
         state_dict = self._from_saved(state_dict)
-        saved_groups, state = state_dict['param_groups'], state_dict['state']
+        saved_groups, state = list(state_dict['param_groups']), state_dict['state']
+        state_dict = {**state_dict, 'param_groups': saved_groups}  # older groups are completed in this copy
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"the state dict has {len(saved_groups)} parameter groups, "
                              f"this optimizer has {len(self.param_groups)}")
-        names, ids = self._state_names(), {}
+        ids = {}
         for i, (g, sg) in enumerate(zip(self.param_groups, saved_groups)):
             if len(g['params']) != len(sg['params']):
                 raise ValueError(f"parameter group {i} of the state dict has {len(sg['params'])} parameters, "
                                  f"this optimizer's has {len(g['params'])}")
-            need = {k for k in g if k != 'params' and (k in self.chain.used or k in self._alias_keys | set(self.flags))}
+            where = f"parameter group {i} of the state dict"
+            sg = saved_groups[i] = self._older_group(i, sg)
+            chain = self._chain_of({**g, **sg}, where)  # the saved flags choose the callbacks the group will run
+            need = {k for k in g if k != 'params' and (k in chain.used or k in self._alias_keys | set(self.flags))}
             if need - sg.keys():
-                raise ValueError(f"parameter group {i} of the state dict lacks {sorted(need - sg.keys())}: "
+                raise ValueError(f"{where} lacks {sorted(need - sg.keys())}: "
                                  f"it was saved by a different optimizer{_guess_source(state)}")
-            try: self.chain.check_hypers(self._hypers({**g, **sg}), f"parameter group {i} of the state dict")
+            try:
+                chain.check_hypers(self._hypers({**g, **sg}), where)
+                self._route({**g, **sg}, where)
             except TypeError as e: raise ValueError(str(e)) from e
             ids.update(zip(sg['params'], g['params']))
+        names = self._state_names([{**g, **sg} for g, sg in zip(self.param_groups, saved_groups)])
         for pid, s in state.items():
             if pid not in ids: raise ValueError(f"the state dict has state for parameter {pid!r}, which no group lists")
             p = ids[pid]
@@ -495,6 +538,12 @@ class Optimizer(torch.optim.Optimizer):
             for s in self.state.values():
                 for k, v in s.items():
                     if _float_tensor(v) and k not in ('step', 'kahan_comp') and v.dim(): s[k] = v.to(self.state_dtype)
+
+    def _older_group(self, i, group):
+        """A saved group without some of the flags (saved before the optimizer had them) steps as the constructor's
+        flags say, as it did then"""
+        if not isinstance(group, Mapping): return group
+        return {**{k: self.defaults[k] for k in self.flags if k not in group}, **group}
 
     def _from_fastai(self, sd):
         "The state dict of a `fastai.optimizer.Optimizer` (`{'state': [...], 'hypers': [...]}`) in torch's format"
@@ -520,7 +569,8 @@ class Optimizer(torch.optim.Optimizer):
         vs = [_plain(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) and not self._is_tuple_hyper(k) else [v]
         if len(vs) == 1: vs = vs * n
         if len(vs) != n: raise ValueError(f"set_hyper({k!r}): {len(vs)} values for {n} parameter groups")
-        for i, x in enumerate(vs): self.chain.check_hyper(k, _plain(x), f"param group {i}")
+        for i, (g, x) in enumerate(zip(self.param_groups, vs)):
+            self._chain_of(g).check_hyper(k, _plain(x), f"param group {i}")
         for g, x in zip(self.param_groups, vs): self._set(g, k, x)
 
     def _is_tuple_hyper(self, k): return isinstance(self.param_groups[0].get(k), tuple)
@@ -562,6 +612,7 @@ class Optimizer(torch.optim.Optimizer):
     def __getstate__(self): return self.__dict__.copy()  # all of it (torch keeps only groups and state); see Paths
 
     def __repr__(self):
-        groups = '\n'.join(f"  group {i} ({len(g['params'])} params): {dict(h)}"
+        def chain(g): return '' if (c := self._chain_of(g)) is self.chain else f" {c!r}"
+        groups = '\n'.join(f"  group {i} ({len(g['params'])} params){chain(g)}: {dict(h)}"
                            for i, (g, h) in enumerate(zip(self.param_groups, self.hypers)))
         return f"{type(self).__name__}({self.chain!r}\n{groups})"

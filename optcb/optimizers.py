@@ -14,7 +14,7 @@ import functools, inspect
 from functools import partial
 from .optimizer import Optimizer
 from .callbacks import *
-from .chain import only
+from .chain import only, by_flags
 
 # %% ../nbs/05_optimizers.ipynb #c005
 def _with_precision(builder):
@@ -54,14 +54,17 @@ def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True,
     return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile,
                      **({'mom': mom} if mom != 0 else {}))
 
+def _adam_chain(decouple_wd, amsgrad, cautious):
+    return [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
+            *([max_sqr_grad] if amsgrad else []), _maybe_cautious(adam_step, cautious)]
+
 @_with_precision
 def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True, amsgrad=False, cautious=False,
          foreach=None, compile=None):
     """Adam (Kingma & Ba 2015); AdamW when `decouple_wd` (the default, as in fastai); AMSGrad's max with `amsgrad`;
-    C-AdamW (Liang et al. 2024) with `cautious`"""
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
-           *([max_sqr_grad] if amsgrad else []), _maybe_cautious(adam_step, cautious)]
-    return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
+    C-AdamW (Liang et al. 2024) with `cautious`. The three flags may differ between param groups"""
+    return Optimizer(params, by_flags(_adam_chain), lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd,
+                     decouple_wd=decouple_wd, amsgrad=amsgrad, cautious=cautious, foreach=foreach, compile=compile)
 
 @_with_precision
 def AdamW(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, amsgrad=False, cautious=False, foreach=None,
@@ -119,7 +122,9 @@ def Lookahead(opt, k=6, alpha=0.5):
         raise TypeError("Lookahead wraps an optcb.Optimizer built from callbacks (optcb.SGD, optcb.RAdam, …), "
                         f"not {type(opt).__name__}")
     groups = [dict(g) for g in opt.param_groups]
-    new = Optimizer(groups, [lookahead_start, *opt.cbs, lookahead_sync], k=k, alpha=alpha,
+    build = opt.chains.build  # its callbacks for each setting of its flags, between Lookahead's two
+    chains = by_flags(lambda **flags: [lookahead_start, *build(**flags), lookahead_sync], flags=opt.flags)
+    new = Optimizer(groups, chains, k=k, alpha=alpha, **{f: opt.defaults[f] for f in opt.flags},
                     foreach=opt.foreach, compile=opt.compile, kahan_sum=opt.kahan_sum, state_dtype=opt.state_dtype)
     new.state.update({p: s for p, s in opt.state.items()})
     return new

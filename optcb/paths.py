@@ -136,7 +136,7 @@ class _Scratch:
     def gather(self, params, states):
         """Fill the buffers from the tensors: the parameters every step, the gradients and state unless their buffer
         holds their values already (nothing written to either, nor new storage swapped in, since they were last synced;
-        a callback that writes a buffer, as l2_reg writes the gradients', has it filled again). Parameters are always
+        a callback that writes a buffer has it filled again; optcb's never write the gradients'). Parameters are always
         copied because code may write them through `.data`, which bumps no version counter (fastai's WGAN clips its
         critic's weights so). Not seen: a write through the `.data` of a state tensor, or of a gradient kept from the
         last step with no backward since"""

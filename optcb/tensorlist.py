@@ -124,6 +124,13 @@ class TensorList:
             name, args, kwargs = _fold_tensor_scalar(name, args, kwargs)
         return self._dispatch(name, lambda i, *a, **k: getattr(self.tensors[i], name)(*a, **k), args, kwargs)
 
+    @property
+    def grad(self): return self._like([t.grad for t in self.tensors])
+    @grad.setter
+    def grad(self, grads):
+        "Each tensor's `.grad` replaced (not written): how `l2_reg` and `maximize` hand a new gradient on"
+        for t, g in zip(self.tensors, grads, strict=True): t.grad = g
+
     def __getattr__(self, name):
         attr = getattr(torch.Tensor, name, None) if not name.startswith('__') else None
         if attr is None: raise AttributeError(f"'TensorList' object has no attribute {name!r}")

@@ -38,8 +38,8 @@ def test_torch_optimizer_interop():
     assert paths(optcb.optim.Adam(ps, fused=True)) == {'compiled'} and paths(optcb.optim.Adam(ps, fused=False)) == {'group'}
     with pytest.raises(RuntimeError, match='cannot be `True` together'):
         optcb.optim.Adam(ps, fused=True, foreach=True)
-    with pytest.raises(NotImplementedError, match='amsgrad'):
-        optcb.optim.Adam([{'params': ps[:2], 'amsgrad': True}, {'params': ps[2:]}])
+    with pytest.raises(NotImplementedError, match=r'capturable=True\) \(param group 1\)'):  # in a group too
+        optcb.optim.Adam([{'params': ps[:2]}, {'params': ps[2:], 'capturable': True}])
 
 # -- the defaults: the equality grids pass lr, betas and eps explicitly, so a wrong default would slip through them
 # the classes mirroring torch.optim (the schedule-free ones follow the schedulefree package: test_schedule_free)
