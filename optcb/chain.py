@@ -155,7 +155,7 @@ def check_hyper(name, v, where='', ranges=RANGES):
     at = f" ({where})" if where else ''
     if isinstance(v, torch.Tensor):
         if v.numel() != 1:
-            raise ValueError(f"hyperparameter {name} must be a scalar, got a tensor of shape {tuple(v.shape)}{at}")
+            raise ValueError(f"Tensor {name} must be 1-element, not of shape {tuple(v.shape)}{at}")
         v = v.item()
     not_real = isinstance(v, bool) or not isinstance(v, Real)
     if v is None and name in ranges and ranges[name].none: return

@@ -103,6 +103,13 @@ def _compute_dtype(p): return torch.float32 if p.dtype in _HALF else p.dtype
 
 def _float_tensor(v): return isinstance(v, torch.Tensor) and v.is_floating_point()
 
+def _one_number(v):
+    """A hyperparameter given as a 1-element tensor of any rank (torch accepts `lr=torch.tensor([[0.01]])`) as the 0-d
+    tensor every path takes: a number on the uncompiled paths, a kernel input (no recompile when its value changes)
+    on the compiled one. Its dtype is kept: torch computes `1 − lr·wd` and the like in it"""
+    if not _float_tensor(v) or v.numel() != 1: return v
+    return v.detach().reshape(())
+
 # %% ../nbs/03_optimizer.ipynb #c005s1
 class _Hypers(MutableMapping):
     "A live view of one param group's hyperparameters by callback name (fastai's `hypers[i]`)"
@@ -200,7 +207,7 @@ class Optimizer(torch.optim.Optimizer):
         h = {k: v for k, v in group.items()
              if k != 'params' and k not in self._alias_keys and k not in self.flags and k not in self._carried}
         for k in self.aliases: h[k] = self._get(group, k)
-        return h
+        return {k: _one_number(v) for k, v in h.items()}
 
     @property
     def _flags(self):

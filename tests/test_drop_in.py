@@ -193,3 +193,34 @@ def test_a_checkpoint_keeps_each_groups_flags():
         for x, y, gr in zip(ps, qs, g(t, ps)): x.grad = gr; y.grad = None if gr is None else gr.clone()
         a.step(); b.step()
     assert max_errs(qs, ps, b, a) == (0., 0.)
+
+# -- tensor learning rates: a 1-element tensor of any rank, on every path
+TENSOR_LR = ['SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop', 'ASGD',
+             'Adafactor']
+LR_CASES = [(n, dims, path) for n in TENSOR_LR for dims in (0, 1, 2) for path in TORCH_PATHS
+            if not (n == 'Adafactor' and path != 'per-tensor')
+            and not (n in ('Adam', 'AdamW') and path == 'group')]  # torch refuses a tensor lr with foreach=True
+
+@pytest.mark.parametrize('name,dims,path', sample(LR_CASES, *range(0, len(LR_CASES), 4)))
+def test_a_tensor_learning_rate_of_any_rank_steps_as_torchs(name, dims, path):
+    """Uncompiled, bit for bit as torch (which computes `1 − lr·wd` and the like in the tensor's float32); compiled,
+    within 1e-6 relative: inductor evaluates those float32 products in its own order and precision"""
+    from _util import against_torch
+    lr = torch.tensor(0.01).reshape((1,) * dims)
+    kw = dict(lr=lr, **({'weight_decay': 0.1} if name != 'Rprop' else {}))
+    r = against_torch(name, kw, steps=10, **TORCH_PATHS[path])
+    assert r.perr < (1e-6 if path == 'compiled' else 1e-12) and r.moved > 1e-4, r.perr
+
+@slow
+def test_changing_a_tensor_learning_rate_does_not_recompile():
+    "A schedule that writes the tensor in place (as torch's schedulers do for a tensor lr) reuses the kernel"
+    from _util import clone_params, rel_err
+    ps = _params(); ref = clone_params(ps)
+    lr, lr_ref = torch.tensor([0.01]), torch.tensor([0.01])
+    ours, theirs = optim.Adam(ps, lr=lr, fused=True), torch.optim.Adam(ref, lr=lr_ref, foreach=False)
+    for t in range(6):
+        for p, q in zip(ps, ref): p.grad = torch.randn_like(p); q.grad = p.grad.clone()
+        ours.step(); theirs.step()
+        lr.fill_(0.01 / (t + 2)); lr_ref.fill_(0.01 / (t + 2))
+    assert len(ours.paths._kernels) == 1 and all(ours.paths._kernels.values())
+    assert max(rel_err(p, q) for p, q in zip(ps, ref)) < 1e-6
