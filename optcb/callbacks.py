@@ -51,8 +51,8 @@ def average_grad(p, *, mom, dampening=False, initial_accumulator=0., grad_avg=No
 @callback(mom=0.9, dampening=0., ranges=dict(dampening=FRACTION))
 def sgd_momentum(p, *, mom, dampening, grad_avg=None):
     """torch.optim.SGD's momentum buffer: b ← g on the first step, then b ← mom·b + (1−dampening)·g;
-    none when mom=0"""
-    if is_zero(mom): return {'grad_avg': None}
+    none when mom=0, as torch keeps none (one kept from earlier steps with momentum is dropped)"""
+    if is_zero(mom): return None if grad_avg is None else {'grad_avg': None}
     if grad_avg is None: return {'grad_avg': p.grad.clone()}
     return {'grad_avg': grad_avg.mul_(mom).add_(p.grad, alpha=1 - dampening)}
 

@@ -465,6 +465,7 @@ class Optimizer(torch.optim.Optimizer):
         dict as saved"""
         for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
         sd, post = self._without_hooks('state_dict', super().state_dict)
+        sd = {**sd, 'state': {i: s for i, s in sd['state'].items() if s != {}}}  # none kept (SGD without momentum)
         if self.state_names or self.tensor_state:
             saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
             sd = {**sd, 'state': saved}

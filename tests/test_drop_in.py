@@ -224,3 +224,19 @@ def test_changing_a_tensor_learning_rate_does_not_recompile():
         lr.fill_(0.01 / (t + 2)); lr_ref.fill_(0.01 / (t + 2))
     assert len(ours.paths._kernels) == 1 and all(ours.paths._kernels.values())
     assert max(rel_err(p, q) for p, q in zip(ps, ref)) < 1e-6
+
+# -- state as torch keeps it
+@pytest.mark.parametrize('name,kw', [(n, {}) for n in TORCH_NAMED if n not in ('LBFGS', 'SparseAdam', 'Muon')] +
+                         [('SGD', dict(momentum=0.9)), ('RMSprop', dict(momentum=0.9, centered=True)),
+                          ('Adam', dict(amsgrad=True)), ('Muon', {})])
+def test_a_state_dict_holds_the_state_torchs_holds(name, kw):
+    "The same parameters with state, the same names, kinds, dtypes and shapes (SGD without momentum: none at all)"
+    ps = _muon_params() if name == 'Muon' else [torch.randn(3, 2, requires_grad=True), torch.randn(4, requires_grad=True)]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    ours, theirs = getattr(optim, name)(ps, **kw), getattr(torch.optim, name)(qs, **kw)
+    for _ in range(3):
+        for p, q in zip(ps, qs): p.grad = torch.randn_like(p); q.grad = p.grad.clone()
+        ours.step(); theirs.step()
+    def kinds(sd): return {i: {k: (type(v).__name__, getattr(v, 'dtype', None), tuple(getattr(v, 'shape', ())))
+                               for k, v in s.items()} for i, s in sd['state'].items()}
+    assert kinds(ours.state_dict()) == kinds(theirs.state_dict())
