@@ -107,10 +107,27 @@ class TorchOptimizer(Optimizer):
                             for k in keys}}
 
     def add_param_group(self, param_group):
+        param_group = dict(param_group)
+        if not isinstance(param_group.get('params'), (torch.Tensor, list, tuple, type(None))):
+            param_group['params'] = list(param_group['params'])  # a generator, read once here
         self._check_options(param_group, f"param group {len(self.param_groups)}")
         super().add_param_group(param_group)
 
+    def _check_step(self, group, params):
+        "torch's classes with a fused kernel refuse to step, with `fused=True`, parameters that kernel cannot take"
+        super()._check_step(group, params)
+        if group.get('fused') and 'fused' in self._group_options: _check_fusable(params)
+
 def _first(maximize): return [callbacks.maximize] if maximize else []
+
+def _check_fusable(params):
+    "torch's refusal to step, `fused=True`, a parameter not floating point (complex) or on no fused device (meta)"
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    devices = _get_fused_kernels_supported_devices()
+    for p in [params] if isinstance(params, torch.Tensor) else params or []:
+        if isinstance(p, torch.Tensor) and not (p.is_floating_point() and p.device.type in devices):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               f"devices: {devices} but {p.dtype} and {p.device.type}")
 
 def _as_torch_fills(name, defaults, group) -> dict:
     "`group` completed as torch.optim.<name> completes a loaded group (its `__setstate__`, on a scratch instance)"
@@ -291,6 +308,7 @@ class ASGD(TorchOptimizer):
 class Muon(TorchOptimizer):
     """torch.optim.Muon: momentum, then each update orthogonalised by a bfloat16 Newton–Schulz iteration; 2-D
     parameters only (use AdamW for the others)"""
+    supports_complex = False  # as torch's
     aliases = dict(mom='momentum', wd='weight_decay', ns_eps='eps', ns_a=('ns_coefficients', 0),
                    ns_b=('ns_coefficients', 1), ns_c=('ns_coefficients', 2))
     @staticmethod
@@ -317,6 +335,7 @@ class Muon(TorchOptimizer):
 # %% ../nbs/06_optim.ipynb #c006s2
 class Adafactor(TorchOptimizer):
     "torch.optim.Adafactor: factored second moment for matrices, relative step size, update clipping"
+    supports_complex = False  # as torch's
     aliases = dict(eps1=('eps', 0), eps2=('eps', 1), wd='weight_decay')
     @staticmethod
     def chain_for(maximize): return [*_first(maximize), step_stat, adafactor_step]
@@ -330,6 +349,7 @@ class Adafactor(TorchOptimizer):
 
 class SparseAdam(TorchOptimizer):
     "torch.optim.SparseAdam: Adam for sparse gradients (embeddings with `sparse=True`), moving only the rows touched"
+    supports_complex = False  # as torch's
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1))
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
     tensor_state = ()  # torch keeps SparseAdam's step as a Python int
@@ -424,6 +444,7 @@ def _two_loop(grad, dirs, steps, ro, h_diag, al):
 class LBFGS(TorchOptimizer):
     """torch.optim.LBFGS: limited-memory BFGS over all parameters as one vector, with an optional strong-Wolfe line
     search; `step(closure)` evaluates the model as often as it needs. One param group"""
+    supports_complex = False  # as torch's
     own_hypers = dict(lr=NONNEG, max_iter=NONNEG, max_eval=NONNEG, tolerance_grad=NONNEG, tolerance_change=NONNEG,
                       history_size=NONNEG)
     tensor_state = ()  # torch keeps the counters as Python ints

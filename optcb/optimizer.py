@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 import numpy as np
 import torch
 from .chain import Chain, by_flags, torch_scalar_dtype
-from .paths import Paths, BucketPlan
+from .paths import Paths, BucketPlan, PER_TENSOR
 
 # %% auto #0
 __all__ = ['Optimizer']
@@ -136,6 +136,7 @@ class Optimizer(torch.optim.Optimizer):
     sparse_grads = False  # the gradients it takes: dense, or (SparseAdam) sparse
     _carried = ('lr_scale', 'train_mode')  # param-group keys kept and passed to no callback (timm's; the mode)
     own_hypers = {}  # hyperparameters read by the optimizer's own `step` rather than a callback (LBFGS), with ranges
+    supports_complex = True  # complex parameters, stepped as their real views (torch's classes: where torch's are)
     _group_options = {}  # more keys every param group keeps, passed to no callback (torch's `foreach`, `fused`, …)
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
@@ -237,11 +238,9 @@ class Optimizer(torch.optim.Optimizer):
         if not isinstance(group.get('params'), (torch.Tensor, set, type(None))):  # a generator is read once, here
             group['params'] = list(group['params'])
         ps = [group['params']] if isinstance(group.get('params'), torch.Tensor) else list(group.get('params', []))
-        if any(isinstance(p, torch.Tensor) and p.is_complex() for p in ps):
-            raise ValueError(f"{where} has a complex parameter: optcb's callbacks treat values as real; optimize "
-                            "torch.view_as_real(p) of a real parameter that holds the real and imaginary parts instead")
         merged = {**self.defaults, **group}
         chain = self._chain_of(merged, where)  # the group's flags choose its callbacks
+        if any(isinstance(p, torch.Tensor) and p.is_complex() for p in ps): self._check_complex(chain, where)
         self._check_names(group, where, chain)
         chain.check_hypers(self._hypers(merged), where)
         self._route(merged, where)  # its path, made now: an option it cannot take is refused before the group is added
@@ -251,6 +250,27 @@ class Optimizer(torch.optim.Optimizer):
             i = len(self.param_groups) - 1
             self._release_hooks += [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
                                     for p in self.param_groups[i]['params']]
+
+    def _check_complex(self, chain, where):
+        "A complex parameter is stepped as its real view: refused where that changes the maths (matrices, factors)"
+        shaped = [cb.name for cb in chain if cb.same_shape or cb.reduced or not cb.elementwise and cb.per_tensor]
+        if not self.supports_complex or shaped:
+            raise ValueError(f"{type(self).__name__} does not support complex parameters ({where})"
+                             + (f": {shaped} work on a tensor's shape, which its real view changes" if shaped else ''))
+
+    def _step_complex(self, paths, p, hypers):
+        """A complex parameter stepped as torch steps one: as its real view (`torch.view_as_real`, real and imaginary
+        parts along a last dim of 2), gradient and state too, one tensor at a time; its state is kept complex"""
+        state = self.state[p]
+        real = torch.view_as_real(p)
+        real.grad = torch.view_as_real(p.grad)
+        given = {k: torch.view_as_real(v) for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_complex()}
+        view = {**state, **given}
+        paths.step([real], [view], hypers, transient=True, per_tensor=True)
+        for k, v in view.items():
+            if given.get(k) is v: continue  # updated in place, through the view
+            like_p = isinstance(v, torch.Tensor) and v.shape == real.shape
+            state[k] = torch.view_as_complex(v.contiguous()) if like_p else v
 
     # -- the step
     @torch.no_grad()
@@ -269,12 +289,16 @@ class Optimizer(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
         stepped, among = self._stepped()
-        for params in stepped: self._check_sparse(params)  # before any group is stepped: none or all are
+        for group, params in zip(self.param_groups, stepped): self._check_step(group, params)  # none or all step
         parts = {}  # per route, its compiled buckets' shares of the step's one kernel call for it
         for group, params in zip(self.param_groups, stepped):
             if not params: continue
             hypers, paths = self._hypers(group), self._route(group)
             share = parts.setdefault(id(paths), (paths, []))[1]
+            if any(p.is_complex() for p in params):
+                for p in params:
+                    if p.is_complex(): self._step_complex(paths, p, hypers)
+                params = [p for p in params if not p.is_complex()]
             for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
                 self._step_bucket(paths, bucket, states, hypers, among=among, parts=share)
         for paths, share in parts.values(): paths.run_parts(share)
@@ -286,6 +310,10 @@ class Optimizer(torch.optim.Optimizer):
         stepped = [[p for p in g['params'] if p.grad is not None] for g in self.param_groups]
         if or_all and not any(stepped): stepped = [list(g['params']) for g in self.param_groups]
         return stepped, sum(p.numel() for params in stepped for p in params)
+
+    def _check_step(self, group, params):
+        "Refuse a step `group` cannot take with these parameters, before any group is stepped"
+        self._check_sparse(params)
 
     def _check_sparse(self, params):
         for p in params:
@@ -347,7 +375,8 @@ class Optimizer(torch.optim.Optimizer):
         if p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
         # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
         # turned off the __torch_function__ overrides that a TensorList needs
-        self._step_bucket(self._route(group), [p], [self.state[p]], self._hypers(group), per_tensor=True)
+        if p.is_complex(): self._step_complex(self._route(group), p, self._hypers(group))
+        else: self._step_bucket(self._route(group), [p], [self.state[p]], self._hypers(group), per_tensor=True)
         p.grad = None
 
     def _step_bucket(self, paths, params, states, hypers, per_tensor=False, among=None, parts=None):
@@ -421,6 +450,10 @@ class Optimizer(torch.optim.Optimizer):
         res, (stepped, among) = [], self._stepped(or_all=True)
         for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
             paths = self._route(group)
+            for p in (p for p in params if p.is_complex()):
+                res.append(BucketPlan(i, 1, p.numel(), str(p.device), str(p.dtype).replace('torch.', ''), PER_TENSOR,
+                                      'complex: stepped as its real view (torch.view_as_real)'))
+            params = [p for p in params if not p.is_complex()]
             for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
                 path, why = paths.decide(bucket, states, among=among)
                 res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),

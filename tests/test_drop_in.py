@@ -240,3 +240,71 @@ def test_a_state_dict_holds_the_state_torchs_holds(name, kw):
     def kinds(sd): return {i: {k: (type(v).__name__, getattr(v, 'dtype', None), tuple(getattr(v, 'shape', ())))
                                for k, v in s.items()} for i, s in sd['state'].items()}
     assert kinds(ours.state_dict()) == kinds(theirs.state_dict())
+
+# -- complex parameters: stepped as their real views, as torch steps them
+COMPLEX = ['SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop', 'ASGD']
+# torch refuses fused=True for complex parameters: so does optcb (below); compiled, RMSprop and the others take them
+COMPLEX_CASES = [(n, path) for n in COMPLEX for path in TORCH_PATHS
+                 if not (path == 'compiled' and n in ('SGD', 'Adam', 'AdamW', 'Adagrad'))]
+
+def _complex_params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=torch.complex128).requires_grad_() for s in [(4, 3), (5,), (2, 2)]]
+
+def _complex_kwargs(name):
+    kw = dict(maximize=True, **({} if name == 'Rprop' else {'weight_decay': 0.1}))
+    return {**kw, **({'momentum': 0.9} if name in ('SGD', 'RMSprop') else {}), **({'amsgrad': True} if name == 'Adam' else {})}
+
+@pytest.mark.parametrize('name,path', sample(COMPLEX_CASES, *range(0, len(COMPLEX_CASES), 3)))
+def test_complex_parameters_step_as_torchs(name, path):
+    "Parameters and state (kept complex, as torch keeps it) equal torch's over 15 steps; torch resumes from our state dict"
+    ps = _complex_params(); qs = [p.detach().clone().requires_grad_() for p in ps]
+    ours = getattr(optim, name)(ps, **_complex_kwargs(name), **TORCH_PATHS[path])
+    theirs = getattr(torch.optim, name)(qs, foreach=False, **_complex_kwargs(name))
+    g = torch.Generator().manual_seed(1)
+    def step(*opts):
+        for p, q in zip(ps, qs):
+            p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype) + 0.3 * p.detach(); q.grad = p.grad.clone()
+        for o in opts: o.step()
+    for _ in range(15): step(ours, theirs)
+    rel = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+    assert max(rel(p, q) for p, q in zip(ps, qs)) < 1e-10
+    names = {v: k for k, v in ours.state_names.items()}
+    for p, q in zip(ps, qs):
+        for k, v in theirs.state[q].items():
+            if not (torch.is_tensor(v) and v.dim()): continue
+            mine = ours.state[p][names.get(k, k)]
+            assert mine.dtype == v.dtype and rel(mine, v) < 1e-10, k
+    resumed = getattr(torch.optim, name)(ps, foreach=False, **_complex_kwargs(name))
+    sd = copy.deepcopy(ours.state_dict())
+    for group in sd['param_groups']: group.update(foreach=False, fused=None)  # torch's for-loop, as `theirs`
+    resumed.load_state_dict(sd)
+    for _ in range(3): step(resumed, theirs)
+    assert max(rel(p, q) for p, q in zip(ps, qs)) < 1e-10
+
+def test_complex_parameters_are_refused_where_torch_refuses_them_or_the_real_view_changes_the_maths():
+    z = torch.randn(4, 4, dtype=torch.complex64, requires_grad=True)
+    for build in (lambda: optim.Adafactor([z]), lambda: optim.Muon([z]), lambda: optim.LBFGS([z])):
+        with pytest.raises(ValueError, match=r'does not support complex parameters \(param group 0\)'):
+            build()
+    with pytest.raises(ValueError, match=r"adafactor_step.*shape"):
+        optcb.Adafactor([z])
+    opt = optcb.Adam([z], lr=0.1)  # elementwise chains take them, as real and imaginary parts
+    z.grad = torch.ones_like(z)
+    opt.step()
+    assert {b.path for b in opt.plan()} == {'per-tensor'} and opt.state[z]['grad_avg'].is_complex()
+
+@pytest.mark.parametrize('name', ['SGD', 'Adam', 'AdamW', 'Adagrad'])
+def test_fused_is_refused_where_torch_refuses_it(name):
+    """Complex parameters, and parameters on the meta device (built there, as torch's test builds them): torch's
+    RuntimeError at the step, which changes nothing"""
+    with torch.device('meta'): meta = torch.nn.Linear(2, 3)
+    cx = torch.zeros(3, dtype=torch.complex64, requires_grad=True)
+    plain = torch.zeros(2, requires_grad=True)
+    for params in (list(meta.parameters()), [{'params': [plain]}, {'params': [cx], 'fused': True}]):
+        opt = getattr(optim, name)(params, fused=True if isinstance(params[0], torch.Tensor) else None)
+        for p in meta.parameters(): p.grad = torch.ones_like(p)
+        cx.grad, plain.grad = torch.ones_like(cx), torch.ones_like(plain)
+        with pytest.raises(RuntimeError, match=r"`fused=True` requires all the params to be floating point"):
+            opt.step()
+        assert not opt.state and torch.equal(plain, torch.zeros(2))
