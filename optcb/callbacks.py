@@ -146,7 +146,11 @@ def adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg, max_sqr_avg=
 # %% ../nbs/04_callbacks.ipynb #c018
 @callback(initial_accumulator=0., ranges=dict(initial_accumulator=NONNEG))
 def sum_sqr_grad(p, *, initial_accumulator, sqr_sum=None):
-    "Adagrad's accumulator: s ← s + g² (Duchi et al. 2011, eq. 1)"
+    "Adagrad's accumulator: s ← s + g² (Duchi et al. 2011, eq. 1); for a sparse gradient, in its rows"
+    if _sparse_grad(p):
+        g = p.grad.coalesce()
+        if sqr_sum is None: sqr_sum = _init(p, initial_accumulator)
+        return {'sqr_sum': sqr_sum.add_(g.new(g._indices(), g._values().pow(2), g.size()))}
     if sqr_sum is None: sqr_sum = _init(p.grad, initial_accumulator)
     return {'sqr_sum': sqr_sum.addcmul_(p.grad, p.grad, value=1)}
 
@@ -154,7 +158,16 @@ def sum_sqr_grad(p, *, initial_accumulator, sqr_sum=None):
 def adagrad_step(p, *, lr, lr_decay, eps, step, sqr_sum):
     """Adagrad's step with torch's learning-rate decay: p ← p − lr/(1 + (t−1)·lr_decay) · g/(√s +
     eps)"""
-    p.addcdiv_(p.grad, sqr_sum.sqrt().add_(eps), value=-(lr / (1 + (step - 1) * lr_decay)))
+    lr = lr / (1 + (step - 1) * lr_decay)
+    if _sparse_grad(p):  # in the rows of the gradient only, as torch.optim.Adagrad steps a sparse one
+        g = p.grad.coalesce()
+        root = sqr_sum.sparse_mask(g)._values().sqrt_().add_(eps)
+        p.add_(g.new(g._indices(), g._values() / root, g.size()), alpha=-lr)
+    else: p.addcdiv_(p.grad, sqr_sum.sqrt().add_(eps), value=-lr)
+
+def _sparse_grad(p) -> bool:
+    "Whether `p` is one tensor (sparse gradients step per tensor) with a sparse gradient"
+    return isinstance(p, torch.Tensor) and p.grad.is_sparse
 
 @callback(sqr_mom=0.999, eps=1e-8)
 def max_abs_grad(p, *, sqr_mom, eps, inf_norm=None):

@@ -143,6 +143,7 @@ class SGD(TorchOptimizer):
     "torch.optim.SGD: momentum buffer started from the first gradient, `dampening`, Nesterov, L2 weight decay"
     aliases = dict(mom='momentum', wd='weight_decay')
     state_names = dict(grad_avg='momentum_buffer')
+    sparse_grads = None  # dense or sparse, as torch's SGD
     @staticmethod
     def chain_for(nesterov, maximize):
         return [*_first(maximize), l2_reg, sgd_momentum, nesterov_step if nesterov else momentum_step]
@@ -204,6 +205,7 @@ class Adagrad(TorchOptimizer):
     "torch.optim.Adagrad: learning-rate decay, initial accumulator, L2 weight decay"
     aliases = dict(wd='weight_decay', initial_accumulator='initial_accumulator_value')
     state_names = dict(sqr_sum='sum')
+    sparse_grads = None  # dense or sparse, as torch's Adagrad
     @staticmethod
     def chain_for(maximize): return [*_first(maximize), l2_reg, sum_sqr_grad, step_stat, adagrad_step]
 

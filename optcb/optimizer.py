@@ -133,7 +133,7 @@ class Optimizer(torch.optim.Optimizer):
     state_names = {}  # callback state name -> the name a state dict uses (torch's, in the torch-signature classes)
     tensor_state = ()  # scalar state a state dict keeps as a 0-d tensor, as torch.optim does (`step`, `mu_product`)
     _keep_on_clear = ('force_train', 'do_wd')
-    sparse_grads = False  # the gradients it takes: dense, or (SparseAdam) sparse
+    sparse_grads = False  # the gradients it takes: dense, sparse (SparseAdam) or either (None: SGD, Adagrad)
     _carried = ('lr_scale', 'train_mode')  # param-group keys kept and passed to no callback (timm's; the mode)
     own_hypers = {}  # hyperparameters read by the optimizer's own `step` rather than a callback (LBFGS), with ranges
     supports_complex = True  # complex parameters, stepped as their real views (torch's classes: where torch's are)
@@ -295,10 +295,12 @@ class Optimizer(torch.optim.Optimizer):
             if not params: continue
             hypers, paths = self._hypers(group), self._route(group)
             share = parts.setdefault(id(paths), (paths, []))[1]
-            if any(p.is_complex() for p in params):
+            if any(p.is_complex() or p.grad.is_sparse for p in params):  # one tensor at a time, as torch's
                 for p in params:
                     if p.is_complex(): self._step_complex(paths, p, hypers)
-                params = [p for p in params if not p.is_complex()]
+                    elif p.grad.is_sparse and self.sparse_grads is None:
+                        paths.step([p], [self.state[p]], hypers, per_tensor=True)
+                params = [p for p in params if not (p.is_complex() or p.grad.is_sparse and self.sparse_grads is None)]
             for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
                 self._step_bucket(paths, bucket, states, hypers, among=among, parts=share)
         for paths, share in parts.values(): paths.run_parts(share)
@@ -317,7 +319,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _check_sparse(self, params):
         for p in params:
-            if p.grad.is_sparse != self.sparse_grads:
+            if self.sparse_grads is not None and p.grad.is_sparse != self.sparse_grads:
                 kind = 'dense' if self.sparse_grads else 'sparse'
                 raise RuntimeError(f"{type(self).__name__} does not support {kind} gradients"
                                    + (", please consider Adam instead" if self.sparse_grads else ''))
@@ -372,7 +374,7 @@ class Optimizer(torch.optim.Optimizer):
         if (released := getattr(self, '_released', None)) is not None:
             if id(p) in released: raise RuntimeError(_ACCUMULATION_CLASH)
             released.add(id(p))
-        if p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
+        if self.sparse_grads is not None and p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
         # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
         # turned off the __torch_function__ overrides that a TensorList needs
         if p.is_complex(): self._step_complex(self._route(group), p, self._hypers(group))
@@ -450,10 +452,12 @@ class Optimizer(torch.optim.Optimizer):
         res, (stepped, among) = [], self._stepped(or_all=True)
         for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
             paths = self._route(group)
-            for p in (p for p in params if p.is_complex()):
-                res.append(BucketPlan(i, 1, p.numel(), str(p.device), str(p.dtype).replace('torch.', ''), PER_TENSOR,
-                                      'complex: stepped as its real view (torch.view_as_real)'))
-            params = [p for p in params if not p.is_complex()]
+            for p in params:
+                why = ('complex: stepped as its real view (torch.view_as_real)' if p.is_complex() else
+                       'a sparse gradient, stepped in its rows' if p.grad is not None and p.grad.is_sparse else None)
+                if why: res.append(BucketPlan(i, 1, p.numel(), str(p.device), str(p.dtype).replace('torch.', ''),
+                                              PER_TENSOR, why))
+            params = [p for p in params if not (p.is_complex() or p.grad is not None and p.grad.is_sparse)]
             for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
                 path, why = paths.decide(bucket, states, among=among)
                 res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),

@@ -308,3 +308,23 @@ def test_fused_is_refused_where_torch_refuses_it(name):
         with pytest.raises(RuntimeError, match=r"`fused=True` requires all the params to be floating point"):
             opt.step()
         assert not opt.state and torch.equal(plain, torch.zeros(2))
+
+# -- sparse gradients: SGD and Adagrad take them, as torch's do
+@pytest.mark.parametrize('name,kw', [('SGD', dict(lr=0.1)), ('SGD', dict(lr=0.1, momentum=0.9, dampening=0.2)),
+                                     ('SGD', dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True)),
+                                     ('Adagrad', dict(lr=0.1)),
+                                     ('Adagrad', dict(lr=0.1, lr_decay=0.1, initial_accumulator_value=0.1, eps=1e-6))])
+def test_sparse_gradients_step_sgd_and_adagrad_as_torchs(name, kw):
+    "An embedding with sparse gradients, rows drawn at random (repeated ones too): bit for bit torch's, 20 steps"
+    torch.manual_seed(0)
+    ours_e, ref_e = torch.nn.Embedding(20, 4, sparse=True).double(), torch.nn.Embedding(20, 4, sparse=True).double()
+    ref_e.load_state_dict(ours_e.state_dict())
+    ours, theirs = getattr(optim, name)(ours_e.parameters(), **kw), getattr(torch.optim, name)(ref_e.parameters(), **kw)
+    for _ in range(20):
+        rows = torch.randint(0, 20, (6,))
+        for e, opt in ((ours_e, ours), (ref_e, theirs)):
+            opt.zero_grad(); (e(rows) ** 2).sum().backward(); opt.step()
+    assert torch.equal(ours_e.weight, ref_e.weight)
+    assert [b.why for b in ours.plan()] == ['a sparse gradient, stepped in its rows']
+    with pytest.raises(RuntimeError, match='does not support sparse gradients'):  # Adam does not take them
+        optim.Adam(ours_e.parameters()).step()
