@@ -146,7 +146,7 @@ def adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg, max_sqr_avg=
 # %% ../nbs/04_callbacks.ipynb #c018
 @callback(initial_accumulator=0., ranges=dict(initial_accumulator=NONNEG))
 def sum_sqr_grad(p, *, initial_accumulator, sqr_sum=None):
-    "Adagrad's accumulator: s ← s + g² (Duchi et al. 2011, eq. 1); for a sparse gradient, in its rows"
+    "Adagrad's accumulator: s ← s + g² (Duchi et al. 2011, eq. 1); a sparse g: in its rows"
     if _sparse_grad(p):
         g = p.grad.coalesce()
         if sqr_sum is None: sqr_sum = _init(p, initial_accumulator)
@@ -159,7 +159,7 @@ def adagrad_step(p, *, lr, lr_decay, eps, step, sqr_sum):
     """Adagrad's step with torch's learning-rate decay: p ← p − lr/(1 + (t−1)·lr_decay) · g/(√s +
     eps)"""
     lr = lr / (1 + (step - 1) * lr_decay)
-    if _sparse_grad(p):  # in the rows of the gradient only, as torch.optim.Adagrad steps a sparse one
+    if _sparse_grad(p):  # in the gradient's rows, as torch.optim.Adagrad steps it
         g = p.grad.coalesce()
         root = sqr_sum.sparse_mask(g)._values().sqrt_().add_(eps)
         p.add_(g.new(g._indices(), g._values() / root, g.size()), alpha=-lr)
