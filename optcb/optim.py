@@ -51,6 +51,15 @@ class TorchOptimizer(Optimizer):
         init = getattr(torch.optim, cls.__name__, cls)
         return tuple(k for k in cls._torch_options if k in inspect.signature(init).parameters)
 
+    # how torch words a value out of range, by the callbacks' name (default: "Invalid <torch's name> value: <v>")
+    torch_messages = {}
+
+    def _range_message(self, k, v, hypers, error):
+        key = self.aliases.get(k, k)
+        if isinstance(key, tuple) and key[0] == 'betas': head = f"Invalid beta parameter at index {key[1]}: {v}"
+        else: head = self.torch_messages.get(k, "Invalid {key} value: {v}").format(key=key, v=v, **hypers)
+        return f"{head} ({error})"
+
     def _check_options(self, options, where):
         name = type(self).__name__
         if options.get('capturable'):
@@ -282,6 +291,8 @@ class Rprop(TorchOptimizer):
     "torch.optim.Rprop: per-value step sizes, grown by `etas[1]` and shrunk by `etas[0]`, within `step_sizes`"
     aliases = dict(etaminus=('etas', 0), etaplus=('etas', 1), step_size_min=('step_sizes', 0),
                    step_size_max=('step_sizes', 1))
+    torch_messages = dict(etaminus="Invalid eta values: {etas[0]}, {etas[1]}",
+                          etaplus="Invalid eta values: {etas[0]}, {etas[1]}")
     @staticmethod
     def chain_for(maximize): return [*_first(maximize), step_stat, rprop_step]
 
@@ -339,6 +350,8 @@ class Adafactor(TorchOptimizer):
     "torch.optim.Adafactor: factored second moment for matrices, relative step size, update clipping"
     supports_complex = False  # as torch's
     aliases = dict(eps1=('eps', 0), eps2=('eps', 1), wd='weight_decay')
+    torch_messages = dict(eps1="epsilon1 should be >= 0", eps2="epsilon2 should be >= 0",
+                          d="Clipping threshold d should be >= 1", beta2_decay="beta2_decay should be <= 0")
     @staticmethod
     def chain_for(maximize): return [*_first(maximize), step_stat, adafactor_step]
 
@@ -462,10 +475,15 @@ class LBFGS(TorchOptimizer):
                          max_eval=max_iter * 5 // 4 if max_eval is None else max_eval, tolerance_grad=tolerance_grad,
                          tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn,
                          maximize=maximize)
+        if len(self.param_groups) != 1: raise ValueError(self._one_group)
+        self._built = True
 
     def add_param_group(self, param_group):
-        if self.param_groups: raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        "Refused once built; while building, torch's checks of the groups (duplicates, names) come first, as in torch"
+        if getattr(self, '_built', False): raise ValueError(self._one_group)
         super().add_param_group(param_group)
+
+    _one_group = "LBFGS doesn't support per-parameter options (parameter groups)"
 
     def plan(self):
         "One flat vector of every parameter, stepped by the closure-driven loop"

@@ -35,7 +35,8 @@ def _param_groups(params):
     named = [isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in items]
     if all(named): return [{'params': items}]
     if any(named) and all(n or isinstance(x, torch.Tensor) for n, x in zip(named, items)):
-        raise ValueError("params mixes named parameters (name, tensor) and unnamed tensors: give all names or none")
+        raise ValueError("all optimizer params should be with/without names. Some param names are missing: params "
+                         "mixes named parameters (name, tensor) and unnamed tensors; give all names or none")
     if all(isinstance(x, Iterable) and not isinstance(x, (torch.Tensor, Mapping, str)) for x in items):
         return [{'params': list(x)} for x in items]
     raise TypeError("params must be tensors, a list of lists of tensors (one per group) or a list of group dicts, "
@@ -156,11 +157,17 @@ class Optimizer(torch.optim.Optimizer):
         defaults.update(hypers, **self._group_options)
         self._check_names(hypers, 'the constructor')
         for k, v in self._hypers(hypers).items():  # bad values are named before the parameters are looked at
-            if k in self.chain.used: self.chain.check_hyper(k, v, 'the constructor')
+            if k not in self.chain.used: continue
+            try: self.chain.check_hyper(k, v, 'the constructor')
+            except ValueError as e: raise ValueError(self._range_message(k, v, hypers, e)) from None
         _check_precision(kahan_sum, state_dtype)
         self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
         super().__init__(_param_groups(params), defaults)
         self.set_precision(kahan_sum, state_dtype)
+
+    def _range_message(self, k, v, hypers, error) -> str:
+        "What a value out of range is told (the torch-signature classes: first in torch's words)"
+        return str(error)
 
     # -- which callbacks and which path step a param group
     def _chain_of(self, group, where='') -> Chain:

@@ -1,5 +1,6 @@
-"Bad input to the torch-signature classes: every construction case of torch's own tests raises what torch raises"
-import copy, warnings, pytest, torch
+"""Bad input to the torch-signature classes: every construction case of torch's own tests raises what torch raises,
+with the message torch's tests look for"""
+import copy, re, warnings, pytest, torch
 import optcb
 from _util import torch_optim_db
 
@@ -29,6 +30,7 @@ def test_construction_errors_are_torchs(name):
         theirs, ours = outcome(getattr(torch.optim, name), case), outcome(getattr(optcb.optim, name), case)
         assert isinstance(theirs, case.error_type), (case.optimizer_error_input.desc, theirs)  # torch's own claim
         assert isinstance(ours, case.error_type), (case.optimizer_error_input.desc, case.error_type, ours)
+        assert re.search(case.error_regex, str(ours)), (case.optimizer_error_input.desc, case.error_regex, ours)
 
 def test_the_cases_cover_what_used_to_differ():
     "A single tensor, named and unnamed parameters mixed, betas mixing a float and a tensor: all among the cases"
