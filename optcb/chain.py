@@ -17,7 +17,7 @@ from .tensorlist import TensorList
 
 # %% auto #0
 __all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'is_zero', 'select', 'torch_scalar_dtype',
-           'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain', 'run_chain', 'by_flags']
+           'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain', 'run_chain', 'by_flags', 'renamed']
 
 # %% ../nbs/00_chain.ipynb #c005
 @dataclass(frozen=True)
@@ -276,3 +276,25 @@ class by_flags:
 def _hashable(v):
     try: hash(v); return True
     except TypeError: return False
+
+# %% ../nbs/00_chain.ipynb #c026
+_COPIED = ('defaults', 'foreach', 'elementwise', 'same_shape', 'compilable', 'ranges', 'to_train', 'to_eval', 'flags')
+
+def renamed(cb, names: dict):
+    "The callback `cb`, its state read and returned under `names` (its name → the new one); `cb` if none applies"
+    inner = Callback(cb)
+    names = {k: v for k, v in names.items() if k in inner.names or k in inner.produces}
+    if not names or inner.var_kw: return cb
+    back = {v: k for k, v in names.items()}
+    def run(p, **kw):
+        res = inner.fn(p, **{back.get(k, k): v for k, v in kw.items()})
+        return {names.get(k, k): v for k, v in res.items()} if isinstance(res, Mapping) else res
+    sig = inspect.signature(cb).parameters
+    run.__signature__ = inspect.Signature([_KINDS('p', _KINDS.POSITIONAL_ONLY)] + [
+        _KINDS(names.get(n, n), _KINDS.KEYWORD_ONLY, default=sig[n].default) for n in inner.names])
+    for attr in _COPIED:
+        if (v := _attr(cb, attr)) is not None: setattr(run, attr, v)
+    run.state = tuple(names.get(n, n) for n in _attr(cb, 'state') or ())
+    run.reduced = tuple(names.get(n, n) for n in _attr(cb, 'reduced') or ())
+    run.__name__ = run.__qualname__ = inner.name
+    return run

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from functools import partial
 import torch
 from collections import namedtuple
-from .chain import Chain, NONNEG, Range, by_flags
+from .chain import Chain, NONNEG, Range, by_flags, renamed
 from .paths import BucketPlan
 from .optimizer import Optimizer
 from . import callbacks
@@ -43,6 +43,10 @@ class TorchOptimizer(Optimizer):
         self._check_options(options, 'the constructor')
         self._group_options = {k: options[k] for k in self._kept_options()}
         self._carried = (*Optimizer._carried, *self._group_options)
+        if self.state_names:  # the callbacks keep their state under torch's names: `opt.state[p]` is torch's
+            chains = cbs if isinstance(cbs, by_flags) else by_flags.fixed(cbs)
+            build, names = chains.build, dict(self.state_names)
+            cbs = by_flags(lambda **flags: [renamed(cb, names) for cb in build(**flags)], flags=chains.flags)
         super().__init__(params, cbs, foreach=foreach, compile=fused, kahan_sum=False, **hypers)
 
     @classmethod

@@ -131,7 +131,7 @@ class _Hypers(MutableMapping):
 class Optimizer(torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
-    state_names = {}  # callback state name -> the name a state dict uses (torch's, in the torch-signature classes)
+    state_names = {}  # callback state name -> the name it has in `state` (torch's, in the torch-signature classes)
     tensor_state = ()  # scalar state a state dict keeps as a 0-d tensor, as torch.optim does (`step`, `mu_product`)
     _keep_on_clear = ('force_train', 'do_wd')
     sparse_grads = False  # the gradients it takes: dense, sparse (SparseAdam) or either (None: SGD, Adagrad)
@@ -225,7 +225,7 @@ class Optimizer(torch.optim.Optimizer):
     @property
     def _reduced(self):
         "Names (as state dicts write them) of state tensors whose shape is the parameter's with some dims of size 1"
-        return {self.state_names.get(n, n) for c in self._group_chains() for n in c.reduced}
+        return {n for c in self._group_chains() for n in c.reduced}
 
     def _check_names(self, names, where, chain=None):
         (chain or self.chain).check_names(names, self._alias_keys | set(self.flags) | {'params', *self._carried}, where)
@@ -504,13 +504,13 @@ class Optimizer(torch.optim.Optimizer):
             for n, h in zip(names, hooks): setattr(self, n, h)
 
     def state_dict(self):
-        """torch's format; the state under `state_names` (torch's names for the torch-signature classes). Hooks
+        """torch's format; the state under the names it has in `state` (torch's for the torch-signature classes). Hooks
         registered with `register_state_dict_pre_hook`/`_post_hook` run as torch runs them, the post hooks on the
         dict as saved"""
         for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
         sd, post = self._without_hooks('state_dict', super().state_dict)
         sd = {**sd, 'state': {i: s for i, s in sd['state'].items() if s != {}}}  # none kept (SGD without momentum)
-        if self.state_names or self.tensor_state:
+        if self.tensor_state:
             saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
             sd = {**sd, 'state': saved}
         for hook in post.values():
@@ -519,12 +519,12 @@ class Optimizer(torch.optim.Optimizer):
         return sd
 
     def _to_saved(self, s):
-        return {self.state_names.get(k, k): _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
+        return {k: _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
 
     def _from_saved(self, sd):
-        "A state dict saved under `state_names` (or under the callbacks' names, as older optcb saved) by callback name"
+        "A saved state dict in this optimizer's names (older optcb saved the callbacks' names: `state_names` renames)"
         if not (self.state_names or self.tensor_state) or not isinstance(sd.get('state'), Mapping): return sd
-        back = {v: k for k, v in self.state_names.items()}
+        back = {k: v for k, v in self.state_names.items() if k not in self.state_names.values()}
         def one(s):
             if not isinstance(s, Mapping): return s
             s = {back.get(k, k): v for k, v in s.items()}
@@ -547,6 +547,7 @@ class Optimizer(torch.optim.Optimizer):
         state_dict = self._from_fastai(state_dict)
         if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
             raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
+        saved = state_dict['state']  # as saved: what names the optimizer that saved it (`_guess_source`)
         state_dict = self._from_saved(state_dict)
         saved_groups, state = list(state_dict['param_groups']), state_dict['state']
         state_dict = {**state_dict, 'param_groups': saved_groups}  # older groups are completed in this copy
@@ -564,7 +565,7 @@ class Optimizer(torch.optim.Optimizer):
             need = {k for k in g if k != 'params' and (k in chain.used or k in self._alias_keys | set(self.flags))}
             if need - sg.keys():
                 raise ValueError(f"{where} lacks {sorted(need - sg.keys())}: "
-                                 f"it was saved by a different optimizer{_guess_source(state)}")
+                                 f"it was saved by a different optimizer{_guess_source(saved)}")
             try:
                 chain.check_hypers(self._hypers({**g, **sg}), where)
                 self._route({**g, **sg}, where)
@@ -578,10 +579,10 @@ class Optimizer(torch.optim.Optimizer):
                 raise ValueError(f"the state of parameter {pid!r} is a {type(s).__name__}, not a dict")
             for k, v in s.items():
                 if k not in names and k not in self._flags:
-                    keeps = sorted(self.state_names.get(n, n) for n in names)
-                    raise ValueError(f"the state of parameter {pid!r} has {self.state_names.get(k, k)!r}, which this "
+                    keeps = sorted(names)
+                    raise ValueError(f"the state of parameter {pid!r} has {k!r}, which this "
                                      f"optimizer does not keep (it keeps {keeps}): it was saved by a different "
-                                     f"optimizer{_guess_source(state)}")
+                                     f"optimizer{_guess_source(saved)}")
                 if isinstance(v, torch.Tensor) and v.dim() > 0 and not _fits(v.shape, p.shape, k in self._reduced):
                     raise ValueError(f"state {k!r} of parameter {pid!r} has shape {tuple(v.shape)}, "
                                      f"the parameter has {tuple(p.shape)}")

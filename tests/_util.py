@@ -4,10 +4,9 @@ from types import SimpleNamespace
 import torch
 import optcb
 
-# torch.optim's state names -> optcb's (fastai's): from the classes themselves, where the mapping lives
-TORCH_STATE = {n: {v: k for k, v in getattr(optcb.optim, n).state_names.items()}
-               for n in ('SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam',
-                         'Rprop', 'ASGD', 'Adafactor')}
+# torch.optim's state names -> optcb.optim's: none to map, the torch-signature classes keep torch's names in `state`
+TORCH_STATE = {n: {} for n in ('SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam',
+                               'Rprop', 'ASGD', 'Adafactor')}
 TORCH_IGNORE = {}  # state of torch's that optcb does not keep (none: RMSprop and Adadelta count steps too)
 STEPS = 120
 TOL = {torch.float64: 1e-10, torch.float32: 1e-6}

@@ -337,8 +337,8 @@ def test_changes_made_between_steps_are_seen_like_torch_sees_them(monkeypatch):
             if t == 7: m[2].bias.data.clamp_(-0.05, 0.05)  # in place, through .data: a gathered parameter
             if t == 8: m[0].weight.data = m[0].weight.data * 0.5  # a new tensor: a large parameter
             if t == 10:
-                o.state[m[2].bias]['exp_avg' if o is ref else 'grad_avg'].zero_()
-                o.state[m[0].bias]['exp_avg' if o is ref else 'grad_avg'].mul_(2)
+                o.state[m[2].bias]['exp_avg'].zero_()
+                o.state[m[0].bias]['exp_avg'].mul_(2)
             o.zero_grad()
             torch.nn.functional.mse_loss(m(x), y).backward()
             o.step()

@@ -150,7 +150,7 @@ def test_groups_with_the_same_flags_share_one_chain_and_one_kernel():
         opt.step()
     assert len(opt._routes) == 2 and opt._route(opt.param_groups[2]) is opt.paths  # groups 0 and 2: the defaults
     assert all(len(paths._kernels) == 1 for paths in opt._routes.values())
-    assert 'max_sqr_avg' in opt.state[ps[30]] and 'max_sqr_avg' not in opt.state[ps[0]]
+    assert 'max_exp_avg_sq' in opt.state[ps[30]] and 'max_exp_avg_sq' not in opt.state[ps[0]]
     assert {b.group: b.path for b in opt.plan()} == {0: 'compiled', 1: 'compiled', 2: 'compiled'}
 
 def test_a_group_chooses_its_own_execution_options():
@@ -230,7 +230,8 @@ def test_changing_a_tensor_learning_rate_does_not_recompile():
                          [('SGD', dict(momentum=0.9)), ('RMSprop', dict(momentum=0.9, centered=True)),
                           ('Adam', dict(amsgrad=True)), ('Muon', {})])
 def test_a_state_dict_holds_the_state_torchs_holds(name, kw):
-    "The same parameters with state, the same names, kinds, dtypes and shapes (SGD without momentum: none at all)"
+    """The same parameters with state, the same names, kinds, dtypes and shapes (SGD without momentum: none at all);
+    `opt.state[p]` has torch's names while stepping too"""
     ps = _muon_params() if name == 'Muon' else [torch.randn(3, 2, requires_grad=True), torch.randn(4, requires_grad=True)]
     qs = [p.detach().clone().requires_grad_() for p in ps]
     ours, theirs = getattr(optim, name)(ps, **kw), getattr(torch.optim, name)(qs, **kw)
@@ -240,6 +241,7 @@ def test_a_state_dict_holds_the_state_torchs_holds(name, kw):
     def kinds(sd): return {i: {k: (type(v).__name__, getattr(v, 'dtype', None), tuple(getattr(v, 'shape', ())))
                                for k, v in s.items()} for i, s in sd['state'].items()}
     assert kinds(ours.state_dict()) == kinds(theirs.state_dict())
+    assert [sorted(ours.state[p]) for p in ps] == [sorted(theirs.state[q]) for q in qs]  # in memory too, by name
 
 # -- complex parameters: stepped as their real views, as torch steps them
 COMPLEX = ['SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop', 'ASGD']
@@ -269,11 +271,10 @@ def test_complex_parameters_step_as_torchs(name, path):
     for _ in range(15): step(ours, theirs)
     rel = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
     assert max(rel(p, q) for p, q in zip(ps, qs)) < 1e-10
-    names = {v: k for k, v in ours.state_names.items()}
     for p, q in zip(ps, qs):
         for k, v in theirs.state[q].items():
             if not (torch.is_tensor(v) and v.dim()): continue
-            mine = ours.state[p][names.get(k, k)]
+            mine = ours.state[p][k]  # under torch's name
             assert mine.dtype == v.dtype and rel(mine, v) < 1e-10, k
     resumed = getattr(torch.optim, name)(ps, foreach=False, **_complex_kwargs(name))
     sd = copy.deepcopy(ours.state_dict())

@@ -41,7 +41,7 @@ def test_kahan_summation_follows_the_float32_run_as_closely_as_torch_optimi():
     ours = displacement_error(ours, ref, init)
     assert plain > 0.9 and ours < 0.1 and ours <= theirs * 1.05, (plain, ours, theirs)
     st = opt.state[opt.param_groups[0]['params'][0]]
-    assert st['kahan_comp'].dtype == st['grad_avg'].dtype == st['sqr_avg'].dtype == torch.bfloat16
+    assert st['kahan_comp'].dtype == st['exp_avg'].dtype == st['exp_avg_sq'].dtype == torch.bfloat16
 
 def test_kahan_summation_with_sgd_momentum():
     optimi = pytest.importorskip('optimi')
