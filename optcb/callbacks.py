@@ -302,7 +302,10 @@ def _mu(mom, momentum_decay, t):
 def nadam_mu(p, *, mom, momentum_decay, step, mu_product=1.):
     """NAdam's running product of μ_t, rounded to the default dtype (float32) at each step, as
     torch.optim.NAdam keeps it"""
-    return {'mu_product': scalar_dtype(mu_product * scalar_dtype(_mu(mom, momentum_decay, step)))}
+    mu = _mu(mom, momentum_decay, step)
+    if isinstance(mu_product, torch.Tensor) and mu_product.requires_grad:  # a differentiable step:
+        return {'mu_product': mu_product * mu}  # in its own dtype, as torch's
+    return {'mu_product': scalar_dtype(mu_product * scalar_dtype(mu))}
 
 @callback(eps=1e-8, momentum_decay=4e-3, ranges=dict(momentum_decay=NONNEG))
 def nadam_step(p, *, lr, mom, sqr_mom, eps, momentum_decay, step, mu_product, grad_avg, sqr_avg):

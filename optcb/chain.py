@@ -72,8 +72,9 @@ def torch_scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 def scalar_dtype(x):
-    "`x` rounded to `torch_scalar_dtype()`, as torch.optim keeps it (a float stays a float, a tensor a float64 tensor)"
-    if isinstance(x, torch.Tensor): return x.to(torch_scalar_dtype()).double()
+    """`x` rounded to `torch_scalar_dtype()`, as torch.optim keeps it (a float stays a float, a tensor a float64 tensor;
+    one that requires grad, state of a differentiable step, stays in its dtype as torch's does)"""
+    if isinstance(x, torch.Tensor): return x if x.requires_grad else x.to(torch_scalar_dtype()).double()
     return torch.tensor(x, dtype=torch_scalar_dtype()).item()
 
 # %% ../nbs/00_chain.ipynb #c011

@@ -70,14 +70,18 @@ class TorchOptimizer(Optimizer):
             raise NotImplementedError(f"optcb.optim.{name}(capturable=True) ({where}): CUDA-graph capture is not "
                                       "supported")
         if options.get('differentiable'):
-            raise NotImplementedError(f"optcb.optim.{name}(differentiable=True) ({where}): optcb steps are not "
-                                      "differentiable")
+            if 'differentiable' not in self._kept_options():
+                raise NotImplementedError(f"optcb.optim.{name} ({where}): differentiable=True, but torch's {name} "
+                                          "has no differentiable step")
+            if options.get('fused'): raise RuntimeError("`fused` does not support `differentiable`")
 
     def _execution(self, group):
-        "A group's `foreach` (a hint, as in torch: a chain that runs per tensor ignores it) and `fused` (compiled)"
+        """A group's `foreach` (a hint, as in torch: a chain that runs per tensor ignores it), `fused` (compiled) and
+        `differentiable` (per tensor, autograd recording the step: `foreach` then is ignored too)"""
+        if group.get('differentiable'): return False, False, True
         foreach = group.get('foreach', self._foreach)
         if foreach and self._chain_of(group).per_tensor: foreach = None
-        return foreach, group.get('fused', self._compile)
+        return foreach, group.get('fused', self._compile), False
 
     def __init_subclass__(cls, **kwargs):
         "Each class also takes the engine's memory options: `kahan_sum`, `state_dtype`, `release_gradients`"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from functools import partial
 from collections.abc import Iterable, Mapping, MutableMapping
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -56,8 +57,10 @@ def _fits(shape, pshape, reduced=False):
 def _plain(v): return v.item() if isinstance(v, np.generic) else v
 
 def _scalar_tensor(v):
-    "A number as torch.optim keeps scalar state: a 0-d tensor of `torch_scalar_dtype()`"
-    if isinstance(v, torch.Tensor) or v is None: return v
+    """A number as torch.optim keeps scalar state: a 0-d tensor of `torch_scalar_dtype()` (a tensor: a copy, so that a
+    state dict and the optimizer never share one)"""
+    if isinstance(v, torch.Tensor): return v.clone()
+    if v is None: return v
     return torch.tensor(float(v), dtype=torch_scalar_dtype())
 
 def _scalar_value(k, v):
@@ -104,12 +107,14 @@ def _compute_dtype(p): return torch.float32 if p.dtype in _HALF else p.dtype
 
 def _float_tensor(v): return isinstance(v, torch.Tensor) and v.is_floating_point()
 
-def _one_number(v):
+def _one_number(v, differentiable=False):
     """A hyperparameter given as a 1-element tensor of any rank (torch accepts `lr=torch.tensor([[0.01]])`) as the 0-d
     tensor every path takes: a number on the uncompiled paths, a kernel input (no recompile when its value changes)
-    on the compiled one. Its dtype is kept: torch computes `1 − lr·wd` and the like in it"""
+    on the compiled one. Its dtype is kept: torch computes `1 − lr·wd` and the like in it. In a differentiable step,
+    its graph is kept too (hyperparameter gradients; the step runs under no_grad)"""
     if not _float_tensor(v) or v.numel() != 1: return v
-    return v.detach().reshape(())
+    if not differentiable: return v.detach().reshape(())
+    with torch.enable_grad(): return v.reshape(())
 
 # %% ../nbs/03_optimizer.ipynb #c005s1
 class _Hypers(MutableMapping):
@@ -132,7 +137,7 @@ class Optimizer(torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
     state_names = {}  # callback state name -> the name it has in `state` (torch's, in the torch-signature classes)
-    tensor_state = ()  # scalar state a state dict keeps as a 0-d tensor, as torch.optim does (`step`, `mu_product`)
+    tensor_state = ()  # scalar state kept as a 0-d tensor in `state`, as torch.optim keeps it (`step`, `mu_product`)
     _keep_on_clear = ('force_train', 'do_wd')
     sparse_grads = False  # the gradients it takes: dense, sparse (SparseAdam) or either (None: SGD, Adagrad)
     _carried = ('lr_scale', 'train_mode')  # param-group keys kept and passed to no callback (timm's; the mode)
@@ -177,8 +182,9 @@ class Optimizer(torch.optim.Optimizer):
         return chain
 
     def _execution(self, group) -> tuple:
-        "(foreach, compile) for `group`: the constructor's (the torch-signature classes read torch's keys in the group)"
-        return self._foreach, self._compile
+        """(foreach, compile, differentiable) for `group`: the constructor's, not differentiable (the torch-signature
+        classes read torch's keys in the group)"""
+        return self._foreach, self._compile, False
 
     def _route(self, group, where='') -> Paths:
         """The `Paths` that step `group`: one per setting of its flags and of its execution options, so that groups
@@ -215,7 +221,8 @@ class Optimizer(torch.optim.Optimizer):
         h = {k: v for k, v in group.items()
              if k != 'params' and k not in self._alias_keys and k not in self.flags and k not in self._carried}
         for k in self.aliases: h[k] = self._get(group, k)
-        return {k: _one_number(v) for k, v in h.items()}
+        differentiable = self._execution(group)[2]
+        return {k: _one_number(v, differentiable) for k, v in h.items()}
 
     @property
     def _flags(self):
@@ -297,6 +304,10 @@ class Optimizer(torch.optim.Optimizer):
             return loss
         stepped, among = self._stepped()
         for group, params in zip(self.param_groups, stepped): self._check_step(group, params)  # none or all step
+        with self._as_numbers([self.state[p] for params in stepped for p in params]): self._step_groups(stepped, among)
+        return loss
+
+    def _step_groups(self, stepped, among):
         parts = {}  # per route, its compiled buckets' shares of the step's one kernel call for it
         for group, params in zip(self.param_groups, stepped):
             if not params: continue
@@ -311,7 +322,29 @@ class Optimizer(torch.optim.Optimizer):
             for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
                 self._step_bucket(paths, bucket, states, hypers, among=among, parts=share)
         for paths, share in parts.values(): paths.run_parts(share)
-        return loss
+
+    @contextmanager
+    def _as_numbers(self, states):
+        """`states` lent to the engine with their `tensor_state` as numbers (what buckets and kernels are keyed on), and
+        given back as 0-d tensors: the same tensors, updated in place as torch's `step += 1` is, or new ones for state
+        the step created. A tensor that requires grad (`differentiable=True`) stays a tensor"""
+        if not self.tensor_state: yield; return
+        lent, absent = [], []  # (state, key, its tensor, the number lent); (state, key) not there before the step
+        for s in states:
+            for k in self.tensor_state:
+                t = s.get(k)
+                if t is None: absent.append((s, k))
+                elif isinstance(t, torch.Tensor) and not t.dim() and not t.requires_grad:
+                    s[k] = v = int(t.item()) if k == 'step' else t.item()
+                    lent.append((s, k, t, v))
+        try: yield
+        finally:
+            for s, k, t, v in lent:
+                if (n := s.get(k)) is not t:
+                    if n != v: t.fill_(n)
+                    s[k] = t
+            for s, k in absent:
+                if k in s: s[k] = _scalar_tensor(s[k])
 
     def _stepped(self, or_all=False):
         """Each param group's parameters that have a gradient, and how many values they hold in all (the step's size,
@@ -384,8 +417,9 @@ class Optimizer(torch.optim.Optimizer):
         if self.sparse_grads is not None and p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
         # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
         # turned off the __torch_function__ overrides that a TensorList needs
-        if p.is_complex(): self._step_complex(self._route(group), p, self._hypers(group))
-        else: self._step_bucket(self._route(group), [p], [self.state[p]], self._hypers(group), per_tensor=True)
+        with self._as_numbers([self.state[p]]):
+            if p.is_complex(): self._step_complex(self._route(group), p, self._hypers(group))
+            else: self._step_bucket(self._route(group), [p], [self.state[p]], self._hypers(group), per_tensor=True)
         p.grad = None
 
     def _step_bucket(self, paths, params, states, hypers, per_tensor=False, among=None, parts=None):
@@ -465,10 +499,11 @@ class Optimizer(torch.optim.Optimizer):
                 if why: res.append(BucketPlan(i, 1, p.numel(), str(p.device), str(p.dtype).replace('torch.', ''),
                                               PER_TENSOR, why))
             params = [p for p in params if not (p.is_complex() or p.grad is not None and p.grad.is_sparse)]
-            for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
-                path, why = paths.decide(bucket, states, among=among)
-                res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
-                                      str(bucket[0].dtype).replace('torch.', ''), path, why))
+            with self._as_numbers(states := [self.state[p] for p in params]):
+                for bucket, bstates in paths.buckets(params, states):
+                    path, why = paths.decide(bucket, bstates, among=among)
+                    res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
+                                          str(bucket[0].dtype).replace('torch.', ''), path, why))
         return res
 
     def _grads_finite(self) -> bool:
@@ -522,13 +557,14 @@ class Optimizer(torch.optim.Optimizer):
         return {k: _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
 
     def _from_saved(self, sd):
-        "A saved state dict in this optimizer's names (older optcb saved the callbacks' names: `state_names` renames)"
+        """A saved state dict in this optimizer's names (older optcb saved the callbacks' names: `state_names` renames),
+        its `tensor_state` as 0-d tensors of its own"""
         if not (self.state_names or self.tensor_state) or not isinstance(sd.get('state'), Mapping): return sd
         back = {k: v for k, v in self.state_names.items() if k not in self.state_names.values()}
         def one(s):
             if not isinstance(s, Mapping): return s
             s = {back.get(k, k): v for k, v in s.items()}
-            return {k: _scalar_value(k, v) if k in self.tensor_state else v for k, v in s.items()}
+            return {k: _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
         return {**sd, 'state': {i: one(s) for i, s in sd['state'].items()}}
 
     def load_state_dict(self, state_dict):

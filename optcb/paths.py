@@ -288,11 +288,14 @@ class Paths:
     # when there are at least `gather_min_count` of them: fewer cost no more in a loop each than the copies
     gather_max_numel, gather_min_count = 2**14, 64
 
-    def __init__(self, chain, foreach:bool|None=None, compile:bool|None=None):
+    def __init__(self, chain, foreach:bool|None=None, compile:bool|None=None, differentiable:bool=False):
         for name, v in (('foreach', foreach), ('compile', compile)):
             if v not in (None, True, False): raise TypeError(f"{name} must be None, True or False, not {v!r}")
-        self.chain, self.foreach, self.compile = chain, foreach, compile
-        self.group = foreach if foreach is not None else chain.foreach
+        if differentiable and (foreach or compile):
+            raise ValueError("differentiable=True steps one tensor at a time, autograd recording it: "
+                             f"not with foreach={foreach}, compile={compile}")
+        self.chain, self.foreach, self.compile, self.differentiable = chain, foreach, compile, differentiable
+        self.group = not differentiable and (foreach if foreach is not None else chain.foreach)
         if foreach and chain.per_tensor:  # undeclared callbacks may be tried on a group; these said they cannot
             raise ValueError(f"foreach=True runs the callbacks on a whole group, but {chain.per_tensor} are declared "
                              "@callback(foreach=False): they run one tensor at a time")
@@ -332,6 +335,7 @@ class Paths:
         """The path for one bucket, and why; `among`: the number of values of the step it belongs to (those of every
         param group with gradients; by default its own), which decides whether compiling pays"""
         if not self.group:
+            if self.differentiable: return PER_TENSOR, 'differentiable=True: autograd records the step'
             if self.foreach is False: return PER_TENSOR, 'foreach=False'
             return PER_TENSOR, f"callbacks not declared for groups: {self._not_foreach()}"
         if not self.compiling:
@@ -379,8 +383,20 @@ class Paths:
             for p, s in zip(params, states): self._run(p, s, hypers)
 
     def _run(self, p, state, hypers):
+        if self.differentiable: return self._run_recorded(p, state, hypers)
         run_chain(self.chain, p, state, hypers, check_owners=not self.owners_checked)
         self.owners_checked = True
+
+    def _run_recorded(self, p, state, hypers):
+        """A step autograd records (`differentiable=True`): the chain on one tensor as a recording `TensorList`, so that
+        no write in place changes a value autograd saved (callbacks that only run per tensor see the tensors)"""
+        with torch.enable_grad():
+            if self.chain.per_tensor: return run_chain(self.chain, p, state, hypers)
+            given = {k: TensorList([v], recording='held') if isinstance(v, torch.Tensor) and v.dim() else v
+                     for k, v in self._passed(state).items()}
+            out = dict(given)
+            run_chain(self.chain, TensorList([p], recording='held'), out, hypers)
+        _put_back([state], given, out)
 
     group_chunk = 2**20  # uncompiled, a bucket runs in chunks of about this many values: its temporaries stay small
 

@@ -73,6 +73,14 @@ def _fold_tensor_scalar(name, args, kwargs):
     if base == 'addcdiv': return 'add' + inplace, ((args[0] / args[1]) * s,), kwargs
     raise TypeError(f"{name}: a tensor alpha= or value= is only supported for add, sub, addcmul and addcdiv")
 
+# what a recorded step makes that a callback may keep as state and write in place (a new tensor of its own)
+_FRESH = {'zeros_like', 'ones_like', 'full_like', 'empty_like', 'clone'}
+
+def _read(x):
+    "An operand in a recorded step: the caller's tensors through copies, so that a later write cannot change them"
+    if not (isinstance(x, TensorList) and x.recording == 'held'): return x
+    return TensorList([t.clone() for t in x.tensors], recording='made')
+
 def foreach_kernel(name, args=(), kwargs=None, dtype=torch.float32):
     "The `torch._foreach_` kernel for tensor method `name` on a group with these operands, or None: the group loops"
     base, kwargs = name.rstrip('_'), kwargs or {}
@@ -83,9 +91,12 @@ def foreach_kernel(name, args=(), kwargs=None, dtype=torch.float32):
 
 # %% ../nbs/01_tensorlist.ipynb #c011
 class TensorList:
-    "The tensors of one group as a single value: tensor methods and torch functions apply to each of them"
-    __slots__ = ('tensors', 'traced')
-    def __init__(self, tensors, traced=False): self.tensors, self.traced = list(tensors), traced
+    """The tensors of one group as a single value: tensor methods and torch functions apply to each of them.
+    `traced`: under torch.compile; `recording`: in a step autograd records, the caller's tensors (`'held'`) or tensors
+    made in the step (`'made'`)"""
+    __slots__ = ('tensors', 'traced', 'recording')
+    def __init__(self, tensors, traced=False, recording=None):
+        self.tensors, self.traced, self.recording = list(tensors), traced, recording
 
     def __len__(self): return len(self.tensors)
     def __iter__(self): return iter(self.tensors)
@@ -98,10 +109,15 @@ class TensorList:
 
     def _like(self, res):
         "Results as a TensorList of the same mode when they are tensors, else the plain list"
-        return TensorList(res, self.traced) if all(isinstance(r, torch.Tensor) for r in res) else res
+        if not all(isinstance(r, torch.Tensor) for r in res): return res
+        return TensorList(res, self.traced, self.recording and 'made')
 
     def _dispatch(self, name, call, args, kwargs):
         "`call(i, *args, **kwargs)` for each tensor i, or, where torch has one, `name`'s foreach kernel on the group"
+        if self.recording:  # a recorded step: tensor by tensor, as autograd takes them
+            res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+                   for i in range(len(self.tensors))]
+            return self if name.endswith('_') else self._like(res)
         if self.traced:  # under torch.compile: no work on `name` here (a function's __name__ is opaque to dynamo)
             args, kwargs = [_hoist(a) for a in args], {k: _hoist(v) for k, v in kwargs.items()}
             res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
@@ -122,7 +138,26 @@ class TensorList:
         "Tensor method `name` on every tensor"
         if any(isinstance(kwargs.get(k), torch.Tensor) for k in ('alpha', 'value')):
             name, args, kwargs = _fold_tensor_scalar(name, args, kwargs)
+        if self.recording: return self._recorded(name, args, kwargs)
         return self._dispatch(name, lambda i, *a, **k: getattr(self.tensors[i], name)(*a, **k), args, kwargs)
+
+    def _recorded(self, name, args, kwargs):
+        """Tensor method `name` in a step autograd records (`differentiable=True`): the caller's tensors (the
+        parameter, its state) are written in place and read through copies; tensors made in the step are never written
+        in place. So no write changes a value autograd saved for the backward pass (`sqrt`'s result, an operand of
+        `mul`)"""
+        args, kwargs = [_read(a) for a in args], {k: _read(v) for k, v in kwargs.items()}
+        writes = name.endswith('_')
+        if writes and self.recording == 'made':  # out of place instead (on a copy, where torch has no such method)
+            if hasattr(torch.Tensor, name[:-1]): return self._recorded(name[:-1], args, kwargs)
+            target = TensorList([t.clone() for t in self.tensors], recording='made')
+        else: target = self if writes else _read(self)
+        res = [getattr(t, name)(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+               for i, t in enumerate(target.tensors)]
+        if writes: return target
+        made = self._like(res)
+        if name in _FRESH and isinstance(made, TensorList): made.recording = 'held'
+        return made
 
     @property
     def grad(self): return self._like([t.grad for t in self.tensors])
@@ -141,6 +176,13 @@ class TensorList:
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs, name = dict(kwargs or {}), getattr(func, '__name__', '')
         out = kwargs.pop('out', None)
+        group = next(a for a in (*args, *kwargs.values(), out) if isinstance(a, TensorList))
+        if group.recording:  # as `_recorded`: operands through copies; `out=` a copy into it (autograd takes no out=)
+            args, kwargs = [_read(a) for a in args], {k: _read(v) for k, v in kwargs.items()}
+            res = group._like([func(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+                               for i in range(len(group))])
+            if name in _FRESH and isinstance(res, TensorList): res.recording = 'held'
+            return res if out is None else out._recorded('copy_', (res,), {})
         if isinstance(out, TensorList):
             # torch.maximum(a, b, out=a): in place, as a.maximum_(b) would be
             if name in FOREACH_OUT and args and args[0] is out:
@@ -163,9 +205,13 @@ class TensorList:
     def __mul__(self, o): return self._method('mul', o)
     def __rmul__(self, o): return self._method('mul', o)
     def __truediv__(self, o): return self._method('div', o)
-    def __rtruediv__(self, o): return self._dispatch('rtruediv', lambda i, o: o / self.tensors[i], (o,), {})
+    def __rtruediv__(self, o):
+        x = _read(self)
+        return x._dispatch('rtruediv', lambda i, o: o / x.tensors[i], (o,), {})
     def __pow__(self, o): return self._method('pow', o)
-    def __rpow__(self, o): return self._dispatch('rpow', lambda i, o: o ** self.tensors[i], (o,), {})
+    def __rpow__(self, o):
+        x = _read(self)
+        return x._dispatch('rpow', lambda i, o: o ** x.tensors[i], (o,), {})
     def __iadd__(self, o): return self._method('add_', o)
     def __isub__(self, o): return self._method('sub_', o)
     def __imul__(self, o): return self._method('mul_', o)

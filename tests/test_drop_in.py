@@ -159,8 +159,10 @@ def test_a_group_chooses_its_own_execution_options():
     assert {b.group: b.path for b in opt.plan()} == {0: 'group', 1: 'per-tensor', 2: 'compiled'}
     with pytest.raises(RuntimeError, match='cannot be `True` together'):
         optim.Adam(ps, fused=True, foreach=True)
-    with pytest.raises(NotImplementedError, match=r'differentiable=True\) \(param group 1\)'):
-        optim.SGD([{'params': ps[:2]}, {'params': ps[2:], 'differentiable': True}])
+    opt = optim.SGD([{'params': ps[:2]}, {'params': ps[2:], 'differentiable': True}])
+    assert {b.group: (b.path, b.why) for b in opt.plan()}[1] == ('per-tensor', 'differentiable=True: autograd records the step')
+    with pytest.raises(RuntimeError, match='`fused` does not support `differentiable`'):
+        optim.Adam([{'params': ps[:2]}, {'params': ps[2:], 'differentiable': True, 'fused': True}])
 
 def test_fastai_signature_flags_may_differ_between_groups():
     "optcb.Adam's decouple_wd and amsgrad per group: each group steps as an optimizer built with its flags"
@@ -241,7 +243,30 @@ def test_a_state_dict_holds_the_state_torchs_holds(name, kw):
     def kinds(sd): return {i: {k: (type(v).__name__, getattr(v, 'dtype', None), tuple(getattr(v, 'shape', ())))
                                for k, v in s.items()} for i, s in sd['state'].items()}
     assert kinds(ours.state_dict()) == kinds(theirs.state_dict())
-    assert [sorted(ours.state[p]) for p in ps] == [sorted(theirs.state[q]) for q in qs]  # in memory too, by name
+    in_memory = lambda opt, ps: {'state': {i: opt.state[p] for i, p in enumerate(ps) if opt.state[p]}}
+    assert kinds(in_memory(ours, ps)) == kinds(in_memory(theirs, qs))  # in memory too: names, 0-d tensor `step`
+
+@pytest.mark.parametrize('name,path', [(n, path) for n in ('Adam', 'NAdam', 'ASGD', 'Adagrad') for path in TORCH_PATHS])
+def test_the_step_count_is_torchs_0_d_tensor_updated_in_place(name, path):
+    """`opt.state[p]['step']` is a float32 0-d tensor on every path, the same tensor from step to step (as torch's
+    `step += 1`); a value set by hand is the one the next step counts from; a state dict holds a copy of it"""
+    ps, qs = _params(), _params()
+    ours, theirs = getattr(optim, name)(ps, **TORCH_PATHS[path]), getattr(torch.optim, name)(qs, foreach=False)
+    def step():
+        for p, q in zip(ps, qs): p.grad = torch.ones_like(p); q.grad = torch.ones_like(q)
+        ours.step(); theirs.step()
+    step()
+    first = [ours.state[p]['step'] for p in ps]
+    assert all(t.dim() == 0 and t.dtype == torch.float32 and t.item() == 1 for t in first)
+    step(); step()
+    assert all(ours.state[p]['step'] is t and t.item() == 3 for p, t in zip(ps, first))
+    for p, q in zip(ps, qs): ours.state[p]['step'] = torch.tensor(10.); theirs.state[q]['step'] = torch.tensor(10.)
+    step()
+    assert all(ours.state[p]['step'].item() == 11 for p in ps)
+    torch.testing.assert_close(ps, qs, rtol=1e-12, atol=1e-12)  # the bias corrections used t = 11, as torch's
+    saved = ours.state_dict()['state'][0]['step']
+    step()
+    assert saved.item() == 11 and ours.state[ps[0]]['step'].item() == 12
 
 # -- complex parameters: stepped as their real views, as torch steps them
 COMPLEX = ['SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop', 'ASGD']
