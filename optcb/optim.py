@@ -19,7 +19,7 @@ from .paths import BucketPlan
 from .optimizer import Optimizer
 from . import callbacks
 from .callbacks import *
-from .optimizers import _decay
+
 
 # %% ../nbs/06_optim.ipynb #c005
 class TorchOptimizer(Optimizer):
@@ -196,7 +196,7 @@ class Adam(TorchOptimizer):
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq', max_sqr_avg='max_exp_avg_sq')
     @staticmethod
     def chain_for(amsgrad, maximize, decoupled_weight_decay):
-        return [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
+        return [*_first(maximize), decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                 average_sqr_grad, step_stat, *([max_sqr_grad] if amsgrad else []), adam_step]
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., amsgrad=False, *,
@@ -266,7 +266,7 @@ class RAdam(TorchOptimizer):
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
     @staticmethod
     def chain_for(maximize, decoupled_weight_decay):
-        return [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
+        return [*_first(maximize), decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                 average_sqr_grad, step_stat, torch_radam_step]
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., decoupled_weight_decay=False, *,
@@ -283,7 +283,7 @@ class NAdam(TorchOptimizer):
     tensor_state = ('step', 'mu_product')
     @staticmethod
     def chain_for(maximize, decoupled_weight_decay):
-        return [*_first(maximize), _decay(decoupled_weight_decay), partial(average_grad, dampening=True),
+        return [*_first(maximize), decay(decoupled_weight_decay), partial(average_grad, dampening=True),
                 average_sqr_grad, step_stat, nadam_mu, nadam_step]
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., momentum_decay=4e-3,

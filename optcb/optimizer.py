@@ -17,7 +17,7 @@ from .chain import Chain, by_flags, torch_scalar_dtype
 from .paths import Paths, BucketPlan, PER_TENSOR
 
 # %% auto #0
-__all__ = ['Optimizer']
+__all__ = ['state_sources', 'Optimizer']
 
 # %% ../nbs/03_optimizer.ipynb #c005
 def _param_groups(params):
@@ -63,16 +63,14 @@ def _scalar_tensor(v):
     if v is None: return v
     return torch.tensor(float(v), dtype=torch_scalar_dtype())
 
-def _scalar_value(k, v):
-    "torch's 0-d tensor state as optcb keeps it: the step count as an int, other scalars as floats"
-    if not isinstance(v, torch.Tensor) or v.dim() > 0: return v
-    return int(round(v.item())) if k == 'step' else v.item()
+# who keeps which state: functions from a set of state keys to the optimizers whose state dicts hold them all, for the
+# message of a refused checkpoint. The registry, built on this module, adds its own (`registry.sources`) here
+state_sources = []
 
 def _guess_source(state) -> str:
-    "', probably X', where the registry knows optimizers that keep the state keys of `state`"
-    from optcb.registry import sources  # the registry (built on this module) knows the optimizers
+    "', probably X', where a `state_sources` function knows optimizers that keep the state keys of `state`"
     keys = {k for s in state.values() if isinstance(s, Mapping) for k in s} - {'step', *Optimizer._keep_on_clear}
-    found = sources(keys) if keys else []
+    found = [name for source in state_sources for name in source(keys)] if keys else []
     return f", probably {' or '.join(found)}" if found else ''
 
 # %% ../nbs/03_optimizer.ipynb #c005s0

@@ -31,8 +31,6 @@ def _with_precision(builder):
     build.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
     return build
 
-def _decay(decouple_wd): return weight_decay if decouple_wd else l2_reg
-
 def _maybe_cautious(step, on): return cautious(step) if on else step
 
 @_with_precision
@@ -40,22 +38,22 @@ def SGD(params, lr, mom=0., wd=0., decouple_wd=True, nesterov=False, cautious=Fa
     "SGD with heavy-ball or Nesterov momentum, decoupled or L2 weight decay (fastai's signature); C-SGD if `cautious`"
     if nesterov and mom == 0: raise ValueError("nesterov=True needs a momentum: mom > 0")
     if mom == 0:
-        return Optimizer(params, [_decay(decouple_wd), sgd_step], lr=lr, wd=wd, foreach=foreach, compile=compile)
+        return Optimizer(params, [decay(decouple_wd), sgd_step], lr=lr, wd=wd, foreach=foreach, compile=compile)
     step = nesterov_step if nesterov else momentum_step
-    cbs = [_decay(decouple_wd), average_grad, _maybe_cautious(step, cautious)]
+    cbs = [decay(decouple_wd), average_grad, _maybe_cautious(step, cautious)]
     return Optimizer(params, cbs, lr=lr, mom=mom, wd=wd, foreach=foreach, compile=compile)
 
 @_with_precision
 def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True, centered=False,
             foreach=None, compile=None):
     "RMSProp (Hinton 2012), optionally centered (Graves 2013), with fastai's momentum on the raw gradient"
-    cbs = [_decay(decouple_wd), *([average_grad] if mom != 0 else []), average_sqr_grad,
+    cbs = [decay(decouple_wd), *([average_grad] if mom != 0 else []), average_sqr_grad,
            *([mean_grad] if centered else []), rms_prop_step]
     return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile,
                      **({'mom': mom} if mom != 0 else {}))
 
 def _adam_chain(decouple_wd, amsgrad, cautious):
-    return [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
+    return [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
             *([max_sqr_grad] if amsgrad else []), _maybe_cautious(adam_step, cautious)]
 
 @_with_precision
@@ -77,7 +75,7 @@ def AdamW(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, amsgrad=False, c
 def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6, wd=0., decouple_wd=True,
          foreach=None, compile=None):
     "Yogi (Zaheer et al. 2018) as optax's `scale_by_yogi`: moments start at `initial_accumulator`, both bias-corrected"
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), yogi_sqr_grad, step_stat, adam_step]
+    cbs = [decay(decouple_wd), partial(average_grad, dampening=True), yogi_sqr_grad, step_stat, adam_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, initial_accumulator=initial_accumulator,
                      wd=wd, foreach=foreach, compile=compile)
 
@@ -86,20 +84,20 @@ def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6,
 def Adagrad(params, lr=1e-2, lr_decay=0., eps=1e-10, initial_accumulator=0., wd=0., decouple_wd=False,
             foreach=None, compile=None):
     "Adagrad (Duchi et al. 2011): steps scaled by the running sum of squared gradients"
-    cbs = [_decay(decouple_wd), sum_sqr_grad, step_stat, adagrad_step]
+    cbs = [decay(decouple_wd), sum_sqr_grad, step_stat, adagrad_step]
     return Optimizer(params, cbs, lr=lr, lr_decay=lr_decay, eps=eps, initial_accumulator=initial_accumulator, wd=wd,
                      foreach=foreach, compile=compile)
 
 @_with_precision
 def Adamax(params, lr=2e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0., decouple_wd=False, foreach=None, compile=None):
     "Adamax (Kingma & Ba 2015, §7.1): Adam with an infinity-norm second moment"
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), max_abs_grad, step_stat, adamax_step]
+    cbs = [decay(decouple_wd), partial(average_grad, dampening=True), max_abs_grad, step_stat, adamax_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
 @_with_precision
 def Adadelta(params, lr=1., sqr_mom=0.9, eps=1e-6, wd=0., decouple_wd=False, foreach=None, compile=None):
     "Adadelta (Zeiler 2012): the step's scale is the running RMS of past steps over that of gradients"
-    cbs = [_decay(decouple_wd), average_sqr_grad, adadelta_step]
+    cbs = [decay(decouple_wd), average_sqr_grad, adadelta_step]
     return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
 @_with_precision
@@ -112,7 +110,7 @@ def Lion(params, lr=1e-4, mom=0.9, mom2=0.99, wd=0., cautious=False, foreach=Non
 @_with_precision
 def RAdam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., beta=0., decouple_wd=True, foreach=None, compile=None):
     "RAdam (Liu et al. 2020) with fastai's signature: Adam with a rectified adaptive learning rate"
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, radam_step]
+    cbs = [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, radam_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, beta=beta,
                      foreach=foreach, compile=compile)
 
@@ -138,21 +136,21 @@ def ranger(params, lr, mom=0.95, wd=0.01, eps=1e-6, k=6, alpha=0.5, **kwargs):
 def QHAdam(params, lr, mom=0.999, sqr_mom=0.999, nu_1=0.7, nu_2=1.0, eps=1e-8, wd=0., decouple_wd=True,
            foreach=None, compile=None):
     "QHAdam (Ma & Yarats 2019) with fastai's signature and defaults"
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, qhadam_step]
+    cbs = [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, qhadam_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, nu_1=nu_1, nu_2=nu_2, eps=eps, wd=wd,
                      foreach=foreach, compile=compile)
 
 @_with_precision
 def Lamb(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., decouple_wd=True, foreach=None, compile=None):
     "LAMB (You et al. 2019) with fastai's signature and defaults"
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, lamb_step]
+    cbs = [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, lamb_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
 @_with_precision
 def Larc(params, lr, mom=0.9, clip=True, trust_coeff=0.02, eps=1e-8, wd=0., decouple_wd=True,
          foreach=None, compile=None):
     "LARC (`clip=True`) or LARS (`clip=False`) with fastai's signature and defaults (You et al. 2017)"
-    cbs = [_decay(decouple_wd), *([average_grad] if mom != 0 else []), partial(larc_layer_lr, clip=clip), larc_step]
+    cbs = [decay(decouple_wd), *([average_grad] if mom != 0 else []), partial(larc_layer_lr, clip=clip), larc_step]
     return Optimizer(params, cbs, lr=lr, trust_coeff=trust_coeff, eps=eps, wd=wd, foreach=foreach, compile=compile,
                      **({'mom': mom} if mom != 0 else {}))
 
@@ -161,7 +159,7 @@ def Larc(params, lr, mom=0.9, clip=True, trust_coeff=0.02, eps=1e-8, wd=0., deco
 def NAdam(params, lr=2e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, momentum_decay=4e-3, wd=0., decouple_wd=True,
           foreach=None, compile=None):
     "NAdam (Dozat 2016) with torch's momentum schedule; decoupled weight decay by default, as fastai's Adams"
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
+    cbs = [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
            nadam_mu, nadam_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, momentum_decay=momentum_decay, wd=wd,
                      foreach=foreach, compile=compile)
@@ -205,7 +203,7 @@ def Adafactor(params, lr=1e-2, beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1., wd=
 def AdEMAMix(params, lr=1e-3, mom=0.9, sqr_mom=0.999, mom3=0.9999, alpha=5., warmup=0, eps=1e-8, wd=0.,
              decouple_wd=True, foreach=None, compile=None):
     "AdEMAMix (Pagliardini et al. 2024): Adam plus a slow average weighted by `alpha`, warmed up over `warmup` steps"
-    cbs = [_decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, ademamix_step]
+    cbs = [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, ademamix_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, mom3=mom3, alpha=alpha, warmup=warmup, eps=eps,
                      wd=wd, foreach=foreach, compile=compile)
 

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 from . import optimizers as O, optim
+from .optimizer import state_sources
 
 # %% auto #0
 __all__ = ['REGISTRY', 'Bench', 'Entry', 'sources', 'entry', 'markdown_table']
@@ -141,6 +142,8 @@ def sources(keys) -> list[str]:
                           if e.torch and keys <= {*e.torch.state_names.values(), *e.torch.tensor_state}})
     ours = [n for n, e in REGISTRY.items() if keys <= e.chain.state_names()]
     return torch_names + ([f"optcb's {', '.join(ours[:4])}"] if ours else [])
+
+state_sources.append(sources)  # a refused checkpoint's message names them (`Optimizer.load_state_dict`)
 
 def entry(name:str) -> Entry:
     "The registry entry called `name` (case-insensitive), or a `ValueError` listing the names"

@@ -208,3 +208,32 @@ def test_the_readmes_example_trains_a_model_in_both_worlds():
                  'README.md', 'exec'), ns)
     assert ns['learn'].recorder.values[-1][2] > 0.9  # validation accuracy after three epochs
     assert isinstance(ns['opt'], torch.optim.Optimizer) and ns['loss'].item() < 0.01  # y = Σx is linear: learnt
+
+def _package_imports():
+    """Each optcb module's imports of the package's modules (at the top or inside a function, where a cycle hides), and
+    the private names it takes from one"""
+    import ast
+    root, graph, private = Path(optcb.__file__).parent, {}, []
+    for f in sorted(root.glob('*.py')):
+        mod = 'optcb' if f.stem == '__init__' else f'optcb.{f.stem}'
+        deps = graph.setdefault(mod, set())
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import): deps |= {a.name for a in node.names if a.name.split('.')[0] == 'optcb'}
+            if not isinstance(node, ast.ImportFrom): continue
+            base = 'optcb' + (f'.{node.module}' if node.module else '') if node.level else node.module or ''
+            if base.split('.')[0] != 'optcb': continue
+            for a in node.names:
+                if base == 'optcb' and (root / f'{a.name}.py').exists(): deps.add(f'optcb.{a.name}')  # from . import optim
+                else:
+                    deps.add(base)
+                    if a.name.startswith('_'): private.append(f"{mod} takes {a.name} from {base}")
+    return graph, private
+
+def test_the_package_imports_form_no_cycle_and_take_no_private_name():
+    graph, private = _package_imports()
+    assert graph['optcb.optimizer'] >= {'optcb.chain', 'optcb.paths'}, "the import graph was not read"
+    assert private == []
+    def cycle(mod, path):
+        if mod in path: return path[path.index(mod):] + [mod]
+        return next((c for dep in sorted(graph.get(mod, ())) if (c := cycle(dep, path + [mod]))), None)
+    assert [c for mod in graph if (c := cycle(mod, []))] == []
