@@ -15,9 +15,10 @@ __all__ = ['MUON_LR_ADJUST', 'weight_decay', 'l2_reg', 'decay', 'maximize', 'ave
 
 # %% ../nbs/04_callbacks.ipynb #c002
 import functools, math
+from dataclasses import replace
 import torch
 import torch.nn.functional as F
-from .chain import callback, is_zero, select, scalar_dtype, NONNEG, FRACTION, Range
+from .chain import callback, traits, is_zero, select, scalar_dtype, NONNEG, FRACTION, Range
 from .tensorlist import as_matrices, shaped_like
 
 # %% ../nbs/04_callbacks.ipynb #c006
@@ -218,7 +219,7 @@ def cautious(step):
         return res
     name = f"cautious_{getattr(step, '__name__', 'step')}"
     cautious_step.__name__ = cautious_step.__qualname__ = name
-    cautious_step.elementwise = False  # the mean is per tensor
+    cautious_step.traits = replace(traits(step), elementwise=False)  # the mean is per tensor
     return cautious_step
 
 # %% ../nbs/04_callbacks.ipynb #c023

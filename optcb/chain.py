@@ -8,7 +8,8 @@ Docs: https://optcb.github.io/optcb/chain.html.md"""
 from __future__ import annotations
 import difflib, inspect, math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from functools import partial
 from numbers import Real
 
@@ -16,8 +17,9 @@ import torch
 from .tensorlist import TensorList
 
 # %% auto #0
-__all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'is_zero', 'select', 'torch_scalar_dtype',
-           'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain', 'run_chain', 'by_flags', 'renamed']
+__all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'Traits', 'traits', 'is_zero', 'select',
+           'torch_scalar_dtype', 'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain', 'run_chain', 'by_flags',
+           'renamed']
 
 # %% ../nbs/00_chain.ipynb #c005
 @dataclass(frozen=True)
@@ -48,14 +50,38 @@ def callback(*, foreach=True, elementwise=True, same_shape=False, compilable=Tru
     (`compilable`); `state` names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims
     of size 1, `flags` per-parameter flags it reads that users set (kept by `clear_state`); `to_train`/`to_eval` move a
     parameter between the point gradients are taken at and the one to evaluate"""
+    declared = Traits(foreach, elementwise, same_shape, compilable, tuple(state), tuple(reduced), tuple(flags),
+                      MappingProxyType(dict(ranges or {})), to_train, to_eval)
     def _decorate(fn):
-        fn.defaults, fn.foreach, fn.elementwise, fn.state = defaults, foreach, elementwise, tuple(state)
-        fn.same_shape, fn.compilable, fn.flags = same_shape, compilable, tuple(flags)
-        fn.reduced = tuple(reduced)  # state tensors with size 1 along some of the parameter's dims
-        fn.ranges = dict(ranges or {})
-        fn.to_train, fn.to_eval = to_train, to_eval  # e.g. schedule-free: y for the gradient, x to evaluate
+        fn.defaults, fn.traits = defaults, declared  # `defaults`: fastai's name for them, which its callbacks use too
         return fn
     return _decorate
+
+@dataclass(frozen=True)
+class Traits:
+    """What a callback declares with `@callback`, as one frozen record: the wrappers that make a new callback of it
+    (`only`, `renamed`, `cautious`) carry it over with `dataclasses.replace`. A plain function declares nothing: it runs
+    per tensor (`foreach=None`)"""
+    foreach: bool | None = None
+    elementwise: bool = True
+    same_shape: bool = False
+    compilable: bool = True
+    state: tuple = ()    # scalar state it keeps
+    reduced: tuple = ()  # state tensors with size 1 along some of the parameter's dims
+    flags: tuple = ()    # per-parameter flags it reads that users set
+    ranges: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    to_train: Callable | None = None  # e.g. schedule-free: y for the gradient, x to evaluate
+    to_eval: Callable | None = None
+
+def _attr(fn, name):
+    "`fn.name`, looking through `functools.partial`"
+    while fn is not None:
+        if name in getattr(fn, '__dict__', {}): return getattr(fn, name)
+        fn = getattr(fn, 'func', None)
+
+def traits(fn) -> Traits:
+    "What `fn` declares (through `functools.partial` too); a plain function's: nothing"
+    return _attr(fn, 'traits') or Traits()
 
 # %% ../nbs/00_chain.ipynb #c008
 def is_zero(x) -> bool:
@@ -78,12 +104,6 @@ def scalar_dtype(x):
     return torch.tensor(x, dtype=torch_scalar_dtype()).item()
 
 # %% ../nbs/00_chain.ipynb #c011
-def _attr(fn, name):
-    "`fn.name`, looking through `functools.partial`"
-    while fn is not None:
-        if name in getattr(fn, '__dict__', {}): return getattr(fn, name)
-        fn = getattr(fn, 'func', None)
-
 def _cb_name(fn):
     if isinstance(fn, partial):
         return f"{_cb_name(fn.func)}({', '.join(f'{k}={v!r}' for k, v in fn.keywords.items())})"
@@ -102,19 +122,17 @@ class Callback:
         self.optional = {p.name for p in named if p.default is not p.empty}
         self.names = tuple(p.name for p in named)
         self.defaults = dict(_attr(fn, 'defaults') or _attr(fn, '_defaults') or {})
-        self.ranges = dict(_attr(fn, 'ranges') or {})
-        self.foreach = bool(_attr(fn, 'foreach'))
-        self.per_tensor = _attr(fn, 'foreach') is False  # declared so: never run on a group
-        self.elementwise = self.foreach and bool(_attr(fn, 'elementwise'))
-        declared = set(_attr(fn, 'state') or ())
+        t = traits(fn)
+        self.ranges = dict(t.ranges)
+        self.foreach = bool(t.foreach)
+        self.per_tensor = t.foreach is False  # declared so: never run on a group
+        self.elementwise = self.foreach and t.elementwise
+        declared = set(t.state)
         # what it keeps in the state: what it reads back starting from None, and what it declares (fastai's callbacks,
         # which take **kwargs and declare nothing, may keep any of their optional names)
         kept = {p.name for p in named if p.default is None} if not self.var_kw else self.optional
         self.produces = kept | declared
-        self.reduced = set(_attr(fn, 'reduced') or ())
-        self.same_shape = bool(_attr(fn, 'same_shape'))
-        self.compilable = _attr(fn, 'compilable') is not False
-        self.flags = tuple(_attr(fn, 'flags') or ())
+        self.reduced, self.same_shape, self.compilable, self.flags = set(t.reduced), t.same_shape, t.compilable, t.flags
 
     def __call__(self, p, state, hypers):
         if self.var_kw: kw = {**state, **hypers}
@@ -143,10 +161,8 @@ def only(flag:str, cb, value:bool=True):
     guarded.__signature__ = inspect.Signature([_KINDS('p', _KINDS.POSITIONAL_ONLY), *ps,
                                                *([] if inner.var_kw else [_KINDS(flag, _KINDS.KEYWORD_ONLY,
                                                                                  default=False)])])
-    for attr in ('defaults', 'foreach', 'elementwise', 'same_shape', 'compilable', 'state', 'reduced', 'ranges',
-                 'to_train', 'to_eval'):
-        if (v := _attr(cb, attr)) is not None: setattr(guarded, attr, v)
-    guarded.flags = (*(_attr(cb, 'flags') or ()), flag)
+    guarded.defaults, t = inner.defaults, traits(cb)
+    guarded.traits = replace(t, flags=(*t.flags, flag))
     guarded.__name__ = guarded.__qualname__ = f"{'' if value else 'not_'}{flag}:{inner.name}"
     return guarded
 
@@ -183,8 +199,8 @@ class Chain:
         self.flags = {n for cb in self.callbacks for n in cb.flags}  # per-parameter flags, set by users or builders
         self.per_tensor = [cb.name for cb in self.callbacks if cb.per_tensor]
         # optimizers with two points (train: where gradients are taken; eval: what to evaluate), switched per tensor
-        self.to_train = [Callback(f) for cb in self.callbacks if (f := _attr(cb.fn, 'to_train'))]
-        self.to_eval = [Callback(f) for cb in self.callbacks if (f := _attr(cb.fn, 'to_eval'))]
+        self.to_train = [Callback(f) for cb in self.callbacks if (f := traits(cb.fn).to_train)]
+        self.to_eval = [Callback(f) for cb in self.callbacks if (f := traits(cb.fn).to_eval)]
         self.modes = bool(self.to_train or self.to_eval)
 
     def __iter__(self): return iter(self.callbacks)
@@ -279,8 +295,6 @@ def _hashable(v):
     except TypeError: return False
 
 # %% ../nbs/00_chain.ipynb #c026
-_COPIED = ('defaults', 'foreach', 'elementwise', 'same_shape', 'compilable', 'ranges', 'to_train', 'to_eval', 'flags')
-
 def renamed(cb, names: dict):
     "The callback `cb`, its state read and returned under `names` (its name → the new one); `cb` if none applies"
     inner = Callback(cb)
@@ -293,9 +307,9 @@ def renamed(cb, names: dict):
     sig = inspect.signature(cb).parameters
     run.__signature__ = inspect.Signature([_KINDS('p', _KINDS.POSITIONAL_ONLY)] + [
         _KINDS(names.get(n, n), _KINDS.KEYWORD_ONLY, default=sig[n].default) for n in inner.names])
-    for attr in _COPIED:
-        if (v := _attr(cb, attr)) is not None: setattr(run, attr, v)
-    run.state = tuple(names.get(n, n) for n in _attr(cb, 'state') or ())
-    run.reduced = tuple(names.get(n, n) for n in _attr(cb, 'reduced') or ())
+    t = traits(cb)
+    run.defaults = inner.defaults
+    run.traits = replace(t, state=tuple(names.get(n, n) for n in t.state),
+                         reduced=tuple(names.get(n, n) for n in t.reduced))
     run.__name__ = run.__qualname__ = inner.name
     return run
