@@ -196,8 +196,10 @@ class Adam(TorchOptimizer):
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq', max_sqr_avg='max_exp_avg_sq')
     @staticmethod
     def chain_for(amsgrad, maximize, decoupled_weight_decay):
+        # without amsgrad the step reads no maximum, as torch's ignores a `max_exp_avg_sq` handed in
         return [*_first(maximize), decay(decoupled_weight_decay), partial(average_grad, dampening=True),
-                average_sqr_grad, step_stat, *([max_sqr_grad] if amsgrad else []), adam_step]
+                average_sqr_grad, step_stat, *([max_sqr_grad] if amsgrad else []),
+                adam_step if amsgrad else partial(adam_step, max_sqr_avg=None)]
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,

@@ -9,8 +9,7 @@ def _t(x, grad=False): return torch.tensor(x, dtype=torch.float64, requires_grad
 
 def _state(name):
     """State under torch's names, as a checkpoint or a meta-learner would hand it in: buffers require grad, counters
-    not. Only what the configuration keeps: torch ignores a momentum buffer without momentum, or `max_exp_avg_sq`
-    without amsgrad; optcb's SGD drops the buffer, and Adam's step takes a maximum it finds (see the docs)"""
+    not. Without momentum, none for SGD: torch ignores a buffer handed in, optcb's SGD drops it (see the docs)"""
     adam = lambda: dict(step=_t(10.), exp_avg=_r(), exp_avg_sq=_r())
     return {'SGD': lambda: dict(momentum_buffer=_r()), 'SGD0': dict,  # without momentum, SGD keeps no state
             'Adam': lambda: dict(adam(), max_exp_avg_sq=_r()), 'AdamW': lambda: dict(adam(), max_exp_avg_sq=_r()),
@@ -94,7 +93,7 @@ HYPERS = [('Adam', dict(lr=_t(1e-3, True))), ('Adam', dict(weight_decay=_t(0.999
 def test_hyperparameter_gradients_through_two_steps_pass_gradcheck_and_equal_torchs(name, kw):
     torch.manual_seed(0)
     p, g = _r(), _r()
-    state = _state(name) if name.startswith('SGD') else _state('RAdam')  # what Adam keeps without amsgrad
+    state = _state('SGD0' if name == 'SGD0' else name)  # Adam's with `max_exp_avg_sq`, as torch's tests hand it in
     hypers = [v for v in kw.values() if isinstance(v, torch.Tensor)]
     args = (p, g, state, _cls(optim, name), kw, *state.values(), *hypers)
     assert gradcheck(_two_steps, args)
