@@ -76,10 +76,16 @@ def _fold_tensor_scalar(name, args, kwargs):
 # what a recorded step makes that a callback may keep as state and write in place (a new tensor of its own)
 _FRESH = {'zeros_like', 'ones_like', 'full_like', 'empty_like', 'clone'}
 
+def _copy(x): return TensorList([t.clone() for t in x.tensors], recording='made')
+
 def _read(x):
     "An operand in a recorded step: the caller's tensors through copies, so that a later write cannot change them"
-    if not (isinstance(x, TensorList) and x.recording == 'held'): return x
-    return TensorList([t.clone() for t in x.tensors], recording='made')
+    return _copy(x) if isinstance(x, TensorList) and x.recording == 'held' else x
+
+def _made(res, name):
+    "A recorded step's result: made in the step, unless it is a new tensor a callback may keep as state (`_FRESH`)"
+    if name in _FRESH and isinstance(res, TensorList): res.recording = 'held'
+    return res
 
 def foreach_kernel(name, args=(), kwargs=None, dtype=torch.float32):
     "The `torch._foreach_` kernel for tensor method `name` on a group with these operands, or None: the group loops"
@@ -150,14 +156,11 @@ class TensorList:
         writes = name.endswith('_')
         if writes and self.recording == 'made':  # out of place instead (on a copy, where torch has no such method)
             if hasattr(torch.Tensor, name[:-1]): return self._recorded(name[:-1], args, kwargs)
-            target = TensorList([t.clone() for t in self.tensors], recording='made')
+            target = _copy(self)
         else: target = self if writes else _read(self)
         res = [getattr(t, name)(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
                for i, t in enumerate(target.tensors)]
-        if writes: return target
-        made = self._like(res)
-        if name in _FRESH and isinstance(made, TensorList): made.recording = 'held'
-        return made
+        return target if writes else _made(self._like(res), name)
 
     @property
     def grad(self): return self._like([t.grad for t in self.tensors])
@@ -179,9 +182,8 @@ class TensorList:
         group = next(a for a in (*args, *kwargs.values(), out) if isinstance(a, TensorList))
         if group.recording:  # as `_recorded`: operands through copies; `out=` a copy into it (autograd takes no out=)
             args, kwargs = [_read(a) for a in args], {k: _read(v) for k, v in kwargs.items()}
-            res = group._like([func(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
-                               for i in range(len(group))])
-            if name in _FRESH and isinstance(res, TensorList): res.recording = 'held'
+            res = _made(group._like([func(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+                                     for i in range(len(group))]), name)
             return res if out is None else out._recorded('copy_', (res,), {})
         if isinstance(out, TensorList):
             # torch.maximum(a, b, out=a): in place, as a.maximum_(b) would be
