@@ -235,7 +235,8 @@ def bench(sets:str|None=None, opt:str='adam', rounds:int=15, threads:int|None=No
           torch_compile:bool=True, e2e:bool=False, json_path:str|None=None, log=print) -> dict:
     """Run the step benchmark of optimizer `opt` on the named parameter sets (default: those its registry entry names)
     and the end-to-end epoch, and print tables"""
-    sets = sets or ','.join(entry(opt).bench_spec().sets)  # a ValueError naming the choices for an unknown `opt`
+    if sets is None:  # the optimizer's own sets ('' is none: the end-to-end epoch alone)
+        sets = ','.join(entry(opt).bench_spec().sets)  # a ValueError naming the choices for an unknown `opt`
     available = param_sets()
     names = [s.strip() for s in sets.split(',') if s.strip()]
     for n in names:

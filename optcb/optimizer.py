@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from fastcore.basics import patch_to
 from .chain import Chain, by_flags, torch_scalar_dtype
 from .paths import Paths, BucketPlan, PER_TENSOR
 
@@ -142,6 +143,7 @@ class Optimizer(torch.optim.Optimizer):
     own_hypers = {}  # hyperparameters read by the optimizer's own `step` rather than a callback (LBFGS), with ranges
     supports_complex = True  # complex parameters, stepped as their real views (torch's classes: where torch's are)
     _group_options = {}  # more keys every param group keeps, passed to no callback (torch's `foreach`, `fused`, …)
+    precision_chunk = 2**20  # values per float32 working copy (Kahan, `state_dtype`): temporaries under ~16 MiB
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
                  kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None, **hypers):
@@ -168,538 +170,619 @@ class Optimizer(torch.optim.Optimizer):
         super().__init__(_param_groups(params), defaults)
         self.set_precision(kahan_sum, state_dtype)
 
-    def _range_message(self, k, v, hypers, error) -> str:
-        "What a value out of range is told (the torch-signature classes: first in torch's words)"
-        return str(error)
+# %% ../nbs/03_optimizer.ipynb #c006a
+@patch_to(Optimizer)
+def _range_message(self, k, v, hypers, error) -> str:
+    "What a value out of range is told (the torch-signature classes: first in torch's words)"
+    return str(error)
 
-    # -- which callbacks and which path step a param group
-    def _chain_of(self, group, where='') -> Chain:
-        "The chain for the flags of `group` (a mapping holding every flag)"
-        chain = self.chains.chain(group, where)
-        chain.used |= set(self.own_hypers); chain.ranges.update(self.own_hypers)
-        return chain
+@patch_to(Optimizer)
+def _chain_of(self, group, where='') -> Chain:
+    "The chain for the flags of `group` (a mapping holding every flag)"
+    chain = self.chains.chain(group, where)
+    chain.used |= set(self.own_hypers); chain.ranges.update(self.own_hypers)
+    return chain
 
-    def _execution(self, group) -> tuple:
-        """(foreach, compile, differentiable) for `group`: the constructor's, not differentiable (the torch-signature
-        classes read torch's keys in the group)"""
-        return self._foreach, self._compile, False
+@patch_to(Optimizer)
+def _execution(self, group) -> tuple:
+    """(foreach, compile, differentiable) for `group`: the constructor's, not differentiable (the torch-signature
+    classes read torch's keys in the group)"""
+    return self._foreach, self._compile, False
 
-    def _route(self, group, where='') -> Paths:
-        """The `Paths` that step `group`: one per setting of its flags and of its execution options, so that groups
-        alike share one chain and one compiled kernel"""
-        key = (self.chains.key(group, where), self._execution(group))
-        if key not in self._routes: self._routes[key] = Paths(self._chain_of(group, where), *key[1])
-        return self._routes[key]
+@patch_to(Optimizer)
+def _route(self, group, where='') -> Paths:
+    """The `Paths` that step `group`: one per setting of its flags and of its execution options, so that groups
+    alike share one chain and one compiled kernel"""
+    key = (self.chains.key(group, where), self._execution(group))
+    if key not in self._routes: self._routes[key] = Paths(self._chain_of(group, where), *key[1])
+    return self._routes[key]
 
-    def _group_chains(self, groups=None):
-        "The chains of `groups` (by default this optimizer's param groups), each once"
-        return list({id(c): c for c in (self._chain_of(g) for g in groups or self.param_groups)}.values())
+@patch_to(Optimizer)
+def _group_chains(self, groups=None):
+    "The chains of `groups` (by default this optimizer's param groups), each once"
+    return list({id(c): c for c in (self._chain_of(g) for g in groups or self.param_groups)}.values())
 
-    @property
-    def foreach(self): return self.paths.foreach
-    @property
-    def compile(self): return self.paths.compile
+@patch_to(Optimizer, as_prop=True)
+def foreach(self): return self.paths.foreach
+@patch_to(Optimizer, as_prop=True)
+def compile(self): return self.paths.compile
 
-    # -- hyperparameters, by callback name
-    def _get(self, group, k):
-        key = self.aliases.get(k, k)
-        return group[key] if isinstance(key, str) else group[key[0]][key[1]]
+# %% ../nbs/03_optimizer.ipynb #c006b0
+@patch_to(Optimizer)
+def _get(self, group, k):
+    key = self.aliases.get(k, k)
+    return group[key] if isinstance(key, str) else group[key[0]][key[1]]
 
-    def _set(self, group, k, v):
-        v = _plain(v)
-        self._chain_of(group).check_hyper(k, v)
-        key = self.aliases.get(k, k)
-        if isinstance(key, str): group[key] = v
-        else:
-            t = list(group[key[0]]); t[key[1]] = v
-            group[key[0]] = tuple(t)
+@patch_to(Optimizer)
+def _set(self, group, k, v):
+    v = _plain(v)
+    self._chain_of(group).check_hyper(k, v)
+    key = self.aliases.get(k, k)
+    if isinstance(key, str): group[key] = v
+    else:
+        t = list(group[key[0]]); t[key[1]] = v
+        group[key[0]] = tuple(t)
 
-    def _hypers(self, group):
-        "The hyperparameters of `group` as the callbacks name them"
-        h = {k: v for k, v in group.items()
-             if k != 'params' and k not in self._alias_keys and k not in self.flags and k not in self._carried}
-        for k in self.aliases: h[k] = self._get(group, k)
-        differentiable = self._execution(group)[2]
-        return {k: _one_number(v, differentiable) for k, v in h.items()}
+@patch_to(Optimizer)
+def _hypers(self, group):
+    "The hyperparameters of `group` as the callbacks name them"
+    h = {k: v for k, v in group.items()
+         if k != 'params' and k not in self._alias_keys and k not in self.flags and k not in self._carried}
+    for k in self.aliases: h[k] = self._get(group, k)
+    differentiable = self._execution(group)[2]
+    return {k: _one_number(v, differentiable) for k, v in h.items()}
 
-    @property
-    def _flags(self):
-        "Per-parameter flags in the state, kept by `clear_state`: fastai's (`do_wd`, `force_train`) and the callbacks'"
-        return (*self._keep_on_clear, *sorted({f for c in self._group_chains() for f in c.flags}))
+# %% ../nbs/03_optimizer.ipynb #c006b1
+@patch_to(Optimizer, as_prop=True)
+def _flags(self):
+    "Per-parameter flags in the state, kept by `clear_state`: fastai's (`do_wd`, `force_train`) and the callbacks'"
+    return (*self._keep_on_clear, *sorted({f for c in self._group_chains() for f in c.flags}))
 
-    @property
-    def _reduced(self):
-        "Names (as state dicts write them) of state tensors whose shape is the parameter's with some dims of size 1"
-        return {n for c in self._group_chains() for n in c.reduced}
+@patch_to(Optimizer, as_prop=True)
+def _reduced(self):
+    "Names (as state dicts write them) of state tensors whose shape is the parameter's with some dims of size 1"
+    return {n for c in self._group_chains() for n in c.reduced}
 
-    def _check_names(self, names, where, chain=None):
-        (chain or self.chain).check_names(names, self._alias_keys | set(self.flags) | {'params', *self._carried}, where)
+@patch_to(Optimizer)
+def _check_names(self, names, where, chain=None):
+    (chain or self.chain).check_names(names, self._alias_keys | set(self.flags) | {'params', *self._carried}, where)
 
-    def _wd_named_ours(self, group, where):
-        "`group` with weight decay under this optimizer's name for it, whether it came as `wd` or `weight_decay`"
-        ours = self.aliases.get('wd', 'wd')
-        if 'wd' not in self.chain.used or not isinstance(ours, str): return group
-        theirs = ({'wd', 'weight_decay'} - {ours}).pop()
-        if theirs not in group: return group
-        if ours in group: raise TypeError(f"{where} sets weight decay twice, as {ours!r} and as {theirs!r}")
-        return {(ours if k == theirs else k): v for k, v in group.items()}
+@patch_to(Optimizer)
+def _wd_named_ours(self, group, where):
+    "`group` with weight decay under this optimizer's name for it, whether it came as `wd` or `weight_decay`"
+    ours = self.aliases.get('wd', 'wd')
+    if 'wd' not in self.chain.used or not isinstance(ours, str): return group
+    theirs = ({'wd', 'weight_decay'} - {ours}).pop()
+    if theirs not in group: return group
+    if ours in group: raise TypeError(f"{where} sets weight decay twice, as {ours!r} and as {theirs!r}")
+    return {(ours if k == theirs else k): v for k, v in group.items()}
 
-    def add_param_group(self, param_group):
-        where = f"param group {len(self.param_groups)}"
-        group = self._wd_named_ours(dict(param_group), where)
-        if not isinstance(group.get('params'), (torch.Tensor, set, type(None))):  # a generator is read once, here
-            group['params'] = list(group['params'])
-        ps = [group['params']] if isinstance(group.get('params'), torch.Tensor) else list(group.get('params', []))
-        merged = {**self.defaults, **group}
-        chain = self._chain_of(merged, where)  # the group's flags choose its callbacks
-        if any(isinstance(p, torch.Tensor) and p.is_complex() for p in ps): self._check_complex(chain, where)
-        self._check_names(group, where, chain)
-        chain.check_hypers(self._hypers(merged), where)
-        self._route(merged, where)  # its path, made now: an option it cannot take is refused before the group is added
-        if chain.modes: group.setdefault('train_mode', self.training)
-        super().add_param_group(group)
-        if self.releases_gradients:  # the new group's parameters are stepped during backward too
-            i = len(self.param_groups) - 1
-            self._release_hooks += [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
-                                    for p in self.param_groups[i]['params']]
+# %% ../nbs/03_optimizer.ipynb #c006c
+@patch_to(Optimizer)
+def add_param_group(self, param_group):
+    where = f"param group {len(self.param_groups)}"
+    group = self._wd_named_ours(dict(param_group), where)
+    if not isinstance(group.get('params'), (torch.Tensor, set, type(None))):  # a generator is read once, here
+        group['params'] = list(group['params'])
+    ps = [group['params']] if isinstance(group.get('params'), torch.Tensor) else list(group.get('params', []))
+    merged = {**self.defaults, **group}
+    chain = self._chain_of(merged, where)  # the group's flags choose its callbacks
+    if any(isinstance(p, torch.Tensor) and p.is_complex() for p in ps): self._check_complex(chain, where)
+    self._check_names(group, where, chain)
+    chain.check_hypers(self._hypers(merged), where)
+    self._route(merged, where)  # its path, made now: an option it cannot take is refused before the group is added
+    if chain.modes: group.setdefault('train_mode', self.training)
+    torch.optim.Optimizer.add_param_group(self, group)
+    if self.releases_gradients:  # the new group's parameters are stepped during backward too
+        i = len(self.param_groups) - 1
+        self._release_hooks += [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
+                                for p in self.param_groups[i]['params']]
 
-    def _check_complex(self, chain, where):
-        "A complex parameter is stepped as its real view: refused where that changes the maths (matrices, factors)"
-        shaped = [cb.name for cb in chain if cb.same_shape or cb.reduced or not cb.elementwise and cb.per_tensor]
-        if not self.supports_complex or shaped:
-            raise ValueError(f"{type(self).__name__} does not support complex parameters ({where})"
-                             + (f": {shaped} work on a tensor's shape, which its real view changes" if shaped else ''))
+# %% ../nbs/03_optimizer.ipynb #c006d
+@patch_to(Optimizer)
+def _check_complex(self, chain, where):
+    "A complex parameter is stepped as its real view: refused where that changes the maths (matrices, factors)"
+    shaped = [cb.name for cb in chain if cb.same_shape or cb.reduced or not cb.elementwise and cb.per_tensor]
+    if not self.supports_complex or shaped:
+        raise ValueError(f"{type(self).__name__} does not support complex parameters ({where})"
+                         + (f": {shaped} work on a tensor's shape, which its real view changes" if shaped else ''))
 
-    def _step_complex(self, paths, p, hypers):
-        """A complex parameter stepped as torch steps one: as its real view (`torch.view_as_real`, real and imaginary
-        parts along a last dim of 2), gradient and state too, one tensor at a time; its state is kept complex"""
-        state = self.state[p]
-        real = torch.view_as_real(p)
-        real.grad = torch.view_as_real(p.grad)
-        given = {k: torch.view_as_real(v) for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_complex()}
-        view = {**state, **given}
-        paths.step([real], [view], hypers, transient=True, per_tensor=True)
-        for k, v in view.items():
-            if given.get(k) is v: continue  # updated in place, through the view
-            like_p = isinstance(v, torch.Tensor) and v.shape == real.shape
-            state[k] = torch.view_as_complex(v.contiguous()) if like_p else v
+@patch_to(Optimizer)
+def _step_complex(self, paths, p, hypers):
+    """A complex parameter stepped as torch steps one: as its real view (`torch.view_as_real`, real and imaginary
+    parts along a last dim of 2), gradient and state too, one tensor at a time; its state is kept complex"""
+    state = self.state[p]
+    real = torch.view_as_real(p)
+    real.grad = torch.view_as_real(p.grad)
+    given = {k: torch.view_as_real(v) for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_complex()}
+    view = {**state, **given}
+    paths.step([real], [view], hypers, transient=True, per_tensor=True)
+    for k, v in view.items():
+        if given.get(k) is v: continue  # updated in place, through the view
+        like_p = isinstance(v, torch.Tensor) and v.shape == real.shape
+        state[k] = torch.view_as_complex(v.contiguous()) if like_p else v
 
-    # -- the step
-    @torch.no_grad()
-    def step(self, closure=None):
-        "Run the callbacks on every parameter that has a gradient; return `closure()`'s loss if given"
-        loss = None
-        if closure is not None:
-            with torch.enable_grad(): loss = closure()
-        if not self.training:
-            raise RuntimeError(f"{type(self).__name__}.step() in eval mode: the parameters hold the point to evaluate, "
-                               "not the one gradients are taken at; call opt.train() before the forward pass")
-        if self.releases_gradients:
-            if getattr(self, 'grad_scale', None) is not None: raise RuntimeError(_SCALER_CLASH)
-            self._released = set()  # the loop calls step(): from now on, one backward per step
-        if self.skip_nonfinite and not self._grads_finite():
-            self.skipped_steps += 1
-            return loss
-        stepped, among = self._stepped()
-        for group, params in zip(self.param_groups, stepped): self._check_step(group, params)  # none or all step
-        with self._as_numbers([self.state[p] for params in stepped for p in params]): self._step_groups(stepped, among)
+# %% ../nbs/03_optimizer.ipynb #c006e
+@patch_to(Optimizer)
+@torch.no_grad()
+def step(self, closure=None):
+    "Run the callbacks on every parameter that has a gradient; return `closure()`'s loss if given"
+    loss = None
+    if closure is not None:
+        with torch.enable_grad(): loss = closure()
+    if not self.training:
+        raise RuntimeError(f"{type(self).__name__}.step() in eval mode: the parameters hold the point to evaluate, "
+                           "not the one gradients are taken at; call opt.train() before the forward pass")
+    if self.releases_gradients:
+        if getattr(self, 'grad_scale', None) is not None: raise RuntimeError(_SCALER_CLASH)
+        self._released = set()  # the loop calls step(): from now on, one backward per step
+    if self.skip_nonfinite and not self._grads_finite():
+        self.skipped_steps += 1
         return loss
+    stepped, among = self._stepped()
+    for group, params in zip(self.param_groups, stepped): self._check_step(group, params)  # none or all step
+    with self._as_numbers([self.state[p] for params in stepped for p in params]): self._step_groups(stepped, among)
+    return loss
 
-    def _step_groups(self, stepped, among):
-        parts = {}  # per route, its compiled buckets' shares of the step's one kernel call for it
-        for group, params in zip(self.param_groups, stepped):
-            if not params: continue
-            hypers, paths = self._hypers(group), self._route(group)
-            share = parts.setdefault(id(paths), (paths, []))[1]
-            if any(p.is_complex() or p.grad.is_sparse for p in params):  # one tensor at a time, as torch's
-                for p in params:
-                    if p.is_complex(): self._step_complex(paths, p, hypers)
-                    elif p.grad.is_sparse and self.sparse_grads is None:
-                        paths.step([p], [self.state[p]], hypers, per_tensor=True)
-                params = [p for p in params if not (p.is_complex() or p.grad.is_sparse and self.sparse_grads is None)]
-            for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
-                self._step_bucket(paths, bucket, states, hypers, among=among, parts=share)
-        for paths, share in parts.values(): paths.run_parts(share)
-
-    @contextmanager
-    def _as_numbers(self, states):
-        """`states` lent to the engine with their `tensor_state` as numbers (what buckets and kernels are keyed on), and
-        given back as 0-d tensors: the same tensors, updated in place as torch's `step += 1` is, or new ones for state
-        the step created. A tensor that requires grad (`differentiable=True`) stays a tensor"""
-        if not self.tensor_state: yield; return
-        lent, absent = [], []  # (state, key, its tensor, the number lent); (state, key) not there before the step
-        for s in states:
-            for k in self.tensor_state:
-                t = s.get(k)
-                if t is None: absent.append((s, k))
-                elif isinstance(t, torch.Tensor) and not t.dim() and not t.requires_grad:
-                    s[k] = v = int(t.item()) if k == 'step' else t.item()
-                    lent.append((s, k, t, v))
-        try: yield
-        finally:
-            for s, k, t, v in lent:
-                if (n := s.get(k)) is not t:
-                    if n != v: t.fill_(n)
-                    s[k] = t
-            for s, k in absent:
-                if k in s: s[k] = _scalar_tensor(s[k])
-
-    def _stepped(self, or_all=False):
-        """Each param group's parameters that have a gradient, and how many values they hold in all (the step's size,
-        which decides whether compiling pays); `or_all`: every parameter where none has a gradient yet"""
-        stepped = [[p for p in g['params'] if p.grad is not None] for g in self.param_groups]
-        if or_all and not any(stepped): stepped = [list(g['params']) for g in self.param_groups]
-        return stepped, sum(p.numel() for params in stepped for p in params)
-
-    def _check_step(self, group, params):
-        "Refuse a step `group` cannot take with these parameters, before any group is stepped"
-        self._check_sparse(params)
-
-    def _check_sparse(self, params):
-        for p in params:
-            if self.sparse_grads is not None and p.grad.is_sparse != self.sparse_grads:
-                kind = 'dense' if self.sparse_grads else 'sparse'
-                raise RuntimeError(f"{type(self).__name__} does not support {kind} gradients"
-                                   + (", please consider Adam instead" if self.sparse_grads else ''))
-
-    # -- precision: Kahan-compensated 16-bit parameters, state kept in another dtype
-    def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None):
-        """Kahan summation for 16-bit parameters (`None`: wherever a parameter is 16-bit; `True`: every parameter must
-        be) and the dtype state tensors are kept in (`None`: the parameter's); checked before anything changes"""
-        _check_precision(kahan_sum, state_dtype)
-        if kahan_sum:
-            for i, p in enumerate(p for g in self.param_groups for p in g['params']):
-                if p.dtype not in _HALF:
-                    raise ValueError(f"kahan_sum=True, but parameter {i} is {p.dtype}: Kahan summation compensates "
-                                     "the rounding of 16-bit parameters (float16, bfloat16); use kahan_sum=None to "
-                                     "compensate only those")
-        self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
-        return self
-
-    def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF
-
-    # -- gradient release: each parameter stepped during backward, its gradient freed at once
-    @property
-    def releases_gradients(self) -> bool: return bool(getattr(self, '_release_hooks', None))
-
-    @property
-    def _step_supports_amp_scaling(self) -> bool:
-        "A GradScaler then hands `step()` its scale instead of unscaling gradients that were released: step() refuses"
-        return self.releases_gradients
-
-    def release_gradients(self, on:bool=True):
-        """Step each parameter as soon as backward has accumulated its gradient, then free the gradient
-        (`register_post_accumulate_grad_hook`), so the model's gradients never all exist at once; `step()` then finds
-        nothing left to do. `on=False` goes back to ordinary steps. Returns the optimizer"""
-        if on and self.skip_nonfinite:
-            raise ValueError("release_gradients steps each parameter during backward, before the other gradients "
-                             "exist: skip_nonfinite=True, a check over all of them, cannot work with it")
-        if on: _check_not_distributed(ValueError)
-        for h in getattr(self, '_release_hooks', ()): h.remove()
-        # by group index: load_state_dict replaces the group dicts
-        self._release_hooks = [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
-                               for i, g in enumerate(self.param_groups) for p in g['params']] if on else []
-        self._released = None  # which parameters were stepped since the last step(), once the loop calls it
-        return self
-
-    @torch.no_grad()
-    def _step_released(self, i, p):
-        group = self.param_groups[i]
-        if not self.training:
-            raise RuntimeError(f"{type(self).__name__} releases gradients and is in eval mode: call opt.train() "
-                               "before the forward pass")
-        _check_not_distributed(RuntimeError)  # a process group may have started after release_gradients()
-        if (released := getattr(self, '_released', None)) is not None:
-            if id(p) in released: raise RuntimeError(_ACCUMULATION_CLASH)
-            released.add(id(p))
-        if self.sparse_grads is not None and p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
-        # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
-        # turned off the __torch_function__ overrides that a TensorList needs
-        with self._as_numbers([self.state[p]]):
-            if p.is_complex(): self._step_complex(self._route(group), p, self._hypers(group))
-            else: self._step_bucket(self._route(group), [p], [self.state[p]], self._hypers(group), per_tensor=True)
-        p.grad = None
-
-    def _step_bucket(self, paths, params, states, hypers, per_tensor=False, among=None, parts=None):
-        """Step one bucket on `paths` (a compiled one joins `parts`, see `Paths.step`); with Kahan summation or another
-        state dtype, the callbacks run in float32 on working copies (a parameter plus its compensation, its state), in
-        chunks of at most `precision_chunk` values"""
-        kahan = self._kahan(params[0])
-        if not kahan and self.state_dtype is None:
-            return paths.step(params, states, hypers, per_tensor=per_tensor, among=among, parts=parts)
-        chunk, size = [], 0
-        for p, s in zip(params, states):
-            chunk.append((p, s)); size += p.numel()
-            if size >= self.precision_chunk:
-                self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
-        if chunk: self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among)
-
-    precision_chunk = 2**20  # values per working copy: its float32 temporaries stay under ~16 MiB (one larger tensor)
-
-    def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=False, among=None):
-        work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
-        for p, s in chunk:
-            if p.dtype not in _HALF: work.append(p); continue
-            w = p.detach().float()
-            if kahan and 'kahan_comp' in s: w.add_(s['kahan_comp'])
-            w.grad = p.grad.float()
-            work.append(w)
-        compute = _compute_dtype(chunk[0][0])
-        wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
-                   for _, s in chunk]
-        paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
-        for (p, s), w, ws in zip(chunk, work, wstates):
-            keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
-            for k, v in ws.items():
-                old = s.get(k)
-                if not _float_tensor(v): s[k] = v
-                elif isinstance(old, torch.Tensor) and old.dtype == keep and old.shape == v.shape: old.copy_(v)
-                else: s[k] = v.to(keep)
-            if w is not p: p.copy_(w)  # rounded to the parameter's dtype
-            if kahan:  # what rounding dropped is carried to the next step
-                comp = s.get('kahan_comp')
-                if comp is None: s['kahan_comp'] = w.sub_(p).to(p.dtype)
-                else: comp.copy_(w.sub_(p))
-
-    # -- two points: schedule-free optimizers step at y and are evaluated at x
-    @property
-    def training(self) -> bool:
-        "Whether the parameters hold the training point (always, unless a callback keeps two points)"
-        return all(g.get('train_mode', True) for g in self.param_groups)
-
-    @torch.no_grad()
-    def train(self, mode:bool=True):
-        """Put the parameters at the point gradients are taken at (`mode`), or at the one to evaluate; a no-op for
-        optimizers whose callbacks keep one point. Like `nn.Module.train`, returns the optimizer"""
-        for group in self.param_groups:
-            chain = self._chain_of(group)
-            if group.get('train_mode', True) == mode or not chain.modes: continue
-            hypers = self._hypers(group)
-            for p in group['params']:
-                state = self.state.get(p, {})
-                for cb in (chain.to_train if mode else chain.to_eval): cb(p, state, hypers)
-            group['train_mode'] = mode
-        return self
-
-    def eval(self):
-        "Put the parameters at the point to evaluate (schedule-free's x); `train()` moves them back"
-        return self.train(False)
-
-    def plan(self) -> list[BucketPlan]:
-        """How the next step will process each bucket of each param group — per tensor, group or compiled — and why
-        (parameters without a gradient are left out, unless none has one)"""
-        res, (stepped, among) = [], self._stepped(or_all=True)
-        for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
-            paths = self._route(group)
+@patch_to(Optimizer)
+def _step_groups(self, stepped, among):
+    parts = {}  # per route, its compiled buckets' shares of the step's one kernel call for it
+    for group, params in zip(self.param_groups, stepped):
+        if not params: continue
+        hypers, paths = self._hypers(group), self._route(group)
+        share = parts.setdefault(id(paths), (paths, []))[1]
+        if any(p.is_complex() or p.grad.is_sparse for p in params):  # one tensor at a time, as torch's
             for p in params:
-                why = ('complex: stepped as its real view (torch.view_as_real)' if p.is_complex() else
-                       'a sparse gradient, stepped in its rows' if p.grad is not None and p.grad.is_sparse else None)
-                if why: res.append(BucketPlan(i, 1, p.numel(), str(p.device), str(p.dtype).replace('torch.', ''),
-                                              PER_TENSOR, why))
-            params = [p for p in params if not (p.is_complex() or p.grad is not None and p.grad.is_sparse)]
-            with self._as_numbers(states := [self.state[p] for p in params]):
-                for bucket, bstates in paths.buckets(params, states):
-                    path, why = paths.decide(bucket, bstates, among=among)
-                    res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
-                                          str(bucket[0].dtype).replace('torch.', ''), path, why))
-        return res
+                if p.is_complex(): self._step_complex(paths, p, hypers)
+                elif p.grad.is_sparse and self.sparse_grads is None:
+                    paths.step([p], [self.state[p]], hypers, per_tensor=True)
+            params = [p for p in params if not (p.is_complex() or p.grad.is_sparse and self.sparse_grads is None)]
+        for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
+            self._step_bucket(paths, bucket, states, hypers, among=among, parts=share)
+    for paths, share in parts.values(): paths.run_parts(share)
 
-    def _grads_finite(self) -> bool:
-        "Whether every gradient is finite: the largest |g| per tensor (one read of each), gathered per device and dtype"
-        groups = {}
-        for g in self.param_groups:
-            for p in g['params']:
-                if p.grad is not None and p.grad.numel():
-                    groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
-        for grads in groups.values():
-            peaks = [n.full_tensor() if hasattr(n, 'full_tensor') else n  # a DTensor's shards: the whole
-                     for n in torch._foreach_norm(grads, float('inf'))]
-            if not bool(torch.stack(peaks).isfinite().all()): return False
-        return True
+# %% ../nbs/03_optimizer.ipynb #c006f0
+@patch_to(Optimizer)
+@contextmanager
+def _as_numbers(self, states):
+    """`states` lent to the engine with their `tensor_state` as numbers (what buckets and kernels are keyed on), and
+    given back as 0-d tensors: the same tensors, updated in place as torch's `step += 1` is, or new ones for state
+    the step created. A tensor that requires grad (`differentiable=True`) stays a tensor"""
+    if not self.tensor_state: yield; return
+    lent, absent = [], []  # (state, key, its tensor, the number lent); (state, key) not there before the step
+    for s in states:
+        for k in self.tensor_state:
+            t = s.get(k)
+            if t is None: absent.append((s, k))
+            elif isinstance(t, torch.Tensor) and not t.dim() and not t.requires_grad:
+                s[k] = v = int(t.item()) if k == 'step' else t.item()
+                lent.append((s, k, t, v))
+    try: yield
+    finally:
+        for s, k, t, v in lent:
+            if (n := s.get(k)) is not t:
+                if n != v: t.fill_(n)
+                s[k] = t
+        for s, k in absent:
+            if k in s: s[k] = _scalar_tensor(s[k])
 
-    # -- checkpoints
-    def _state_names(self, groups=None):
-        "The state names this optimizer may keep, with the param groups `groups` (by default its own)"
-        groups = groups or self.param_groups
-        hyper_names = {n for g in groups for n in self._hypers(g)}
-        kahan = {'kahan_comp'} if any(self._kahan(p) for g in self.param_groups for p in g['params']) else set()
-        kept = {n for c in self._group_chains(groups) for n in c.state_names(hyper_names)}
-        return kept | {k for s in self.state.values() for k in s} | kahan
+# %% ../nbs/03_optimizer.ipynb #c006f1
+@patch_to(Optimizer)
+def _stepped(self, or_all=False):
+    """Each param group's parameters that have a gradient, and how many values they hold in all (the step's size,
+    which decides whether compiling pays); `or_all`: every parameter where none has a gradient yet"""
+    stepped = [[p for p in g['params'] if p.grad is not None] for g in self.param_groups]
+    if or_all and not any(stepped): stepped = [list(g['params']) for g in self.param_groups]
+    return stepped, sum(p.numel() for params in stepped for p in params)
 
-    def _without_hooks(self, kind, run):
-        """`run()` with torch's `kind` hooks set aside (we call them around our renaming and checks): its result and
-        the post hooks"""
-        names = [f'_optimizer_{kind}_pre_hooks', f'_optimizer_{kind}_post_hooks']
-        hooks = [getattr(self, n) for n in names]
-        for n in names: setattr(self, n, type(hooks[0])())
-        try: return run(), hooks[1]
-        finally:
-            for n, h in zip(names, hooks): setattr(self, n, h)
+@patch_to(Optimizer)
+def _check_step(self, group, params):
+    "Refuse a step `group` cannot take with these parameters, before any group is stepped"
+    self._check_sparse(params)
 
-    def state_dict(self):
-        """torch's format; the state under the names it has in `state` (torch's for the torch-signature classes). Hooks
-        registered with `register_state_dict_pre_hook`/`_post_hook` run as torch runs them, the post hooks on the
-        dict as saved"""
-        for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
-        sd, post = self._without_hooks('state_dict', super().state_dict)
-        sd = {**sd, 'state': {i: s for i, s in sd['state'].items() if s != {}}}  # none kept (SGD without momentum)
-        if self.tensor_state:
-            saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
-            sd = {**sd, 'state': saved}
-        for hook in post.values():
-            out = hook(self, sd)
-            if out is not None: sd = out
-        return sd
+@patch_to(Optimizer)
+def _check_sparse(self, params):
+    for p in params:
+        if self.sparse_grads is not None and p.grad.is_sparse != self.sparse_grads:
+            kind = 'dense' if self.sparse_grads else 'sparse'
+            raise RuntimeError(f"{type(self).__name__} does not support {kind} gradients"
+                               + (", please consider Adam instead" if self.sparse_grads else ''))
 
-    def _to_saved(self, s):
+# %% ../nbs/03_optimizer.ipynb #c006g
+@patch_to(Optimizer)
+def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None):
+    """Kahan summation for 16-bit parameters (`None`: wherever a parameter is 16-bit; `True`: every parameter must
+    be) and the dtype state tensors are kept in (`None`: the parameter's); checked before anything changes"""
+    _check_precision(kahan_sum, state_dtype)
+    if kahan_sum:
+        for i, p in enumerate(p for g in self.param_groups for p in g['params']):
+            if p.dtype not in _HALF:
+                raise ValueError(f"kahan_sum=True, but parameter {i} is {p.dtype}: Kahan summation compensates "
+                                 "the rounding of 16-bit parameters (float16, bfloat16); use kahan_sum=None to "
+                                 "compensate only those")
+    self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
+    return self
+
+@patch_to(Optimizer)
+def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF
+
+@patch_to(Optimizer)
+def _step_bucket(self, paths, params, states, hypers, per_tensor=False, among=None, parts=None):
+    """Step one bucket on `paths` (a compiled one joins `parts`, see `Paths.step`); with Kahan summation or another
+    state dtype, the callbacks run in float32 on working copies (a parameter plus its compensation, its state), in
+    chunks of at most `precision_chunk` values"""
+    kahan = self._kahan(params[0])
+    if not kahan and self.state_dtype is None:
+        return paths.step(params, states, hypers, per_tensor=per_tensor, among=among, parts=parts)
+    chunk, size = [], 0
+    for p, s in zip(params, states):
+        chunk.append((p, s)); size += p.numel()
+        if size >= self.precision_chunk:
+            self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
+    if chunk: self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among)
+
+# %% ../nbs/03_optimizer.ipynb #c006h
+@patch_to(Optimizer)
+def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=False, among=None):
+    work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
+    for p, s in chunk:
+        if p.dtype not in _HALF: work.append(p); continue
+        w = p.detach().float()
+        if kahan and 'kahan_comp' in s: w.add_(s['kahan_comp'])
+        w.grad = p.grad.float()
+        work.append(w)
+    compute = _compute_dtype(chunk[0][0])
+    wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
+               for _, s in chunk]
+    paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
+    for (p, s), w, ws in zip(chunk, work, wstates):
+        keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
+        for k, v in ws.items():
+            old = s.get(k)
+            if not _float_tensor(v): s[k] = v
+            elif isinstance(old, torch.Tensor) and old.dtype == keep and old.shape == v.shape: old.copy_(v)
+            else: s[k] = v.to(keep)
+        if w is not p: p.copy_(w)  # rounded to the parameter's dtype
+        if kahan:  # what rounding dropped is carried to the next step
+            comp = s.get('kahan_comp')
+            if comp is None: s['kahan_comp'] = w.sub_(p).to(p.dtype)
+            else: comp.copy_(w.sub_(p))
+
+# %% ../nbs/03_optimizer.ipynb #c006i0
+@patch_to(Optimizer, as_prop=True)
+def releases_gradients(self) -> bool: return bool(getattr(self, '_release_hooks', None))
+
+@patch_to(Optimizer, as_prop=True)
+def _step_supports_amp_scaling(self) -> bool:
+    "A GradScaler then hands `step()` its scale instead of unscaling gradients that were released: step() refuses"
+    return self.releases_gradients
+
+@patch_to(Optimizer)
+def release_gradients(self, on:bool=True):
+    """Step each parameter as soon as backward has accumulated its gradient, then free the gradient
+    (`register_post_accumulate_grad_hook`), so the model's gradients never all exist at once; `step()` then finds
+    nothing left to do. `on=False` goes back to ordinary steps. Returns the optimizer"""
+    if on and self.skip_nonfinite:
+        raise ValueError("release_gradients steps each parameter during backward, before the other gradients "
+                         "exist: skip_nonfinite=True, a check over all of them, cannot work with it")
+    if on: _check_not_distributed(ValueError)
+    for h in getattr(self, '_release_hooks', ()): h.remove()
+    # by group index: load_state_dict replaces the group dicts
+    self._release_hooks = [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
+                           for i, g in enumerate(self.param_groups) for p in g['params']] if on else []
+    self._released = None  # which parameters were stepped since the last step(), once the loop calls it
+    return self
+
+# %% ../nbs/03_optimizer.ipynb #c006i1
+@patch_to(Optimizer)
+@torch.no_grad()
+def _step_released(self, i, p):
+    group = self.param_groups[i]
+    if not self.training:
+        raise RuntimeError(f"{type(self).__name__} releases gradients and is in eval mode: call opt.train() "
+                           "before the forward pass")
+    _check_not_distributed(RuntimeError)  # a process group may have started after release_gradients()
+    if (released := getattr(self, '_released', None)) is not None:
+        if id(p) in released: raise RuntimeError(_ACCUMULATION_CLASH)
+        released.add(id(p))
+    if self.sparse_grads is not None and p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
+    # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
+    # turned off the __torch_function__ overrides that a TensorList needs
+    with self._as_numbers([self.state[p]]):
+        if p.is_complex(): self._step_complex(self._route(group), p, self._hypers(group))
+        else: self._step_bucket(self._route(group), [p], [self.state[p]], self._hypers(group), per_tensor=True)
+    p.grad = None
+
+# %% ../nbs/03_optimizer.ipynb #c006j
+@patch_to(Optimizer, as_prop=True)
+def training(self) -> bool:
+    "Whether the parameters hold the training point (always, unless a callback keeps two points)"
+    return all(g.get('train_mode', True) for g in self.param_groups)
+
+@patch_to(Optimizer)
+@torch.no_grad()
+def train(self, mode:bool=True):
+    """Put the parameters at the point gradients are taken at (`mode`), or at the one to evaluate; a no-op for
+    optimizers whose callbacks keep one point. Like `nn.Module.train`, returns the optimizer"""
+    for group in self.param_groups:
+        chain = self._chain_of(group)
+        if group.get('train_mode', True) == mode or not chain.modes: continue
+        hypers = self._hypers(group)
+        for p in group['params']:
+            state = self.state.get(p, {})
+            for cb in (chain.to_train if mode else chain.to_eval): cb(p, state, hypers)
+        group['train_mode'] = mode
+    return self
+
+@patch_to(Optimizer)
+def eval(self):
+    "Put the parameters at the point to evaluate (schedule-free's x); `train()` moves them back"
+    return self.train(False)
+
+# %% ../nbs/03_optimizer.ipynb #c006k
+@patch_to(Optimizer)
+def plan(self) -> list[BucketPlan]:
+    """How the next step will process each bucket of each param group — per tensor, group or compiled — and why
+    (parameters without a gradient are left out, unless none has one)"""
+    res, (stepped, among) = [], self._stepped(or_all=True)
+    for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
+        paths = self._route(group)
+        for p in params:
+            why = ('complex: stepped as its real view (torch.view_as_real)' if p.is_complex() else
+                   'a sparse gradient, stepped in its rows' if p.grad is not None and p.grad.is_sparse else None)
+            if why: res.append(BucketPlan(i, 1, p.numel(), str(p.device), str(p.dtype).replace('torch.', ''),
+                                          PER_TENSOR, why))
+        params = [p for p in params if not (p.is_complex() or p.grad is not None and p.grad.is_sparse)]
+        with self._as_numbers(states := [self.state[p] for p in params]):
+            for bucket, bstates in paths.buckets(params, states):
+                path, why, also = *paths.decide(bucket, bstates, among=among), self._working_copies(bucket[0])
+                if self.releases_gradients: path, why = PER_TENSOR, 'release_gradients: stepped during backward'
+                else: also = paths.also(bucket, bstates, path, transient=bool(also)) + also
+                res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
+                                      str(bucket[0].dtype).replace('torch.', ''), path, why, also))
+    return res
+
+@patch_to(Optimizer)
+def _working_copies(self, p) -> tuple:
+    "What `plan()` says of a bucket whose callbacks run on float32 working copies (see `_step_bucket`)"
+    why = [w for w, on in [('Kahan summation', self._kahan(p)), (f'state in {self.state_dtype}', self.state_dtype)]
+           if on]
+    return (f"the callbacks run in float32 on working copies ({', '.join(why)})",) if why else ()
+
+@patch_to(Optimizer)
+def _grads_finite(self) -> bool:
+    "Whether every gradient is finite: the largest |g| per tensor (one read of each), gathered per device and dtype"
+    groups = {}
+    for g in self.param_groups:
+        for p in g['params']:
+            if p.grad is not None and p.grad.numel():
+                groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    for grads in groups.values():
+        peaks = [n.full_tensor() if hasattr(n, 'full_tensor') else n  # a DTensor's shards: the whole
+                 for n in torch._foreach_norm(grads, float('inf'))]
+        if not bool(torch.stack(peaks).isfinite().all()): return False
+    return True
+
+# %% ../nbs/03_optimizer.ipynb #c006l0
+@patch_to(Optimizer)
+def _state_names(self, groups=None):
+    "The state names this optimizer may keep, with the param groups `groups` (by default its own)"
+    groups = groups or self.param_groups
+    hyper_names = {n for g in groups for n in self._hypers(g)}
+    kahan = {'kahan_comp'} if any(self._kahan(p) for g in self.param_groups for p in g['params']) else set()
+    kept = {n for c in self._group_chains(groups) for n in c.state_names(hyper_names)}
+    return kept | {k for s in self.state.values() for k in s} | kahan
+
+@patch_to(Optimizer)
+def _without_hooks(self, kind, run):
+    """`run()` with torch's `kind` hooks set aside (we call them around our renaming and checks): its result and
+    the post hooks"""
+    names = [f'_optimizer_{kind}_pre_hooks', f'_optimizer_{kind}_post_hooks']
+    hooks = [getattr(self, n) for n in names]
+    for n in names: setattr(self, n, type(hooks[0])())
+    try: return run(), hooks[1]
+    finally:
+        for n, h in zip(names, hooks): setattr(self, n, h)
+
+# %% ../nbs/03_optimizer.ipynb #c006l1
+@patch_to(Optimizer)
+def state_dict(self):
+    """torch's format; the state under the names it has in `state` (torch's for the torch-signature classes). Hooks
+    registered with `register_state_dict_pre_hook`/`_post_hook` run as torch runs them, the post hooks on the
+    dict as saved"""
+    for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
+    sd, post = self._without_hooks('state_dict', partial(torch.optim.Optimizer.state_dict, self))
+    sd = {**sd, 'state': {i: s for i, s in sd['state'].items() if s != {}}}  # none kept (SGD without momentum)
+    if self.tensor_state:
+        saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
+        sd = {**sd, 'state': saved}
+    for hook in post.values():
+        out = hook(self, sd)
+        if out is not None: sd = out
+    return sd
+
+@patch_to(Optimizer)
+def _to_saved(self, s):
+    return {k: _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
+
+@patch_to(Optimizer)
+def _from_saved(self, sd):
+    """A saved state dict in this optimizer's names (older optcb saved the callbacks' names: `state_names` renames),
+    its `tensor_state` as 0-d tensors of its own"""
+    if not (self.state_names or self.tensor_state) or not isinstance(sd.get('state'), Mapping): return sd
+    back = {k: v for k, v in self.state_names.items() if k not in self.state_names.values()}
+    def one(s):
+        if not isinstance(s, Mapping): return s
+        s = {back.get(k, k): v for k, v in s.items()}
         return {k: _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
+    return {**sd, 'state': {i: one(s) for i, s in sd['state'].items()}}
 
-    def _from_saved(self, sd):
-        """A saved state dict in this optimizer's names (older optcb saved the callbacks' names: `state_names` renames),
-        its `tensor_state` as 0-d tensors of its own"""
-        if not (self.state_names or self.tensor_state) or not isinstance(sd.get('state'), Mapping): return sd
-        back = {k: v for k, v in self.state_names.items() if k not in self.state_names.values()}
-        def one(s):
-            if not isinstance(s, Mapping): return s
-            s = {back.get(k, k): v for k, v in s.items()}
-            return {k: _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
-        return {**sd, 'state': {i: one(s) for i, s in sd['state'].items()}}
+# %% ../nbs/03_optimizer.ipynb #c006m0
+@patch_to(Optimizer)
+def load_state_dict(self, state_dict):
+    """Load a torch-format state dict (or a fastai `Optimizer`'s), after checking it fits; on error nothing changes.
+    Hooks registered with `register_load_state_dict_pre_hook` see the dict as passed (a shallow copy, which they may
+    change or replace) before the check, as torch's do; the post hooks run after loading"""
+    if isinstance(state_dict, Mapping):
+        state_dict = dict(state_dict)
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            out = hook(self, state_dict)
+            if out is not None: state_dict = out
+    _, post = self._without_hooks('load_state_dict', lambda: self._load_checked(state_dict))
+    for hook in post.values(): hook(self)
 
-    def load_state_dict(self, state_dict):
-        """Load a torch-format state dict (or a fastai `Optimizer`'s), after checking it fits; on error nothing changes.
-        Hooks registered with `register_load_state_dict_pre_hook` see the dict as passed (a shallow copy, which they may
-        change or replace) before the check, as torch's do; the post hooks run after loading"""
-        if isinstance(state_dict, Mapping):
-            state_dict = dict(state_dict)
-            for hook in self._optimizer_load_state_dict_pre_hooks.values():
-                out = hook(self, state_dict)
-                if out is not None: state_dict = out
-        _, post = self._without_hooks('load_state_dict', lambda: self._load_checked(state_dict))
-        for hook in post.values(): hook(self)
-
-    def _load_checked(self, state_dict):
-        state_dict = self._from_fastai(state_dict)
-        if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
-            raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
-        saved = state_dict['state']  # as saved: what names the optimizer that saved it (`_guess_source`)
-        state_dict = self._from_saved(state_dict)
-        saved_groups, state = list(state_dict['param_groups']), state_dict['state']
-        state_dict = {**state_dict, 'param_groups': saved_groups}  # older groups are completed in this copy
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"the state dict has {len(saved_groups)} parameter groups, "
-                             f"this optimizer has {len(self.param_groups)}")
-        ids = {}
-        for i, (g, sg) in enumerate(zip(self.param_groups, saved_groups)):
-            if len(g['params']) != len(sg['params']):
-                raise ValueError(f"parameter group {i} of the state dict has {len(sg['params'])} parameters, "
-                                 f"this optimizer's has {len(g['params'])}")
-            where = f"parameter group {i} of the state dict"
-            sg = saved_groups[i] = self._older_group(i, sg)
-            chain = self._chain_of({**g, **sg}, where)  # the saved flags choose the callbacks the group will run
-            need = {k for k in g if k != 'params' and (k in chain.used or k in self._alias_keys | set(self.flags))}
-            if need - sg.keys():
-                raise ValueError(f"{where} lacks {sorted(need - sg.keys())}: "
-                                 f"it was saved by a different optimizer{_guess_source(saved)}")
-            try:
-                chain.check_hypers(self._hypers({**g, **sg}), where)
-                self._route({**g, **sg}, where)
-            except TypeError as e: raise ValueError(str(e)) from e
-            ids.update(zip(sg['params'], g['params']))
-        names = self._state_names([{**g, **sg} for g, sg in zip(self.param_groups, saved_groups)])
-        for pid, s in state.items():
-            if pid not in ids: raise ValueError(f"the state dict has state for parameter {pid!r}, which no group lists")
-            p = ids[pid]
-            if not isinstance(s, Mapping):
-                raise ValueError(f"the state of parameter {pid!r} is a {type(s).__name__}, not a dict")
+@patch_to(Optimizer)
+def _load_checked(self, state_dict):
+    state_dict = self._from_fastai(state_dict)
+    if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
+        raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
+    saved = state_dict['state']  # as saved: what names the optimizer that saved it (`_guess_source`)
+    state_dict = self._from_saved(state_dict)
+    saved_groups, state = list(state_dict['param_groups']), state_dict['state']
+    state_dict = {**state_dict, 'param_groups': saved_groups}  # older groups are completed in this copy
+    ids = self._check_saved_groups(saved_groups, saved)
+    names = self._state_names([{**g, **sg} for g, sg in zip(self.param_groups, saved_groups)])
+    self._check_saved_state(state, ids, names, saved)
+    torch.optim.Optimizer.load_state_dict(self, state_dict)
+    if self.state_dtype is not None:  # torch casts floating state to the parameter's dtype: back to ours
+        for s in self.state.values():
             for k, v in s.items():
-                if k not in names and k not in self._flags:
-                    keeps = sorted(names)
-                    raise ValueError(f"the state of parameter {pid!r} has {k!r}, which this "
-                                     f"optimizer does not keep (it keeps {keeps}): it was saved by a different "
-                                     f"optimizer{_guess_source(saved)}")
-                if isinstance(v, torch.Tensor) and v.dim() > 0 and not _fits(v.shape, p.shape, k in self._reduced):
-                    raise ValueError(f"state {k!r} of parameter {pid!r} has shape {tuple(v.shape)}, "
-                                     f"the parameter has {tuple(p.shape)}")
-        super().load_state_dict(state_dict)
-        if self.state_dtype is not None:  # torch casts floating state to the parameter's dtype: back to ours
-            for s in self.state.values():
-                for k, v in s.items():
-                    if _float_tensor(v) and k not in ('step', 'kahan_comp') and v.dim(): s[k] = v.to(self.state_dtype)
+                if _float_tensor(v) and k not in ('step', 'kahan_comp') and v.dim(): s[k] = v.to(self.state_dtype)
 
-    def _older_group(self, i, group):
-        """A saved group without some of the flags (saved before the optimizer had them) steps as the constructor's
-        flags say, as it did then"""
-        if not isinstance(group, Mapping): return group
-        return {**{k: self.defaults[k] for k in self.flags if k not in group}, **group}
+# %% ../nbs/03_optimizer.ipynb #c006m1
+@patch_to(Optimizer)
+def _check_saved_groups(self, saved_groups, saved) -> dict:
+    """Refuse saved groups that do not fit this optimizer's (completing older ones in `saved_groups`); the saved
+    parameter ids mapped to this optimizer's parameters"""
+    if len(saved_groups) != len(self.param_groups):
+        raise ValueError(f"the state dict has {len(saved_groups)} parameter groups, "
+                         f"this optimizer has {len(self.param_groups)}")
+    ids = {}
+    for i, (g, sg) in enumerate(zip(self.param_groups, saved_groups)):
+        if len(g['params']) != len(sg['params']):
+            raise ValueError(f"parameter group {i} of the state dict has {len(sg['params'])} parameters, "
+                             f"this optimizer's has {len(g['params'])}")
+        where = f"parameter group {i} of the state dict"
+        sg = saved_groups[i] = self._older_group(i, sg)
+        chain = self._chain_of({**g, **sg}, where)  # the saved flags choose the callbacks the group will run
+        need = {k for k in g if k != 'params' and (k in chain.used or k in self._alias_keys | set(self.flags))}
+        if need - sg.keys():
+            raise ValueError(f"{where} lacks {sorted(need - sg.keys())}: "
+                             f"it was saved by a different optimizer{_guess_source(saved)}")
+        try:
+            chain.check_hypers(self._hypers({**g, **sg}), where)
+            self._route({**g, **sg}, where)
+        except TypeError as e: raise ValueError(str(e)) from e
+        ids.update(zip(sg['params'], g['params']))
+    return ids
 
-    def _from_fastai(self, sd):
-        "The state dict of a `fastai.optimizer.Optimizer` (`{'state': [...], 'hypers': [...]}`) in torch's format"
-        if not (isinstance(sd, Mapping) and 'hypers' in sd and isinstance(sd.get('state'), (list, tuple))): return sd
-        sizes = [len(g['params']) for g in self.param_groups]
-        if len(sd['hypers']) != len(sizes) or len(sd['state']) != sum(sizes):
-            raise ValueError(f"the fastai state dict has {len(sd['hypers'])} groups and {len(sd['state'])} parameters; "
-                             f"this optimizer has {len(sizes)} groups and {sum(sizes)} parameters")
-        ids, groups = iter(range(sum(sizes))), []
-        for n, h in zip(sizes, sd['hypers']): groups.append({**h, 'params': [next(ids) for _ in range(n)]})
-        return {'state': {i: dict(s) for i, s in enumerate(sd['state']) if s}, 'param_groups': groups}
+# %% ../nbs/03_optimizer.ipynb #c006m2
+@patch_to(Optimizer)
+def _check_saved_state(self, state, ids, names, saved):
+    "Refuse saved state that this optimizer does not keep, for a parameter no group lists or of the wrong shape"
+    for pid, s in state.items():
+        if pid not in ids: raise ValueError(f"the state dict has state for parameter {pid!r}, which no group lists")
+        p = ids[pid]
+        if not isinstance(s, Mapping):
+            raise ValueError(f"the state of parameter {pid!r} is a {type(s).__name__}, not a dict")
+        for k, v in s.items():
+            if k not in names and k not in self._flags:
+                keeps = sorted(names)
+                raise ValueError(f"the state of parameter {pid!r} has {k!r}, which this "
+                                 f"optimizer does not keep (it keeps {keeps}): it was saved by a different "
+                                 f"optimizer{_guess_source(saved)}")
+            if isinstance(v, torch.Tensor) and v.dim() > 0 and not _fits(v.shape, p.shape, k in self._reduced):
+                raise ValueError(f"state {k!r} of parameter {pid!r} has shape {tuple(v.shape)}, "
+                                 f"the parameter has {tuple(p.shape)}")
 
-    # -- fastai's optimizer API
-    @property
-    def param_lists(self): return [g['params'] for g in self.param_groups]
-    @property
-    def hypers(self): return [_Hypers(self, g) for g in self.param_groups]
+# %% ../nbs/03_optimizer.ipynb #c006n
+@patch_to(Optimizer)
+def _older_group(self, i, group):
+    """A saved group without some of the flags (saved before the optimizer had them) steps as the constructor's
+    flags say, as it did then"""
+    if not isinstance(group, Mapping): return group
+    return {**{k: self.defaults[k] for k in self.flags if k not in group}, **group}
 
-    def set_hyper(self, k, v):
-        "Set hyperparameter `k` to `v` in every group: one value, one per group, or a `slice` spread over the groups"
-        n = len(self.param_groups)
-        if isinstance(v, slice): v = _even_mults(v.start, v.stop, n) if v.start else [v.stop / 10] * (n - 1) + [v.stop]
-        vs = [_plain(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) and not self._is_tuple_hyper(k) else [v]
-        if len(vs) == 1: vs = vs * n
-        if len(vs) != n: raise ValueError(f"set_hyper({k!r}): {len(vs)} values for {n} parameter groups")
-        for i, (g, x) in enumerate(zip(self.param_groups, vs)):
-            self._chain_of(g).check_hyper(k, _plain(x), f"param group {i}")
-        for g, x in zip(self.param_groups, vs): self._set(g, k, x)
+@patch_to(Optimizer)
+def _from_fastai(self, sd):
+    "The state dict of a `fastai.optimizer.Optimizer` (`{'state': [...], 'hypers': [...]}`) in torch's format"
+    if not (isinstance(sd, Mapping) and 'hypers' in sd and isinstance(sd.get('state'), (list, tuple))): return sd
+    sizes = [len(g['params']) for g in self.param_groups]
+    if len(sd['hypers']) != len(sizes) or len(sd['state']) != sum(sizes):
+        raise ValueError(f"the fastai state dict has {len(sd['hypers'])} groups and {len(sd['state'])} parameters; "
+                         f"this optimizer has {len(sizes)} groups and {sum(sizes)} parameters")
+    ids, groups = iter(range(sum(sizes))), []
+    for n, h in zip(sizes, sd['hypers']): groups.append({**h, 'params': [next(ids) for _ in range(n)]})
+    return {'state': {i: dict(s) for i, s in enumerate(sd['state']) if s}, 'param_groups': groups}
 
-    def _is_tuple_hyper(self, k): return isinstance(self.param_groups[0].get(k), tuple)
+# %% ../nbs/03_optimizer.ipynb #c006o
+@patch_to(Optimizer, as_prop=True)
+def param_lists(self): return [g['params'] for g in self.param_groups]
+@patch_to(Optimizer, as_prop=True)
+def hypers(self): return [_Hypers(self, g) for g in self.param_groups]
 
-    def set_hypers(self, **kwargs):
-        "Set several hyperparameters, each as `set_hyper` does"
-        for k, v in kwargs.items(): self.set_hyper(k, v)
+@patch_to(Optimizer)
+def set_hyper(self, k, v):
+    "Set hyperparameter `k` to `v` in every group: one value, one per group, or a `slice` spread over the groups"
+    n = len(self.param_groups)
+    if isinstance(v, slice): v = _even_mults(v.start, v.stop, n) if v.start else [v.stop / 10] * (n - 1) + [v.stop]
+    vs = [_plain(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) and not self._is_tuple_hyper(k) else [v]
+    if len(vs) == 1: vs = vs * n
+    if len(vs) != n: raise ValueError(f"set_hyper({k!r}): {len(vs)} values for {n} parameter groups")
+    for i, (g, x) in enumerate(zip(self.param_groups, vs)):
+        self._chain_of(g).check_hyper(k, _plain(x), f"param group {i}")
+    for g, x in zip(self.param_groups, vs): self._set(g, k, x)
 
-    def all_params(self, n=slice(None), with_grad=False):
-        "(parameter, its group's params, its state, its group's hypers) for the groups `n`"
-        res = [(p, g['params'], self.state[p], h)
-               for g, h in zip(self.param_groups[n], self.hypers[n]) for p in g['params']]
-        return [o for o in res if o[0].grad is not None] if with_grad else res
+@patch_to(Optimizer)
+def _is_tuple_hyper(self, k): return isinstance(self.param_groups[0].get(k), tuple)
 
-    def freeze_to(self, n):
-        "Train only the groups from `n` on (parameters whose state has `force_train` always train)"
-        k = len(self.param_groups)
-        self.frozen_idx = n if n >= 0 else k + n
-        if self.frozen_idx >= k:
-            warnings.warn(f"Freezing {self.frozen_idx} groups; model has {k}; whole model is frozen.")
-        for p, _, state, _ in self.all_params(slice(n, None)): p.requires_grad_(True)
-        for p, _, state, _ in self.all_params(slice(None, n)): p.requires_grad_(state.get('force_train', False))
+@patch_to(Optimizer)
+def set_hypers(self, **kwargs):
+    "Set several hyperparameters, each as `set_hyper` does"
+    for k, v in kwargs.items(): self.set_hyper(k, v)
 
-    def freeze(self):
-        "Train only the last param group"
-        if len(self.param_groups) < 2:
-            raise ValueError("freeze needs at least two parameter groups (the last one stays trainable)")
-        self.freeze_to(-1)
+@patch_to(Optimizer)
+def all_params(self, n=slice(None), with_grad=False):
+    "(parameter, its group's params, its state, its group's hypers) for the groups `n`"
+    res = [(p, g['params'], self.state[p], h)
+           for g, h in zip(self.param_groups[n], self.hypers[n]) for p in g['params']]
+    return [o for o in res if o[0].grad is not None] if with_grad else res
 
-    def unfreeze(self):
-        "Train every param group"
-        self.freeze_to(0)
+# %% ../nbs/03_optimizer.ipynb #c006p
+@patch_to(Optimizer)
+def freeze_to(self, n):
+    "Train only the groups from `n` on (parameters whose state has `force_train` always train)"
+    k = len(self.param_groups)
+    self.frozen_idx = n if n >= 0 else k + n
+    if self.frozen_idx >= k:
+        warnings.warn(f"Freezing {self.frozen_idx} groups; model has {k}; whole model is frozen.")
+    for p, _, state, _ in self.all_params(slice(n, None)): p.requires_grad_(True)
+    for p, _, state, _ in self.all_params(slice(None, n)): p.requires_grad_(state.get('force_train', False))
 
-    def clear_state(self):
-        "Forget all state but the per-parameter flags (fastai's `do_wd`, `force_train`, and those callbacks declare)"
-        for p, _, state, _ in self.all_params():
-            self.state[p] = {k: state[k] for k in self._flags if k in state}
+@patch_to(Optimizer)
+def freeze(self):
+    "Train only the last param group"
+    if len(self.param_groups) < 2:
+        raise ValueError("freeze needs at least two parameter groups (the last one stays trainable)")
+    self.freeze_to(-1)
 
-    def __getstate__(self): return self.__dict__.copy()  # all of it (torch keeps only groups and state); see Paths
+@patch_to(Optimizer)
+def unfreeze(self):
+    "Train every param group"
+    self.freeze_to(0)
 
-    def __repr__(self):
-        def chain(g): return '' if (c := self._chain_of(g)) is self.chain else f" {c!r}"
-        groups = '\n'.join(f"  group {i} ({len(g['params'])} params){chain(g)}: {dict(h)}"
-                           for i, (g, h) in enumerate(zip(self.param_groups, self.hypers)))
-        return f"{type(self).__name__}({self.chain!r}\n{groups})"
+@patch_to(Optimizer)
+def clear_state(self):
+    "Forget all state but the per-parameter flags (fastai's `do_wd`, `force_train`, and those callbacks declare)"
+    for p, _, state, _ in self.all_params():
+        self.state[p] = {k: state[k] for k in self._flags if k in state}
+
+@patch_to(Optimizer)
+def __getstate__(self): return self.__dict__.copy()  # all of it (torch keeps only groups and state); see Paths
+
+@patch_to(Optimizer)
+def __repr__(self):
+    def chain(g): return '' if (c := self._chain_of(g)) is self.chain else f" {c!r}"
+    groups = '\n'.join(f"  group {i} ({len(g['params'])} params){chain(g)}: {dict(h)}"
+                       for i, (g, h) in enumerate(zip(self.param_groups, self.hypers)))
+    return f"{type(self).__name__}({self.chain!r}\n{groups})"

@@ -12,6 +12,7 @@ from functools import partial
 from typing import Callable, NamedTuple
 
 import torch
+from fastcore.basics import patch_to
 from .chain import run_chain
 from .tensorlist import TensorList
 
@@ -65,7 +66,7 @@ def compile_available() -> bool:
 
 @dataclass
 class BucketPlan:
-    "How one bucket of a param group is stepped, and why"
+    "How one bucket of a param group is stepped, and why; `also`: what else its step does (first step, gathering, …)"
     group: int
     params: int
     numel: int
@@ -73,6 +74,7 @@ class BucketPlan:
     dtype: str
     path: str
     why: str
+    also: tuple = ()
 
 # %% ../nbs/02_paths.ipynb #c007
 def _as_tensor(v):
@@ -287,6 +289,8 @@ class Paths:
     # in a compiled bucket, tensors smaller than this are stepped together in one gathered buffer (elementwise chains),
     # when there are at least `gather_min_count` of them: fewer cost no more in a loop each than the copies
     gather_max_numel, gather_min_count = 2**14, 64
+    group_chunk = 2**20  # uncompiled, a bucket runs in chunks of about this many values: its temporaries stay small
+    max_kernels = 64  # structures compiled ahead of time per optimizer; more run under dynamo
 
     def __init__(self, chain, foreach:bool|None=None, compile:bool|None=None, differentiable:bool=False):
         for name, v in (('foreach', foreach), ('compile', compile)):
@@ -314,216 +318,260 @@ class Paths:
         # (fastai's `force_train`) may differ between its parameters, so they are neither bucketed on nor passed
         self.read = None if any(cb.var_kw for cb in chain.callbacks) else chain.used
 
-    def _passed(self, state) -> dict:
-        "The state the chain sees for a bucket: its tensors and the numbers and flags it reads"
-        if self.read is None: return state
-        return {k: v for k, v in state.items() if k in self.read or isinstance(v, torch.Tensor)}
+# %% ../nbs/02_paths.ipynb #c009a
+@patch_to(Paths)
+def _passed(self, state) -> dict:
+    "The state the chain sees for a bucket: its tensors and the numbers and flags it reads"
+    if self.read is None: return state
+    return {k: v for k, v in state.items() if k in self.read or isinstance(v, torch.Tensor)}
 
-    def _scalar(self, k, v):
-        """`_as_tensor(v)` for the compiled path, the same 0-d tensor each time `k` has this value (param groups may
-        give `k` different values in one step; a schedule gives it a new one each step: the values kept are bounded)"""
-        if type(v) not in (float, int): return _as_tensor(v)
-        t = self._scalars.get((k, v))
-        if t is None:
-            if len(self._scalars) >= 256: self._scalars.clear()
-            t = self._scalars[k, v] = _as_tensor(v)
-        return t
+@patch_to(Paths)
+def _scalar(self, k, v):
+    """`_as_tensor(v)` for the compiled path, the same 0-d tensor each time `k` has this value (param groups may
+    give `k` different values in one step; a schedule gives it a new one each step: the values kept are bounded)"""
+    if type(v) not in (float, int): return _as_tensor(v)
+    t = self._scalars.get((k, v))
+    if t is None:
+        if len(self._scalars) >= 256: self._scalars.clear()
+        t = self._scalars[k, v] = _as_tensor(v)
+    return t
 
-    def _not_foreach(self): return [cb.name for cb in self.chain if not cb.foreach]
+@patch_to(Paths)
+def _not_foreach(self): return [cb.name for cb in self.chain if not cb.foreach]
 
-    def decide(self, params, states, among:int|None=None) -> tuple[str, str]:
-        """The path for one bucket, and why; `among`: the number of values of the step it belongs to (those of every
-        param group with gradients; by default its own), which decides whether compiling pays"""
-        if not self.group:
-            if self.differentiable: return PER_TENSOR, 'differentiable=True: autograd records the step'
-            if self.foreach is False: return PER_TENSOR, 'foreach=False'
-            return PER_TENSOR, f"callbacks not declared for groups: {self._not_foreach()}"
-        if not self.compiling:
-            if self.compile_error: why = f"torch.compile failed ({self.compile_error})"
-            elif self.compile is False: why = 'compile=False'
-            elif self.chain.not_compilable: why = f"callbacks not compilable: {self.chain.not_compilable}"
-            elif self.foreach: why = 'foreach=True'
-            else: why = f"compiling is off by default: {why_not_compiling() or 'so it was when this was built'}"
-            return GROUP, why
-        if not _traceable(params): return GROUP, 'not plain tensors with strided gradients (a DTensor, or sparse)'
-        # where a kernel could not be built ahead of time, the chain runs under torch.compile (dynamo): said so
-        fallback = f"; under torch.compile, not ahead of time ({self.kernel_error[:100]})" if self.kernel_error else ''
-        if self.compile: return COMPILED, 'compile=True' + fallback
-        numel = among if among is not None else sum(p.numel() for p in params)
-        size = f"{numel:,} values" + (' in the step' if among is not None else '')
-        least = f"compile_min_numel={self.compile_min_numel:,}"
-        if numel < self.compile_min_numel: return GROUP, f"{size} < {least}"
-        return COMPILED, f"{size} >= {least}{fallback}"
+# %% ../nbs/02_paths.ipynb #c009b
+@patch_to(Paths)
+def decide(self, params, states, among:int|None=None) -> tuple[str, str]:
+    """The path for one bucket, and why; `among`: the number of values of the step it belongs to (those of every
+    param group with gradients; by default its own), which decides whether compiling pays"""
+    if not self.group:
+        if self.differentiable: return PER_TENSOR, 'differentiable=True: autograd records the step'
+        if self.foreach is False: return PER_TENSOR, 'foreach=False'
+        return PER_TENSOR, f"callbacks not declared for groups: {self._not_foreach()}"
+    if not self.compiling:
+        if self.compile_error: why = f"torch.compile failed ({self.compile_error})"
+        elif self.compile is False: why = 'compile=False'
+        elif self.chain.not_compilable: why = f"callbacks not compilable: {self.chain.not_compilable}"
+        elif self.foreach: why = 'foreach=True'
+        else: why = f"compiling is off by default: {why_not_compiling() or 'so it was when this was built'}"
+        return GROUP, why
+    if not _traceable(params): return GROUP, 'not plain tensors with strided gradients (a DTensor, or sparse)'
+    # where a kernel could not be built ahead of time, the chain runs under torch.compile (dynamo): said so
+    fallback = f"; under torch.compile, not ahead of time ({self.kernel_error[:100]})" if self.kernel_error else ''
+    if self.compile: return COMPILED, 'compile=True' + fallback
+    numel = among if among is not None else sum(p.numel() for p in params)
+    size = f"{numel:,} values" + (' in the step' if among is not None else '')
+    least = f"compile_min_numel={self.compile_min_numel:,}"
+    if numel < self.compile_min_numel: return GROUP, f"{size} < {least}"
+    return COMPILED, f"{size} >= {least}{fallback}"
 
-    def buckets(self, params, states):
-        """Split `params` (and their `states`) so that each bucket shares device, dtype, tensor state and the scalar
-        state its callbacks read (and shape, for a chain that stacks its tensors); returns (params, states) pairs"""
-        if not self.group: return [([p], [s]) for p, s in zip(params, states)]
-        buckets, T, same_shape, read = {}, torch.Tensor, self.chain.same_shape, self.read
-        for p, s in zip(params, states):
-            grad = p.grad
-            # each piece of state the chain sees (as `_passed`), by name: its value if a number or flag, `torch.Tensor`
-            # if a tensor (a number or flag that no callback reads does not split a bucket)
-            key = (p.device, p.dtype, None if grad is None else grad.dtype, p.shape if same_shape else None,
-                   *[(k, T) if isinstance(v, T) else (k, v) for k, v in s.items()
-                     if read is None or k in read or isinstance(v, T)])
-            try: bucket = buckets.setdefault(key, ([], []))
-            except TypeError: bucket = buckets[id(p)] = ([], [])  # unhashable state: a bucket of its own
-            bucket[0].append(p); bucket[1].append(s)
-        return list(buckets.values())
+@patch_to(Paths)
+def also(self, params, states, path, transient=False) -> tuple:
+    "What else a bucket's step on `path` does, for `plan()`: a compiled bucket's first step, its gathered tensors"
+    if path != COMPILED: return ()
+    if self._first_step(params, states): return ('its first step runs on the group path: it creates the state',)
+    if not (small := self._small(params, transient)): return ()
+    return (f'{len(small)} tensors under {self.gather_max_numel:,} values gathered: copied into one buffer per '
+            'kind, stepped together and copied back',)
 
-    def step(self, params, states, hypers, transient=False, per_tensor=False, among=None, parts=None):
-        """Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity;
-        `per_tensor`: on the reference path whatever the decision; `among`: as `decide` takes it; `parts`: a list that a
-        compiled bucket joins, to be stepped by `run_parts` in one kernel call with the rest of the step)"""
-        path = PER_TENSOR if per_tensor else self.decide(params, states, among)[0]
-        if path == COMPILED: self._run_compiled(params, states, hypers, transient, parts)
-        elif path == GROUP: self._run_group(params, states, hypers)
-        else:
-            for p, s in zip(params, states): self._run(p, s, hypers)
+# %% ../nbs/02_paths.ipynb #c009c
+@patch_to(Paths)
+def buckets(self, params, states):
+    """Split `params` (and their `states`) so that each bucket shares device, dtype, tensor state and the scalar
+    state its callbacks read (and shape, for a chain that stacks its tensors); returns (params, states) pairs"""
+    if not self.group: return [([p], [s]) for p, s in zip(params, states)]
+    buckets, T, same_shape, read = {}, torch.Tensor, self.chain.same_shape, self.read
+    for p, s in zip(params, states):
+        grad = p.grad
+        # each piece of state the chain sees (as `_passed`), by name: its value if a number or flag, `torch.Tensor`
+        # if a tensor (a number or flag that no callback reads does not split a bucket)
+        key = (p.device, p.dtype, None if grad is None else grad.dtype, p.shape if same_shape else None,
+               *[(k, T) if isinstance(v, T) else (k, v) for k, v in s.items()
+                 if read is None or k in read or isinstance(v, T)])
+        try: bucket = buckets.setdefault(key, ([], []))
+        except TypeError: bucket = buckets[id(p)] = ([], [])  # unhashable state: a bucket of its own
+        bucket[0].append(p); bucket[1].append(s)
+    return list(buckets.values())
 
-    def _run(self, p, state, hypers):
-        if self.differentiable: return self._run_recorded(p, state, hypers)
-        run_chain(self.chain, p, state, hypers, check_owners=not self.owners_checked)
-        self.owners_checked = True
+# %% ../nbs/02_paths.ipynb #c009d
+@patch_to(Paths)
+def step(self, params, states, hypers, transient=False, per_tensor=False, among=None, parts=None):
+    """Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity;
+    `per_tensor`: on the reference path whatever the decision; `among`: as `decide` takes it; `parts`: a list that a
+    compiled bucket joins, to be stepped by `run_parts` in one kernel call with the rest of the step)"""
+    path = PER_TENSOR if per_tensor else self.decide(params, states, among)[0]
+    if path == COMPILED: self._run_compiled(params, states, hypers, transient, parts)
+    elif path == GROUP: self._run_group(params, states, hypers)
+    else:
+        for p, s in zip(params, states): self._run(p, s, hypers)
 
-    def _run_recorded(self, p, state, hypers):
-        """A step autograd records (`differentiable=True`): the chain on one tensor as a recording `TensorList`, so that
-        no write in place changes a value autograd saved (callbacks that only run per tensor see the tensors)"""
-        with torch.enable_grad():
-            if self.chain.per_tensor: return run_chain(self.chain, p, state, hypers)
-            given = {k: TensorList([v], recording='held') if isinstance(v, torch.Tensor) and v.dim() else v
-                     for k, v in self._passed(state).items()}
-            out = dict(given)
-            run_chain(self.chain, TensorList([p], recording='held'), out, hypers)
-        _put_back([state], given, out)
+@patch_to(Paths)
+def _run(self, p, state, hypers):
+    if self.differentiable: return self._run_recorded(p, state, hypers)
+    run_chain(self.chain, p, state, hypers, check_owners=not self.owners_checked)
+    self.owners_checked = True
 
-    group_chunk = 2**20  # uncompiled, a bucket runs in chunks of about this many values: its temporaries stay small
+@patch_to(Paths)
+def _run_recorded(self, p, state, hypers):
+    """A step autograd records (`differentiable=True`): the chain on one tensor as a recording `TensorList`, so that
+    no write in place changes a value autograd saved (callbacks that only run per tensor see the tensors)"""
+    with torch.enable_grad():
+        if self.chain.per_tensor: return run_chain(self.chain, p, state, hypers)
+        given = {k: TensorList([v], recording='held') if isinstance(v, torch.Tensor) and v.dim() else v
+                 for k, v in self._passed(state).items()}
+        out = dict(given)
+        run_chain(self.chain, TensorList([p], recording='held'), out, hypers)
+    _put_back([state], given, out)
 
-    def _run_group(self, params, states, hypers):
-        "Run the chain on a bucket as `TensorList`s, whose operations are foreach kernels, a chunk of tensors at a time"
-        start, size = 0, 0
-        for i, p in enumerate(params):
-            size += p.numel()
-            if size >= self.group_chunk:
-                self._run_group_once(params[start:i + 1], states[start:i + 1], hypers)
-                start, size = i + 1, 0
-        if start < len(params): self._run_group_once(params[start:], states[start:], hypers)
+# %% ../nbs/02_paths.ipynb #c009e
+@patch_to(Paths)
+def _run_group(self, params, states, hypers):
+    "Run the chain on a bucket as `TensorList`s, whose operations are foreach kernels, a chunk of tensors at a time"
+    start, size = 0, 0
+    for i, p in enumerate(params):
+        size += p.numel()
+        if size >= self.group_chunk:
+            self._run_group_once(params[start:i + 1], states[start:i + 1], hypers)
+            start, size = i + 1, 0
+    if start < len(params): self._run_group_once(params[start:], states[start:], hypers)
 
-    def _run_group_once(self, params, states, hypers):
-        given = {k: TensorList([s[k] for s in states]) if isinstance(v, torch.Tensor) else v
-                 for k, v in self._passed(states[0]).items()}
-        state = dict(given)
-        self._run(TensorList(params), state, hypers)
-        _put_back(states, given, state)
+@patch_to(Paths)
+def _run_group_once(self, params, states, hypers):
+    given = {k: TensorList([s[k] for s in states]) if isinstance(v, torch.Tensor) else v
+             for k, v in self._passed(states[0]).items()}
+    state = dict(given)
+    self._run(TensorList(params), state, hypers)
+    _put_back(states, given, state)
 
-    def _group_part(self, params, states, hypers, traced):
-        "A bucket's share of a compiled call: the chain sees its tensors where they are (numbers as 0-d tensors)"
-        given = {k: TensorList([s[k] for s in states], traced=True) if isinstance(v, torch.Tensor)
-                 else self._scalar(k, v) for k, v in self._passed(states[0]).items()}
-        return _Part(params, dict(given), traced, partial(_put_back, states, given, compiled=True),
-                     (params, states, hypers), False)
+# %% ../nbs/02_paths.ipynb #c009f0
+@patch_to(Paths)
+def _group_part(self, params, states, hypers, traced):
+    "A bucket's share of a compiled call: the chain sees its tensors where they are (numbers as 0-d tensors)"
+    given = {k: TensorList([s[k] for s in states], traced=True) if isinstance(v, torch.Tensor)
+             else self._scalar(k, v) for k, v in self._passed(states[0]).items()}
+    return _Part(params, dict(given), traced, partial(_put_back, states, given, compiled=True),
+                 (params, states, hypers), False)
 
-    def _gathered_part(self, params, states, hypers, traced):
-        """Many small tensors' share of a compiled call: parameters, gradients and state copied into one buffer each,
-        the chain run on those, and the results copied back, so that every tensor keeps its own storage"""
-        key = tuple(map(id, params))
-        sc = self._scratch.get(key)
-        if sc is None or not sc.fits(params, states): sc = self._scratch[key] = _Scratch(params, states)
-        sc.gather(params, states)
-        state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else self._scalar(k, v)
-                 for k, v in self._passed(states[0]).items()}
-        return _Part([sc.P], state, traced, partial(self._scatter, sc, params, states), (params, states, hypers), True)
+@patch_to(Paths)
+def _gathered_part(self, params, states, hypers, traced):
+    """Many small tensors' share of a compiled call: parameters, gradients and state copied into one buffer each,
+    the chain run on those, and the results copied back, so that every tensor keeps its own storage"""
+    key = tuple(map(id, params))
+    sc = self._scratch.get(key)
+    if sc is None or not sc.fits(params, states): sc = self._scratch[key] = _Scratch(params, states)
+    sc.gather(params, states)
+    state = {k: TensorList([sc.bufs[k]], traced=True) if k in sc.bufs else self._scalar(k, v)
+             for k, v in self._passed(states[0]).items()}
+    return _Part([sc.P], state, traced, partial(self._scatter, sc, params, states), (params, states, hypers), True)
 
-    def _scatter(self, sc, params, states, state):
-        "The gathered buffers' results copied back to the tensors, and the chain's new state stored"
-        sc.scatter('params', params, sc.views['params'])
-        for k, v in state.items():
-            if not isinstance(v, TensorList): _keep_scalar(states, k, v); continue
-            views = sc.views[k] if k in sc.bufs and v[0] is sc.bufs[k] else _unflatten(v[0], params)
-            if isinstance(states[0].get(k), torch.Tensor): sc.scatter(k, [s[k] for s in states], views)
-            else:  # state the chain has just created: one tensor of its own per parameter
-                for s, t in zip(states, views): s[k] = t.clone()
+# %% ../nbs/02_paths.ipynb #c009f1
+@patch_to(Paths)
+def _scatter(self, sc, params, states, state):
+    "The gathered buffers' results copied back to the tensors, and the chain's new state stored"
+    sc.scatter('params', params, sc.views['params'])
+    for k, v in state.items():
+        if not isinstance(v, TensorList): _keep_scalar(states, k, v); continue
+        views = sc.views[k] if k in sc.bufs and v[0] is sc.bufs[k] else _unflatten(v[0], params)
+        if isinstance(states[0].get(k), torch.Tensor): sc.scatter(k, [s[k] for s in states], views)
+        else:  # state the chain has just created: one tensor of its own per parameter
+            for s, t in zip(states, views): s[k] = t.clone()
 
-    max_kernels = 64  # structures compiled ahead of time per optimizer; more run under dynamo
-
-    def _compiled_run(self, parts):
-        """The chain run on every part by one kernel for their structure, built on first sight (`_Kernel`); under
-        dynamo (`compiled_chain`), a part at a time, where it cannot be built. Returns each part's state"""
-        if torch.compiler.is_compiling():  # the user compiles a function that steps: the chain joins their graph
-            return [run_chain(self.chain, TensorList(p.params, traced=True), p.state, p.hypers) for p in parts]
-        triples = [(p.params, p.state, p.hypers) for p in parts]
-        key = _Kernel.key(triples)
-        try: kernel = self._kernels.get(key, False)
-        except TypeError: key = kernel = None  # a value that cannot be part of a key
-        if kernel is False and len(self._kernels) < self.max_kernels:
-            try:
-                if not compile_tested() and not kernel_writes_seen():
-                    raise RuntimeError(f"on torch {torch.__version__} a kernel built ahead of time writes its inputs "
-                                       "unseen by their version counters (kernel_writes_seen)")
-                kernel = _Kernel(self.chain, triples)
-            except Exception as e:
-                kernel, first = None, self.kernel_error is None
-                self.kernel_error = f"{type(e).__name__}: {str(e)[:200]}"
-                if first: warnings.warn(f"optcb: the step's kernel could not be built ahead of time "
-                                        f"({self.kernel_error}); stepping under torch.compile (dynamo) instead, "
-                                        "which is slower per step", stacklevel=4)
-            self._kernels[key] = kernel
-            _built['kernels'] += bool(kernel)
-        if kernel: return kernel(triples)
-        return [self.compiled_chain(p.flat)(TensorList(p.params, traced=True), p.state, p.hypers) for p in parts]
-
-    def compiled_chain(self, gathered=False):
-        """The chain under torch.compile, built once per optimizer for bucket lists and once for gathered buffers (two
-        graph caches); shapes are dynamic, so there is one graph per bucket structure, not per size"""
-        name = '_compiled_flat' if gathered else '_compiled'
-        if getattr(self, name) is None: setattr(self, name, torch.compile(_fresh_copy(run_chain), dynamic=True))
-        return partial(getattr(self, name), self.chain)
-
-    def _run_compiled(self, params, states, hypers, transient=False, parts=None):
-        has_state = any(isinstance(v, torch.Tensor) for v in states[0].values())
-        if not has_state and (self.chain.state_names() or not self.owners_checked):
-            # a bucket's first step runs uncompiled: it creates the state (and, once, checks the chain); the kernel is
-            # built on the next. A loaded state is not fresh: resuming runs the same kernel as an uninterrupted run.
-            # A bucket still without state after its first step keeps none (SGD without momentum): it is compiled.
-            first = tuple(map(id, params))
-            if first not in self._stateless:
-                self._stateless.add(first)
-                return self._run_group(params, states, hypers)
-        gathers = self.chain.elementwise and not transient  # the gathered buffers are kept per set of tensors
-        small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel] if gathers else []
-        if len(small) < self.gather_min_count: small = []
-        own = parts is None  # no step to join: run at once
-        if own: parts = []
-        traced = {k: self._scalar(k, v) for k, v in hypers.items()}
-        if small:
-            parts.append(self._gathered_part([params[i] for i in small], [states[i] for i in small], hypers, traced))
-            large = sorted(set(range(len(params))) - set(small))
-            params, states = [params[i] for i in large], [states[i] for i in large]
-        if params: parts.append(self._group_part(params, states, hypers, traced))
-        if own: self.run_parts(parts)
-
-    def run_parts(self, parts):
-        """Step the compiled buckets that joined `parts` (`step(..., parts=)`: every param group's, in a step) with one
-        kernel call, and store their state; where the compiler fails (no C++ compiler, say), on the uncompiled group
-        path from now on"""
-        if not parts: return
-        try: outs = self._compiled_run(parts)
+# %% ../nbs/02_paths.ipynb #c009g0
+@patch_to(Paths)
+def _compiled_run(self, parts):
+    """The chain run on every part by one kernel for their structure, built on first sight (`_Kernel`); under
+    dynamo (`compiled_chain`), a part at a time, where it cannot be built. Returns each part's state"""
+    if torch.compiler.is_compiling():  # the user compiles a function that steps: the chain joins their graph
+        return [run_chain(self.chain, TensorList(p.params, traced=True), p.state, p.hypers) for p in parts]
+    triples = [(p.params, p.state, p.hypers) for p in parts]
+    key = _Kernel.key(triples)
+    try: kernel = self._kernels.get(key, False)
+    except TypeError: key = kernel = None  # a value that cannot be part of a key
+    if kernel is False and len(self._kernels) < self.max_kernels:
+        try:
+            if not compile_tested() and not kernel_writes_seen():
+                raise RuntimeError(f"on torch {torch.__version__} a kernel built ahead of time writes its inputs "
+                                   "unseen by their version counters (kernel_writes_seen)")
+            kernel = _Kernel(self.chain, triples)
         except Exception as e:
-            # any error of dynamo's or of the compiler it calls (a TorchRuntimeError: torch 2.6 on lerp_); an error of
-            # the chain itself is raised again by the group path
-            errors = (torch._dynamo.exc.TorchDynamoException, OSError)
-            if not isinstance(e, errors): raise
-            warnings.warn(f"optcb: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
-                          "using the uncompiled group path")
-            self.compiling, self.compile_error = False, f"{type(e).__name__}: {str(e)[:80]}"
-            for p in parts: self._run_group(*p.bucket)
-            return
-        for p, out in zip(parts, outs): p.done(out)
+            kernel, first = None, self.kernel_error is None
+            self.kernel_error = f"{type(e).__name__}: {str(e)[:200]}"
+            if first: warnings.warn(f"optcb: the step's kernel could not be built ahead of time "
+                                    f"({self.kernel_error}); stepping under torch.compile (dynamo) instead, "
+                                    "which is slower per step", stacklevel=4)
+        self._kernels[key] = kernel
+        _built['kernels'] += bool(kernel)
+    if kernel: return kernel(triples)
+    return [self.compiled_chain(p.flat)(TensorList(p.params, traced=True), p.state, p.hypers) for p in parts]
 
-    def __getstate__(self):
-        "Everything but the compiled kernel, rebuilt on the next step"
-        d = self.__dict__.copy()
-        d['_compiled'] = d['_compiled_flat'] = None
-        d['_scratch'], d['_scalars'], d['_kernels'], d['_stateless'] = {}, {}, {}, set()
-        return d
+# %% ../nbs/02_paths.ipynb #c009g1
+@patch_to(Paths)
+def compiled_chain(self, gathered=False):
+    """The chain under torch.compile, built once per optimizer for bucket lists and once for gathered buffers (two
+    graph caches); shapes are dynamic, so there is one graph per bucket structure, not per size"""
+    name = '_compiled_flat' if gathered else '_compiled'
+    if getattr(self, name) is None: setattr(self, name, torch.compile(_fresh_copy(run_chain), dynamic=True))
+    return partial(getattr(self, name), self.chain)
+
+# %% ../nbs/02_paths.ipynb #c009h0
+@patch_to(Paths)
+def _first_step(self, params, states) -> bool:
+    """Whether a compiled bucket's step runs on the group path: its first, which creates the state (and, once, checks
+    the chain); the kernel is built on the next. A loaded state is not fresh: resuming runs the same kernel as an
+    uninterrupted run. A bucket still without state after its first step keeps none (SGD without momentum): compiled"""
+    has_state = any(isinstance(v, torch.Tensor) for v in states[0].values())
+    fresh = not has_state and bool(self.chain.state_names() or not self.owners_checked)
+    return fresh and tuple(map(id, params)) not in self._stateless
+
+@patch_to(Paths)
+def _small(self, params, transient=False) -> list:
+    """The tensors of a compiled bucket stepped in gathered buffers (kept per set of tensors, so not for `transient`
+    ones): those under `gather_max_numel` values of an elementwise chain, where there are `gather_min_count`"""
+    if transient or not self.chain.elementwise: return []
+    small = [i for i, p in enumerate(params) if p.numel() < self.gather_max_numel]
+    return small if len(small) >= self.gather_min_count else []
+
+@patch_to(Paths)
+def _run_compiled(self, params, states, hypers, transient=False, parts=None):
+    if self._first_step(params, states):
+        self._stateless.add(tuple(map(id, params)))
+        return self._run_group(params, states, hypers)
+    small = self._small(params, transient)
+    own = parts is None  # no step to join: run at once
+    if own: parts = []
+    traced = {k: self._scalar(k, v) for k, v in hypers.items()}
+    if small:
+        parts.append(self._gathered_part([params[i] for i in small], [states[i] for i in small], hypers, traced))
+        large = sorted(set(range(len(params))) - set(small))
+        params, states = [params[i] for i in large], [states[i] for i in large]
+    if params: parts.append(self._group_part(params, states, hypers, traced))
+    if own: self.run_parts(parts)
+
+# %% ../nbs/02_paths.ipynb #c009h1
+@patch_to(Paths)
+def run_parts(self, parts):
+    """Step the compiled buckets that joined `parts` (`step(..., parts=)`: every param group's, in a step) with one
+    kernel call, and store their state; where the compiler fails (no C++ compiler, say), on the uncompiled group
+    path from now on"""
+    if not parts: return
+    try: outs = self._compiled_run(parts)
+    except Exception as e:
+        # any error of dynamo's or of the compiler it calls (a TorchRuntimeError: torch 2.6 on lerp_); an error of
+        # the chain itself is raised again by the group path
+        errors = (torch._dynamo.exc.TorchDynamoException, OSError)
+        if not isinstance(e, errors): raise
+        warnings.warn(f"optcb: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
+                      "using the uncompiled group path")
+        self.compiling, self.compile_error = False, f"{type(e).__name__}: {str(e)[:80]}"
+        for p in parts: self._run_group(*p.bucket)
+        return
+    for p, out in zip(parts, outs): p.done(out)
+
+# %% ../nbs/02_paths.ipynb #c009i
+@patch_to(Paths)
+def __getstate__(self):
+    "Everything but the compiled kernel, rebuilt on the next step"
+    d = self.__dict__.copy()
+    d['_compiled'] = d['_compiled_flat'] = None
+    d['_scratch'], d['_scalars'], d['_kernels'], d['_stateless'] = {}, {}, {}, set()
+    return d

@@ -16,7 +16,7 @@ from . import optimizers as O, optim
 from .optimizer import state_sources
 
 # %% auto #0
-__all__ = ['REGISTRY', 'Bench', 'Entry', 'sources', 'entry', 'markdown_table']
+__all__ = ['REGISTRY', 'Bench', 'Entry', 'sources', 'entry', 'markdown_table', 'short_table']
 
 # %% ../nbs/07_registry.ipynb #c005
 @dataclass(frozen=True)
@@ -161,4 +161,16 @@ def markdown_table() -> str:
         cbs = ', '.join(f"`{c.split('(')[0]}`" for c in e.callbacks)
         rows.append(f"| `{e.name}` | `{e.call}` | {f'`{e.torch.__name__}`' if e.torch else '—'} | {cbs} "
                     f"| {e.checked_against} | {'yes' if e.compiles else 'no'} |")
+    return '\n'.join(rows)
+
+def short_table() -> str:
+    """The README's table: name, the fastai-signature call (its name, or the flags that make this entry), the torch
+    class, and what it is checked against"""
+    def call(e):
+        name, args = e.call.split('(', 1)
+        flags = [a for a in args.rstrip(')').split(', ')[2:] if '=' in a]  # past `params, lr`
+        return name if len(flags) > 2 else f"{name}({', '.join(flags)})" if flags else name
+    rows = ["| name | `optcb.` | `optcb.optim.` | checked against |", "|---|---|---|---|"]
+    rows += [f"| `{e.name}` | `{call(e)}` | {f'`{e.torch.__name__}`' if e.torch else '—'} | {e.checked_against} |"
+             for e in REGISTRY.values()]
     return '\n'.join(rows)

@@ -11,6 +11,7 @@ from collections import Counter
 from functools import partial
 
 import torch
+from fastcore.basics import patch_to
 
 # %% auto #0
 __all__ = ['SCALAR', 'LIST', 'FOREACH', 'FOREACH_KWARGS', 'FOREACH_OUT', 'ROUNDS_DIFFERENTLY', 'loops', 'count_loops',
@@ -113,55 +114,6 @@ class TensorList:
         raise TypeError("a TensorList has no single truth value: this callback branches on tensor values, "
                         "so it only runs per tensor (build the optimizer with foreach=False)")
 
-    def _like(self, res):
-        "Results as a TensorList of the same mode when they are tensors, else the plain list"
-        if not all(isinstance(r, torch.Tensor) for r in res): return res
-        return TensorList(res, self.traced, self.recording and 'made')
-
-    def _dispatch(self, name, call, args, kwargs):
-        "`call(i, *args, **kwargs)` for each tensor i, or, where torch has one, `name`'s foreach kernel on the group"
-        if self.recording:  # a recorded step: tensor by tensor, as autograd takes them
-            res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
-                   for i in range(len(self.tensors))]
-            return self if name.endswith('_') else self._like(res)
-        if self.traced:  # under torch.compile: no work on `name` here (a function's __name__ is opaque to dynamo)
-            args, kwargs = [_hoist(a) for a in args], {k: _hoist(v) for k, v in kwargs.items()}
-            res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
-                   for i in range(len(self.tensors))]
-            return self if res and res[0] is self.tensors[0] else self._like(res)  # in place: its own tensors
-        inplace, dtype = name.endswith('_'), self.tensors[0].dtype if self.tensors else None
-        kernel = foreach_kernel(name, args, kwargs, dtype)
-        if kernel is not None:
-            res = kernel(self.tensors, *map(_raw, args), **kwargs)
-            return self if inplace else TensorList(res)
-        base = name.rstrip('_')
-        loops[(base, 'fallback' if base in FOREACH and dtype not in ROUNDS_DIFFERENTLY else 'no kernel')] += 1
-        res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
-               for i in range(len(self))]
-        return self if inplace else self._like(res)
-
-    def _method(self, name, *args, **kwargs):
-        "Tensor method `name` on every tensor"
-        if any(isinstance(kwargs.get(k), torch.Tensor) for k in ('alpha', 'value')):
-            name, args, kwargs = _fold_tensor_scalar(name, args, kwargs)
-        if self.recording: return self._recorded(name, args, kwargs)
-        return self._dispatch(name, lambda i, *a, **k: getattr(self.tensors[i], name)(*a, **k), args, kwargs)
-
-    def _recorded(self, name, args, kwargs):
-        """Tensor method `name` in a step autograd records (`differentiable=True`): the caller's tensors (the
-        parameter, its state) are written in place and read through copies; tensors made in the step are never written
-        in place. So no write changes a value autograd saved for the backward pass (`sqrt`'s result, an operand of
-        `mul`)"""
-        args, kwargs = [_read(a) for a in args], {k: _read(v) for k, v in kwargs.items()}
-        writes = name.endswith('_')
-        if writes and self.recording == 'made':  # out of place instead (on a copy, where torch has no such method)
-            if hasattr(torch.Tensor, name[:-1]): return self._recorded(name[:-1], args, kwargs)
-            target = _copy(self)
-        else: target = self if writes else _read(self)
-        res = [getattr(t, name)(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
-               for i, t in enumerate(target.tensors)]
-        return target if writes else _made(self._like(res), name)
-
     @property
     def grad(self): return self._like([t.grad for t in self.tensors])
     @grad.setter
@@ -175,29 +127,7 @@ class TensorList:
         if callable(attr): return partial(self._method, name)
         return self._like([getattr(t, name) for t in self.tensors])  # attributes such as .grad, .data, .shape
 
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs, name = dict(kwargs or {}), getattr(func, '__name__', '')
-        out = kwargs.pop('out', None)
-        group = next(a for a in (*args, *kwargs.values(), out) if isinstance(a, TensorList))
-        if group.recording:  # as `_recorded`: operands through copies; `out=` a copy into it (autograd takes no out=)
-            args, kwargs = [_read(a) for a in args], {k: _read(v) for k, v in kwargs.items()}
-            res = _made(group._like([func(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
-                                     for i in range(len(group))]), name)
-            return res if out is None else out._recorded('copy_', (res,), {})
-        if isinstance(out, TensorList):
-            # torch.maximum(a, b, out=a): in place, as a.maximum_(b) would be
-            if name in FOREACH_OUT and args and args[0] is out:
-                call = lambda i, *a, **k: func(out.tensors[i], *a, out=out.tensors[i], **k)
-                return out._dispatch(name + '_', call, args[1:], kwargs)
-            call = lambda i, *a, **k: func(*a, out=out.tensors[i], **k)
-            return out._dispatch(name + '=out', call, args, kwargs)
-        if args and isinstance(args[0], TensorList):  # torch.sqrt(x), torch.maximum(x, y): the method of the first
-            first = args[0]
-            return first._dispatch(name, lambda i, *a, **k: func(first.tensors[i], *a, **k), args[1:], kwargs)
-        group = next(a for a in (*args, *kwargs.values()) if isinstance(a, TensorList))  # torch.where(c, x, y)
-        return group._dispatch(name, lambda i, *a, **k: func(*a, **k), args, kwargs)
-
+    # the operators, as the methods they stand for: `a * b + c` is the same expression as on tensors
     def __neg__(self): return self._method('neg')
     def __abs__(self): return self._method('abs')
     def __add__(self, o): return self._method('add', o)
@@ -222,6 +152,87 @@ class TensorList:
     def __le__(self, o): return self._method('le', o)
     def __gt__(self, o): return self._method('gt', o)
     def __ge__(self, o): return self._method('ge', o)
+
+# %% ../nbs/01_tensorlist.ipynb #c011a
+@patch_to(TensorList)
+def _like(self, res):
+    "Results as a TensorList of the same mode when they are tensors, else the plain list"
+    if not all(isinstance(r, torch.Tensor) for r in res): return res
+    return TensorList(res, self.traced, self.recording and 'made')
+
+@patch_to(TensorList)
+def _dispatch(self, name, call, args, kwargs):
+    "`call(i, *args, **kwargs)` for each tensor i, or, where torch has one, `name`'s foreach kernel on the group"
+    if self.recording:  # a recorded step: tensor by tensor, as autograd takes them
+        res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+               for i in range(len(self.tensors))]
+        return self if name.endswith('_') else self._like(res)
+    if self.traced:  # under torch.compile: no work on `name` here (a function's __name__ is opaque to dynamo)
+        args, kwargs = [_hoist(a) for a in args], {k: _hoist(v) for k, v in kwargs.items()}
+        res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+               for i in range(len(self.tensors))]
+        return self if res and res[0] is self.tensors[0] else self._like(res)  # in place: its own tensors
+    inplace, dtype = name.endswith('_'), self.tensors[0].dtype if self.tensors else None
+    kernel = foreach_kernel(name, args, kwargs, dtype)
+    if kernel is not None:
+        res = kernel(self.tensors, *map(_raw, args), **kwargs)
+        return self if inplace else TensorList(res)
+    base = name.rstrip('_')
+    loops[(base, 'fallback' if base in FOREACH and dtype not in ROUNDS_DIFFERENTLY else 'no kernel')] += 1
+    res = [call(i, *(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+           for i in range(len(self))]
+    return self if inplace else self._like(res)
+
+@patch_to(TensorList)
+def _method(self, name, *args, **kwargs):
+    "Tensor method `name` on every tensor"
+    if any(isinstance(kwargs.get(k), torch.Tensor) for k in ('alpha', 'value')):
+        name, args, kwargs = _fold_tensor_scalar(name, args, kwargs)
+    if self.recording: return self._recorded(name, args, kwargs)
+    return self._dispatch(name, lambda i, *a, **k: getattr(self.tensors[i], name)(*a, **k), args, kwargs)
+
+# %% ../nbs/01_tensorlist.ipynb #c011b
+@patch_to(TensorList)
+def _recorded(self, name, args, kwargs):
+    """Tensor method `name` in a step autograd records (`differentiable=True`): the caller's tensors (the
+    parameter, its state) are written in place and read through copies; tensors made in the step are never written
+    in place. So no write changes a value autograd saved for the backward pass (`sqrt`'s result, an operand of
+    `mul`)"""
+    args, kwargs = [_read(a) for a in args], {k: _read(v) for k, v in kwargs.items()}
+    writes = name.endswith('_')
+    if writes and self.recording == 'made':  # out of place instead (on a copy, where torch has no such method)
+        if hasattr(torch.Tensor, name[:-1]): return self._recorded(name[:-1], args, kwargs)
+        target = _copy(self)
+    else: target = self if writes else _read(self)
+    res = [getattr(t, name)(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+           for i, t in enumerate(target.tensors)]
+    return target if writes else _made(self._like(res), name)
+
+# %% ../nbs/01_tensorlist.ipynb #c011c
+def _torch_function(cls, func, types, args=(), kwargs=None):
+    "torch functions on TensorLists (`torch.sqrt(x)`, `torch.maximum(x, y, out=x)`, `torch.where(c, x, y)`)"
+    kwargs, name = dict(kwargs or {}), getattr(func, '__name__', '')
+    out = kwargs.pop('out', None)
+    group = next(a for a in (*args, *kwargs.values(), out) if isinstance(a, TensorList))
+    if group.recording:  # as `_recorded`: operands through copies; `out=` a copy into it (autograd takes no out=)
+        args, kwargs = [_read(a) for a in args], {k: _read(v) for k, v in kwargs.items()}
+        res = _made(group._like([func(*(_at(a, i) for a in args), **{k: _at(v, i) for k, v in kwargs.items()})
+                                 for i in range(len(group))]), name)
+        return res if out is None else out._recorded('copy_', (res,), {})
+    if isinstance(out, TensorList):
+        # torch.maximum(a, b, out=a): in place, as a.maximum_(b) would be
+        if name in FOREACH_OUT and args and args[0] is out:
+            call = lambda i, *a, **k: func(out.tensors[i], *a, out=out.tensors[i], **k)
+            return out._dispatch(name + '_', call, args[1:], kwargs)
+        call = lambda i, *a, **k: func(*a, out=out.tensors[i], **k)
+        return out._dispatch(name + '=out', call, args, kwargs)
+    if args and isinstance(args[0], TensorList):  # torch.sqrt(x), torch.maximum(x, y): the method of the first
+        first = args[0]
+        return first._dispatch(name, lambda i, *a, **k: func(first.tensors[i], *a, **k), args[1:], kwargs)
+    group = next(a for a in (*args, *kwargs.values()) if isinstance(a, TensorList))  # torch.where(c, x, y)
+    return group._dispatch(name, lambda i, *a, **k: func(*a, **k), args, kwargs)
+
+TensorList.__torch_function__ = classmethod(_torch_function)
 
 # %% ../nbs/01_tensorlist.ipynb #c018
 def as_matrices(x):

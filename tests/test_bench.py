@@ -25,3 +25,12 @@ def test_bench_cli_rejects_unknown_names(capsys):
     from optcb.cli import main
     assert main(['bench', '--sets', 'tiny']) == 2 and "unknown parameter set 'tiny'" in capsys.readouterr().err
     assert main(['bench', '--opt', 'sophia']) == 2 and "unknown optimizer 'sophia'" in capsys.readouterr().err
+
+def test_an_empty_set_list_times_no_step(monkeypatch):
+    "`--sets ''` is no parameter set (the end-to-end epoch alone, with `--e2e`), not the optimizer's default sets"
+    timed = []
+    monkeypatch.setattr(B, 'bench_set', lambda shapes, builders, **k: timed.append(shapes) or {})
+    monkeypatch.setattr(B, 'format_results', lambda res: '')
+    assert B.bench(sets='', log=lambda *a: None) == {} and timed == []
+    default = list(B.entry('adam').bench_spec().sets)
+    assert list(B.bench(sets=None, log=lambda *a: None)) == default and len(timed) == len(default) > 0

@@ -54,7 +54,7 @@ def test_cautious_differs_from_the_plain_optimizer(kind):
     assert max((p - q).abs().max().item() for p, q in zip(ps, ref) if p.numel()) > 1e-4
 
 @slow
-@pytest.mark.parametrize('kind', ['sgd'])  # C-AdamW and C-Lion: with the registry's new entries, test_new_optimizers
+@pytest.mark.parametrize('kind', ['sgd'])  # C-AdamW and C-Lion: with the registry entries, test_rprop_asgd_adafactor_adopt_ademamix
 def test_compiled_path_equals_per_tensor_path(kind):
     ps = make_params(); ref = clone_params(ps)
     a, b = CASES[kind](ps, compile=True), CASES[kind](ref, foreach=False)

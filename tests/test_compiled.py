@@ -93,7 +93,7 @@ def saved_bytes(obj):
 @pytest.mark.parametrize('flags,path', [(dict(foreach=False), 'per-tensor'), (dict(fused=False), 'group'),
                                         (dict(fused=True), 'compiled'), ({}, None)])
 def test_parameters_gradients_and_state_keep_their_own_storage(flags, path):
-    "Issue 15: two 512x512 layers (large enough for the default compiled path): saving one writes one"
+    "Two 512x512 layers (large enough for the default compiled path): saving one writes one"
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512))
     layer_bytes = saved_bytes(model[2].state_dict())

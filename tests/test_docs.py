@@ -41,16 +41,23 @@ def test_search_index_finds_api_entries(site):
     assert any(e['url'] == 'optimizers.html#Adam' for e in index) and any(e['url'] == 'optimizer.html#Optimizer' for e in index)
 
 def test_the_landing_page_carries_the_readme(site):
-    "What optcb is, the optimizer table, the comparison with its two figures, speed: a site reader needs no README"
+    "What optcb is, the two commands, the examples, the optimizer table: a site reader needs no README"
     page, readme = (site / 'index.html').read_text(), (ROOT / 'README.md').read_text()
     for heading in re.findall(r'^## (.+)$', readme, re.M):
         assert re.sub(r'`([^`]+)`', r'<code>\1</code>', heading) in page, heading
     assert all(f'<code>{name}</code>' in page for name in optcb.REGISTRY)
-    assert page.count('<img alt="') >= 2 and page.count('src="data:image/png;base64,') >= 2
+    assert all(f'href="{p}.html"' in page for p in ('tutorial', 'guide', 'comparison', 'benchmarks', 'paths'))
+
+def test_the_benchmarks_page_carries_benchmarks_md(site):
+    "The tables and the four figures of BENCHMARKS.md, figures inlined, on a page of the site"
+    page, text = (site / 'benchmarks.html').read_text(), (ROOT / 'BENCHMARKS.md').read_text()
+    for heading in re.findall(r'^## (.+)$', text, re.M):
+        assert re.sub(r'`([^`]+)`', r'<code>\1</code>', heading) in page, heading
+    assert page.count('src="data:image/png;base64,') == 4
     import csv
-    adam = next(r for r in csv.DictReader(open(ROOT / 'results' / 'compare-digits' / 'summary.csv')) if r['optimizer'] == 'adam')
-    assert 'fit_one_cycle(3)' in page and f"{float(adam['accuracy']):.4f}" in page  # the comparison's table
-    assert 'torch\'s fused AdamW' in page and 'href="https://github.com/optcb/optcb/blob/main/BENCHMARKS.md"' in page
+    adam = next(r for r in csv.DictReader(open(ROOT / 'bench' / 'reference' / 'compare-digits' / 'summary.csv'))
+                if r['optimizer'] == 'adam')
+    assert f"{float(adam['accuracy']):.4f}" in page  # the comparison's table
 
 def test_signatures_fit_their_box(site):
     "A long signature is laid out one parameter per line, so that no API entry scrolls sideways"

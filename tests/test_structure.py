@@ -10,17 +10,39 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ('fastai', 'torchvision', 'matplotlib', 'sklearn')
 
 # -- the registry: every list of optimizers is derived from it
-def test_readme_and_docs_tables_are_the_registry_and_the_committed_comparison():
+def test_readme_table_is_the_registry():
     sys.path.insert(0, str(ROOT / 'tools'))
     import sync_readme
     readme = (ROOT / 'README.md').read_text()
     for name, body in sync_readme.generated().items():
         assert sync_readme.block(name, body) in readme, f"README's {name} table is stale: run python tools/sync_readme.py"
     assert all(f"| `{name}` |" in optcb.registry.markdown_table() for name in REGISTRY)
-    for folder in sync_readme.RESULTS.values():
-        for fig in ('losses.png', 'accuracy.png'):
-            assert f'](results/{folder.name}/{fig})' in readme and (folder / fig).stat().st_size > 10_000
-    assert "(root / 'README.md').read_text()" in (ROOT / 'nbs' / 'index.ipynb').read_text()  # the front page shows it
+    assert all(f"| `{name}` |" in readme for name in REGISTRY)
+
+def test_benchmarks_md_is_generated_from_the_reference_measurements():
+    "BENCHMARKS.md is what tools/benchmarks.py writes from bench/reference/, and every figure it shows is there"
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import benchmarks
+    text = (ROOT / 'BENCHMARKS.md').read_text()
+    assert text == benchmarks.render(), 'BENCHMARKS.md is stale: run python tools/benchmarks.py'
+    figures = re.findall(r'\]\((bench/reference/[^)]+\.png)\)', text)
+    assert len(figures) == 4 and all((ROOT / f).stat().st_size > 10_000 for f in figures)
+
+def test_the_landing_page_and_the_benchmarks_page_show_their_files():
+    for nb, name in [('index', 'README.md'), ('17_benchmarks', 'BENCHMARKS.md')]:
+        assert f"page('{name}')" in (ROOT / 'nbs' / f'{nb}.ipynb').read_text()
+
+def test_readme_is_a_landing_page():
+    "About 8 KB: what optcb is, the two commands, the examples, the table, and where to read on"
+    readme = (ROOT / 'README.md').read_text()
+    assert len(readme.encode()) <= 8_400, len(readme.encode())
+    assert re.findall(r'^## (.+)$', readme, re.M) == ['What it is', 'Optimizers', 'Where to read on', 'Development']
+
+def test_no_session_or_issue_numbers_in_the_documents():
+    "The project's documents describe the project, not its history: no 'session 9' or 'issue 11' in them"
+    docs = [ROOT / 'README.md', ROOT / 'BENCHMARKS.md', *sorted((ROOT / 'nbs').glob('*.ipynb'))]
+    found = [f'{d.name}: {m[0]}' for d in docs for m in re.finditer(r'\b(?:session|issue)s? \d+', d.read_text(), re.I)]
+    assert found == [], found
 
 def test_compare_knows_every_registry_entry():
     C = pytest.importorskip('optcb.compare')
@@ -158,6 +180,32 @@ def test_plan_says_which_path_each_bucket_takes_and_why(monkeypatch):
     big[0].grad = torch.zeros_like(big[0])  # the plan of the next step: only what has a gradient is stepped
     assert [(b.group, b.numel) for b in opt.plan()] == [(0, 2**18)]
     assert optcb.Paths(opt.chain).decide(big[1:], [{}]) == ('group', '10 values < compile_min_numel=65,536')
+
+@slow
+def test_plan_says_what_else_each_step_does(monkeypatch):
+    """`also`: a compiled bucket's first step on the group path, then its many small tensors gathered (as the step does
+    them: the gathered buffers exist after it); float32 working copies; with gradient release, per tensor"""
+    monkeypatch.setenv('OPTCB_COMPILE', '1')
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(100)) for _ in range(70)] + [torch.nn.Parameter(torch.randn(300, 300))]
+    for p in ps: p.grad = torch.randn_like(p)
+    opt = optcb.Adam(ps, lr=1e-3)
+    [b] = opt.plan()
+    assert (b.path, b.also) == ('compiled', ('its first step runs on the group path: it creates the state',))
+    built = optcb.paths.kernels_built()
+    opt.step()
+    assert optcb.paths.kernels_built() == built  # as it said: no kernel yet
+    [b] = opt.plan()
+    assert b.path == 'compiled' and len(b.also) == 1 and b.also[0].startswith('70 tensors under 16,384 values gathered')
+    opt.step()
+    assert optcb.paths.kernels_built() == built + 1
+    w16 = torch.nn.Parameter(torch.randn(10).bfloat16())
+    [b] = optcb.Adam([w16], lr=1e-3).plan()
+    assert b.also == ('the callbacks run in float32 on working copies (Kahan summation)',)
+    [b] = optcb.Adam(ps[:1], lr=1e-3, state_dtype=torch.bfloat16).plan()
+    assert b.also == ('the callbacks run in float32 on working copies (state in torch.bfloat16)',)
+    [b] = optcb.Adam(ps, lr=1e-3, release_gradients=True).plan()
+    assert (b.path, b.why, b.also) == ('per-tensor', 'release_gradients: stepped during backward', ())
 
 # -- callbacks declare the ranges of their own hyperparameters
 def test_a_callback_declares_the_range_of_its_own_hyperparameter():

@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/equality_report.py
 
-Runs the torch cases of tests/test_torch_equality.py and tests/test_more_optimizers.py, and the fastai cases of
+Runs the torch cases of tests/test_torch_equality.py and tests/test_optimizers_against_references.py, and the fastai cases of
 tests/test_fastai_equality.py, and prints, per optimizer and
 dtype, the largest relative error over parameters and over state (max |a − b| / max |b| per tensor)."""
 import sys, warnings
@@ -11,7 +11,7 @@ from pathlib import Path
 warnings.filterwarnings('ignore')
 sys.path.insert(0, str(Path(__file__).parent.parent / 'tests'))
 import torch, fastai.optimizer as fo, optcb
-import test_torch_equality as T, test_more_optimizers as M, test_fastai_equality as F
+import test_torch_equality as T, test_optimizers_against_references as M, test_fastai_equality as F
 from _util import make_params, clone_params, grad_stream, run, max_errs, against_torch, STEPS
 
 worst = defaultdict(lambda: [0., 0.])

@@ -3,7 +3,8 @@ reports its peak resident memory (VmHWM) above what the process held (VmRSS) bef
 parameters. The batch is tiny (the activations are a rounding error next to 20M parameters), and glibc is told to map
 every allocation over 128 KiB on its own (MALLOC_MMAP_THRESHOLD_), so freed tensors leave the resident set at once.
 
-    .venv/bin/python tools/memory_table.py            # ResNet-34 and a 6-layer transformer, every configuration
+    .venv/bin/python tools/memory_table.py [--json F]             # ResNet-34 and a 6-layer transformer, every configuration
+    .venv/bin/python tools/memory_table.py --accuracy [--json F]  # accuracy of the precision options on the digits default
 
 Bytes per parameter, for reference: float32 parameters 4, their gradients 4, Adam's two moments 8 (float32) or 4
 (bfloat16); bfloat16 parameters 2 and gradients 2, a Kahan compensation 2."""
@@ -96,7 +97,11 @@ def accuracy(seeds=(42, 43, 44)):
     return res
 
 def main():
-    if '--accuracy' in sys.argv: return accuracy()
+    out = sys.argv[sys.argv.index('--json') + 1] if '--json' in sys.argv else None
+    if '--accuracy' in sys.argv:
+        res = accuracy()
+        if out: json.dump(res, open(out, 'w'), indent=1)
+        return res
     rows = {}
     for model in ('resnet34', 'transformer'):
         for name, make in CONFIGS.items():
@@ -105,6 +110,6 @@ def main():
             print(f"{model:12} {name:55} {n / 1e6:5.1f}M params  {peak / n:5.1f} bytes/param", flush=True)
     print('\n| configuration | ResNet-34 | transformer |\n|---|---:|---:|')
     for name, r in rows.items(): print(f"| {name} | {r['resnet34']:.1f} | {r['transformer']:.1f} |")
-    json.dump(rows, open('/tmp/memory_table.json', 'w'), indent=1)
+    if out: json.dump(rows, open(out, 'w'), indent=1)
 
 if __name__ == '__main__': main()
