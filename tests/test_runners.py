@@ -1,0 +1,61 @@
+"""Every runner against the per-tensor runner, for every registry entry and every torch-signature class: the group
+runner (`TensorList` over foreach kernels) and the compiled runner on many small tensors (gathered into one buffer per
+kind where the chain is elementwise), over 12 steps in float64, parameters and state. The cases come from the registry, so a new entry is checked
+here without a new line. (The compiled runner on a bucket's own tensors: tests/test_compiled.py; the recorded runner
+of `differentiable=True`: tests/test_differentiable.py.)"""
+import pytest, torch
+import optcb
+from _util import make_params, clone_params, grad_stream, run, max_errs, paths, sample
+
+def _torch_classes():
+    "The registry's torch-signature classes, each once, in registry order, with whether their chain compiles"
+    return {e.torch: e.compiles for e in optcb.REGISTRY.values() if e.torch}
+
+ALL = [(n, e.build, e.compiles) for n, e in optcb.REGISTRY.items()] + \
+      [(f'optim.{c.__name__}', c, compiles) for c, compiles in _torch_classes().items()]
+
+def grouped(make) -> bool:
+    "Whether the chain may run on a group: none of its callbacks is declared to run one tensor at a time"
+    return not make(make_params(), lr=1e-2).chain.per_tensor
+
+GROUP = [(n, m) for n, m, _ in ALL if grouped(m)]
+COMPILED = [(n, m) for n, m, compiles in ALL if compiles]
+
+def uncompiled(name): return {'fused': False} if name.startswith('optim.') else {'compile': False}
+def compiled(name): return {'fused': True} if name.startswith('optim.') else {'compile': True}
+
+def test_the_cases_cover_the_registry():
+    "Every entry and class is a case of the group runner unless its chain runs per tensor (Adafactor's factors)"
+    left_out = {n for n, _, _ in ALL} - {n for n, _ in GROUP}
+    assert left_out == {'adafactor', 'optim.Adafactor'} and len(COMPILED) >= 35
+
+@pytest.mark.parametrize('name,make', GROUP, ids=[n for n, _ in GROUP])
+def test_the_group_runner_equals_the_per_tensor_runner(name, make):
+    ps = make_params(torch.float64); ref = clone_params(ps)
+    fast, slow = make(ps, lr=1e-2, foreach=True, **uncompiled(name)), make(ref, lr=1e-2, foreach=False)
+    assert paths(fast) == {'group'} and paths(slow) == {'per-tensor'}
+    g = grad_stream(ps, 12)  # one parameter misses every third step
+    run(fast, ps, g, 12); run(slow, ref, g, 12)
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 1e-12 and serr < 1e-12, (perr, serr)
+
+SMALL = ((4, 3), (5,), (2, 2), (3,), (6,)) * 13  # 65 tiny tensors: at least `gather_min_count`
+
+@pytest.mark.parametrize('name,make', sample(COMPILED, [n for n, _ in COMPILED].index('adam')),
+                         ids=[n for n, _ in COMPILED])
+def test_the_gathered_compiled_runner_equals_the_per_tensor_runner(name, make):
+    ps = make_params(torch.float64, shapes=SMALL); ref = clone_params(ps)
+    fast, slow = make(ps, lr=1e-2, **compiled(name)), make(ref, lr=1e-2, foreach=False)
+    g = grad_stream(ps, 12, skip=())
+    run(fast, ps, g, 1)  # the first step creates the state on the group path; from the second, gathered
+    [b] = fast.plan()  # gathered where each value is stepped on its own; a per-layer norm (LAMB, LARC) needs its layer
+    gathers = fast.chain.elementwise
+    assert b.path == 'compiled' and (b.also[0].startswith('65 tensors under 16,384 values gathered') if gathers
+                                     else b.also == ()), b
+    run(slow, ref, g, 1)
+    for t in range(1, 12):
+        for opt, qs in ((fast, ps), (slow, ref)):
+            for p, x in zip(qs, g(t, qs)): p.grad = x.clone()
+            opt.step()
+    perr, serr = max_errs(ps, ref, fast, slow)
+    assert perr < 1e-12 and serr < 1e-12, (perr, serr)
