@@ -10,15 +10,16 @@ import warnings
 from functools import partial
 from collections.abc import Iterable, Mapping, MutableMapping
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from fastcore.basics import patch_to
 from .chain import Chain, by_flags, torch_scalar_dtype
-from .paths import Paths, BucketPlan, PER_TENSOR
+from .paths import Paths, Runner, BucketPlan, PER_TENSOR
 
 # %% auto #0
-__all__ = ['state_sources', 'Optimizer']
+__all__ = ['state_sources', 'Optimizer', 'Route']
 
 # %% ../nbs/03_optimizer.ipynb #c005
 def _param_groups(params):
@@ -288,15 +289,15 @@ def _check_complex(self, chain, where):
                          + (f": {shaped} work on a tensor's shape, which its real view changes" if shaped else ''))
 
 @patch_to(Optimizer)
-def _step_complex(self, paths, p, hypers):
-    """A complex parameter stepped as torch steps one: as its real view (`torch.view_as_real`, real and imaginary
-    parts along a last dim of 2), gradient and state too, one tensor at a time; its state is kept complex"""
-    state = self.state[p]
+def _step_complex(self, paths, params, states, hypers, parts=None):
+    """The runner of a complex parameter, stepped as torch steps one: as its real view (`torch.view_as_real`, real and
+    imaginary parts along a last dim of 2), gradient and state too, one tensor at a time; its state is kept complex"""
+    (p,), (state,) = params, states
     real = torch.view_as_real(p)
     real.grad = torch.view_as_real(p.grad)
     given = {k: torch.view_as_real(v) for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_complex()}
     view = {**state, **given}
-    paths.step([real], [view], hypers, transient=True, per_tensor=True)
+    paths.step([real], [view], hypers, transient=True, per_tensor='a complex parameter')
     for k, v in view.items():
         if given.get(k) is v: continue  # updated in place, through the view
         like_p = isinstance(v, torch.Tensor) and v.shape == real.shape
@@ -326,20 +327,45 @@ def step(self, closure=None):
 
 @patch_to(Optimizer)
 def _step_groups(self, stepped, among):
-    parts = {}  # per route, its compiled buckets' shares of the step's one kernel call for it
-    for group, params in zip(self.param_groups, stepped):
-        if not params: continue
-        hypers, paths = self._hypers(group), self._route(group)
-        share = parts.setdefault(id(paths), (paths, []))[1]
-        if any(p.is_complex() or p.grad.is_sparse for p in params):  # one tensor at a time, as torch's
-            for p in params:
-                if p.is_complex(): self._step_complex(paths, p, hypers)
-                elif p.grad.is_sparse and self.sparse_grads is None:
-                    paths.step([p], [self.state[p]], hypers, per_tensor=True)
-            params = [p for p in params if not (p.is_complex() or p.grad.is_sparse and self.sparse_grads is None)]
-        for bucket, states in paths.buckets(params, [self.state[p] for p in params]):
-            self._step_bucket(paths, bucket, states, hypers, among=among, parts=share)
+    parts = {}  # per `Paths`, its compiled buckets' shares of the step's one kernel call for it
+    for r in self._step_routes(stepped, among): r.run(parts.setdefault(id(r.paths), (r.paths, []))[1])
     for paths, share in parts.values(): paths.run_parts(share)
+
+
+# %% ../nbs/03_optimizer.ipynb #c006r
+class Route(NamedTuple):
+    "One bucket of a step: its param group (an index), its `Paths`, parameters, states, hyperparameters and runner"
+    group: int
+    paths: Paths
+    params: list
+    states: list
+    hypers: dict
+    runner: Runner
+    def run(self, parts=None): self.runner.run(self.params, self.states, self.hypers, parts)
+
+@patch_to(Optimizer)
+def _step_routes(self, stepped, among=None, per_tensor:str|None=None) -> list[Route]:
+    """The step's routes. `stepped`: each group's parameters (`_stepped`); `among`: the step's size, as
+    `Paths.decide` takes it; `per_tensor`: why every bucket goes one tensor at a time (gradient release)"""
+    routes = []
+    for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
+        if not params: continue
+        hypers, paths, rest = self._hypers(group), self._route(group), []
+        for p in params:
+            if p.is_complex():
+                why, run = 'complex: stepped as its real view (torch.view_as_real)', partial(self._step_complex, paths)
+            elif p.grad is not None and p.grad.is_sparse and self.sparse_grads is None:
+                why, run = 'a sparse gradient, stepped in its rows', paths._run_each
+            else: rest.append(p); continue
+            routes.append(Route(i, paths, [p], [self.state[p]], hypers, Runner(PER_TENSOR, why, (), run)))
+        for bucket, states in paths.buckets(rest, [self.state[p] for p in rest]):
+            copies = self._working_copies(bucket[0])
+            runner = paths.runner(bucket, states, among, transient=bool(copies), per_tensor=per_tensor)
+            if copies: runner = Runner(runner.path, runner.why, runner.also + copies,
+                                       partial(self._step_in_working_copies, paths, among, per_tensor))
+            routes.append(Route(i, paths, bucket, states, hypers, runner))
+    return routes
+
 
 # %% ../nbs/03_optimizer.ipynb #c006f0
 @patch_to(Optimizer)
@@ -407,23 +433,20 @@ def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=N
 def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF
 
 @patch_to(Optimizer)
-def _step_bucket(self, paths, params, states, hypers, per_tensor=False, among=None, parts=None):
-    """Step one bucket on `paths` (a compiled one joins `parts`, see `Paths.step`); with Kahan summation or another
-    state dtype, the callbacks run in float32 on working copies (a parameter plus its compensation, its state), in
-    chunks of at most `precision_chunk` values"""
-    kahan = self._kahan(params[0])
-    if not kahan and self.state_dtype is None:
-        return paths.step(params, states, hypers, per_tensor=per_tensor, among=among, parts=parts)
-    chunk, size = [], 0
+def _step_in_working_copies(self, paths, among, per_tensor, params, states, hypers, parts=None):
+    """The runner for a bucket with Kahan summation or another state dtype: the callbacks run in float32 on working
+    copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
+    kahan, chunk, size = self._kahan(params[0]), [], 0
     for p, s in zip(params, states):
         chunk.append((p, s)); size += p.numel()
         if size >= self.precision_chunk:
             self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
     if chunk: self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among)
 
+
 # %% ../nbs/03_optimizer.ipynb #c006h
 @patch_to(Optimizer)
-def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=False, among=None):
+def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=None, among=None):
     work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
     for p, s in chunk:
         if p.dtype not in _HALF: work.append(p); continue
@@ -474,6 +497,8 @@ def release_gradients(self, on:bool=True):
     return self
 
 # %% ../nbs/03_optimizer.ipynb #c006i1
+_RELEASED = 'release_gradients: stepped during backward'
+
 @patch_to(Optimizer)
 @torch.no_grad()
 def _step_released(self, i, p):
@@ -489,8 +514,8 @@ def _step_released(self, i, p):
     # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
     # turned off the __torch_function__ overrides that a TensorList needs
     with self._as_numbers([self.state[p]]):
-        if p.is_complex(): self._step_complex(self._route(group), p, self._hypers(group))
-        else: self._step_bucket(self._route(group), [p], [self.state[p]], self._hypers(group), per_tensor=True)
+        alone = [[p] if g is group else [] for g in self.param_groups]
+        for r in self._step_routes(alone, per_tensor=_RELEASED): r.run()
     p.grad = None
 
 # %% ../nbs/03_optimizer.ipynb #c006j
@@ -524,27 +549,15 @@ def eval(self):
 def plan(self) -> list[BucketPlan]:
     """How the next step will process each bucket of each param group — per tensor, group or compiled — and why
     (parameters without a gradient are left out, unless none has one)"""
-    res, (stepped, among) = [], self._stepped(or_all=True)
-    for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
-        paths = self._route(group)
-        for p in params:
-            why = ('complex: stepped as its real view (torch.view_as_real)' if p.is_complex() else
-                   'a sparse gradient, stepped in its rows' if p.grad is not None and p.grad.is_sparse else None)
-            if why: res.append(BucketPlan(i, 1, p.numel(), str(p.device), str(p.dtype).replace('torch.', ''),
-                                          PER_TENSOR, why))
-        params = [p for p in params if not (p.is_complex() or p.grad is not None and p.grad.is_sparse)]
-        with self._as_numbers(states := [self.state[p] for p in params]):
-            for bucket, bstates in paths.buckets(params, states):
-                path, why, also = *paths.decide(bucket, bstates, among=among), self._working_copies(bucket[0])
-                if self.releases_gradients: path, why = PER_TENSOR, 'release_gradients: stepped during backward'
-                else: also = paths.also(bucket, bstates, path, transient=bool(also)) + also
-                res.append(BucketPlan(i, len(bucket), sum(p.numel() for p in bucket), str(bucket[0].device),
-                                      str(bucket[0].dtype).replace('torch.', ''), path, why, also))
-    return res
+    stepped, among = self._stepped(or_all=True)
+    with self._as_numbers([self.state[p] for params in stepped for p in params]):
+        routes = self._step_routes(stepped, among, per_tensor=_RELEASED if self.releases_gradients else None)
+    return [BucketPlan(r.group, len(r.params), sum(p.numel() for p in r.params), str(r.params[0].device),
+                       str(r.params[0].dtype).replace('torch.', ''), *r.runner[:3]) for r in routes]
 
 @patch_to(Optimizer)
 def _working_copies(self, p) -> tuple:
-    "What `plan()` says of a bucket whose callbacks run on float32 working copies (see `_step_bucket`)"
+    "What `plan()` says of a bucket whose callbacks run on float32 working copies (see `_step_in_working_copies`)"
     why = [w for w, on in [('Kahan summation', self._kahan(p)), (f'state in {self.state_dtype}', self.state_dtype)]
            if on]
     return (f"the callbacks run in float32 on working copies ({', '.join(why)})",) if why else ()

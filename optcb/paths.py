@@ -18,7 +18,7 @@ from .tensorlist import TensorList
 
 # %% auto #0
 __all__ = ['PER_TENSOR', 'GROUP', 'COMPILED', 'TESTED_TORCH', 'torch_minor', 'compile_tested', 'why_not_compiling',
-           'compile_available', 'BucketPlan', 'kernel_writes_seen', 'kernels_built', 'Paths']
+           'compile_available', 'BucketPlan', 'kernel_writes_seen', 'kernels_built', 'Paths', 'Runner']
 
 # %% ../nbs/02_paths.ipynb #c005
 PER_TENSOR, GROUP, COMPILED = 'per-tensor', 'group', 'compiled'
@@ -213,6 +213,18 @@ def kernels_built() -> int:
     return _built['kernels'] + torch._dynamo.utils.counters['stats']['unique_graphs']
 
 # %% ../nbs/02_paths.ipynb #c007s2
+def _same_dtypes(out, given) -> dict:
+    """The chain's new state tensors in the dtypes of the state they replace. On the compiled path numbers are 0-d
+    float64 tensors, which promote a 0-d result made only of them and of reductions (LARC's `local_lr`, from two
+    norms) to float64, where the uncompiled paths keep the parameter's dtype: cast back inside the kernel, the state
+    keeps its dtype from step to step (and so the kernel its structure)"""
+    def like(k, v):
+        old = given.get(k)
+        if not (isinstance(v, TensorList) and isinstance(old, TensorList)) or v is old: return v
+        return TensorList([t if t.dtype == o.dtype else t.to(o.dtype) for t, o in zip(v.tensors, old.tensors)],
+                          traced=True)
+    return {k: like(k, v) for k, v in out.items()}
+
 class _Kernel:
     """The chain compiled ahead of time for one structure of buckets, and called without dynamo: traced once with fake
     tensors (`make_fx`, so a branch on a tensor's value fails the trace instead of being baked in), compiled by
@@ -237,7 +249,7 @@ class _Kernel:
                 st = {k: TensorList([next(args) for _ in range(n)], traced=True) for k in lists}
                 given = dict(st)
                 st.update({k: next(args) for k in scalars}, **fixed)
-                out = run_chain(chain, TensorList(ps, traced=True), st, hy)
+                out = _same_dtypes(run_chain(chain, TensorList(ps, traced=True), st, hy), given)
                 # what comes back: the state given (unchanged or updated in place), new tensors, or new numbers
                 self.out.append([(k, 'given' if k in given and v is given[k] else 'list' if isinstance(v, TensorList)
                                   else 'tensor' if isinstance(v, torch.Tensor) else 'fixed', v)
@@ -365,14 +377,30 @@ def decide(self, params, states, among:int|None=None) -> tuple[str, str]:
     if numel < self.compile_min_numel: return GROUP, f"{size} < {least}"
     return COMPILED, f"{size} >= {least}{fallback}"
 
+class Runner(NamedTuple):
+    """How one bucket is stepped: the path `plan()` names, why, what else its step does, and the run itself, called
+    as `run(params, states, hypers, parts)` (`parts`: the step's list that a compiled bucket joins, or None)"""
+    path: str
+    why: str
+    also: tuple
+    run: Callable
+
 @patch_to(Paths)
-def also(self, params, states, path, transient=False) -> tuple:
-    "What else a bucket's step on `path` does, for `plan()`: a compiled bucket's first step, its gathered tensors"
-    if path != COMPILED: return ()
-    if self._first_step(params, states): return ('its first step runs on the group path: it creates the state',)
-    if not (small := self._small(params, transient)): return ()
-    return (f'{len(small)} tensors under {self.gather_max_numel:,} values gathered: copied into one buffer per '
-            'kind, stepped together and copied back',)
+def runner(self, params, states, among:int|None=None, transient=False, per_tensor:str|None=None) -> Runner:
+    """The runner for one bucket. `among`: as `decide` takes it; `transient`: tensors made for this step only, so
+    nothing is cached by their identity; `per_tensor`: why the bucket must go one tensor at a time whatever the
+    decision (gradients released during backward, a complex parameter's real view)"""
+    if per_tensor: return Runner(PER_TENSOR, per_tensor, (), self._run_each)
+    path, why = self.decide(params, states, among)
+    if path == PER_TENSOR: return Runner(path, why, (), self._run_each)
+    if path == GROUP: return Runner(path, why, (), self._run_group)
+    if self._first_step(params, states):
+        return Runner(path, why, ('its first step runs on the group path: it creates the state',), self._run_first)
+    small = self._small(params, transient)
+    also = (f'{len(small)} tensors under {self.gather_max_numel:,} values gathered: copied into one buffer per '
+            'kind, stepped together and copied back',) if small else ()
+    return Runner(path, why, also, partial(self._run_compiled, small=small))
+
 
 # %% ../nbs/02_paths.ipynb #c009c
 @patch_to(Paths)
@@ -395,15 +423,15 @@ def buckets(self, params, states):
 
 # %% ../nbs/02_paths.ipynb #c009d
 @patch_to(Paths)
-def step(self, params, states, hypers, transient=False, per_tensor=False, among=None, parts=None):
-    """Step one bucket on its path (`transient`: tensors made for this step only, so nothing is cached by identity;
-    `per_tensor`: on the reference path whatever the decision; `among`: as `decide` takes it; `parts`: a list that a
-    compiled bucket joins, to be stepped by `run_parts` in one kernel call with the rest of the step)"""
-    path = PER_TENSOR if per_tensor else self.decide(params, states, among)[0]
-    if path == COMPILED: self._run_compiled(params, states, hypers, transient, parts)
-    elif path == GROUP: self._run_group(params, states, hypers)
-    else:
-        for p, s in zip(params, states): self._run(p, s, hypers)
+def step(self, params, states, hypers, transient=False, per_tensor:str|None=None, among=None, parts=None):
+    """Step one bucket with its `runner` (`transient`, `per_tensor`, `among`: as `runner` takes them); a compiled
+    bucket joins `parts` where given, to be stepped by `run_parts` with the rest of the step, or else runs at once"""
+    self.runner(params, states, among, transient, per_tensor).run(params, states, hypers, parts)
+
+@patch_to(Paths)
+def _run_each(self, params, states, hypers, parts=None):
+    "The per-tensor runner"
+    for p, s in zip(params, states): self._run(p, s, hypers)
 
 @patch_to(Paths)
 def _run(self, p, state, hypers):
@@ -425,8 +453,9 @@ def _run_recorded(self, p, state, hypers):
 
 # %% ../nbs/02_paths.ipynb #c009e
 @patch_to(Paths)
-def _run_group(self, params, states, hypers):
-    "Run the chain on a bucket as `TensorList`s, whose operations are foreach kernels, a chunk of tensors at a time"
+def _run_group(self, params, states, hypers, parts=None):
+    """The group runner: the chain on a bucket as `TensorList`s, whose operations are foreach kernels, a chunk of
+    tensors at a time"""
     start, size = 0, 0
     for i, p in enumerate(params):
         size += p.numel()
@@ -532,12 +561,16 @@ def _small(self, params, transient=False) -> list:
     return small if len(small) >= self.gather_min_count else []
 
 @patch_to(Paths)
-def _run_compiled(self, params, states, hypers, transient=False, parts=None):
-    if self._first_step(params, states):
-        self._stateless.add(tuple(map(id, params)))
-        return self._run_group(params, states, hypers)
-    small = self._small(params, transient)
-    own = parts is None  # no step to join: run at once
+def _run_first(self, params, states, hypers, parts=None):
+    "A compiled bucket's first step, on the group path; a bucket that keeps no state after it is compiled from now on"
+    self._stateless.add(tuple(map(id, params)))
+    self._run_group(params, states, hypers)
+
+@patch_to(Paths)
+def _run_compiled(self, params, states, hypers, parts=None, small=()):
+    """The compiled runner: the bucket joins the step's `parts`, its `small` tensors (indices, from `_small`) as one
+    gathered part and the rest as another; with no step to join, it runs at once"""
+    own = parts is None
     if own: parts = []
     traced = {k: self._scalar(k, v) for k, v in hypers.items()}
     if small:
@@ -546,6 +579,7 @@ def _run_compiled(self, params, states, hypers, transient=False, parts=None):
         params, states = [params[i] for i in large], [states[i] for i in large]
     if params: parts.append(self._group_part(params, states, hypers, traced))
     if own: self.run_parts(parts)
+
 
 # %% ../nbs/02_paths.ipynb #c009h1
 @patch_to(Paths)

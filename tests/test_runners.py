@@ -5,7 +5,7 @@ here without a new line. (The compiled runner on a bucket's own tensors: tests/t
 of `differentiable=True`: tests/test_differentiable.py.)"""
 import pytest, torch
 import optcb
-from _util import make_params, clone_params, grad_stream, run, max_errs, paths, sample
+from _util import make_params, clone_params, grad_stream, run, max_errs, paths, sample, ahead_of_time
 
 def _torch_classes():
     "The registry's torch-signature classes, each once, in registry order, with whether their chain compiles"
@@ -59,3 +59,24 @@ def test_the_gathered_compiled_runner_equals_the_per_tensor_runner(name, make):
             opt.step()
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 1e-12 and serr < 1e-12, (perr, serr)
+
+@pytest.mark.parametrize('name,make', sample(COMPILED, [n for n, _ in COMPILED].index('larc')),
+                         ids=[n for n, _ in COMPILED])
+def test_compiled_state_keeps_the_dtypes_of_the_uncompiled_paths(name, make):
+    """In float32, the state after compiled steps has the dtypes the per-tensor path gives it, and a schedule changing
+    the learning rate every step builds no second kernel: numbers enter the kernel as 0-d float64 tensors, which would
+    otherwise promote a 0-d state made of them and of norms (LARC's `local_lr`) to float64. Under dynamo (a chain
+    that branches on a value, Ranger's lookahead) a branch taken for the first time is a graph of its own, so the count
+    is checked where the kernel is built ahead of time"""
+    ps = make_params(torch.float32); ref = clone_params(ps)
+    fast, slow = make(ps, lr=1e-2, **compiled(name)), make(ref, lr=1e-2, foreach=False)
+    g = grad_stream(ps, 6, skip=())
+    for t in range(6):
+        if t == 2: built = optcb.paths.kernels_built()  # the first step is uncompiled, the second builds the kernel
+        for opt, qs in ((fast, ps), (slow, ref)):
+            opt.param_groups[0]['lr'] = 1e-2 * (1 + t)
+            for p, x in zip(qs, g(t, qs)): p.grad = x.float()
+            opt.step()
+    if ahead_of_time(fast): assert optcb.paths.kernels_built() == built
+    dtypes = lambda opt, qs: [{k: v.dtype for k, v in opt.state[p].items() if isinstance(v, torch.Tensor)} for p in qs]
+    assert dtypes(fast, ps) == dtypes(slow, ref)

@@ -207,6 +207,42 @@ def test_plan_says_what_else_each_step_does(monkeypatch):
     [b] = optcb.Adam(ps, lr=1e-3, release_gradients=True).plan()
     assert (b.path, b.why, b.also) == ('per-tensor', 'release_gradients: stepped during backward', ())
 
+def test_the_step_runs_the_runners_plan_names(monkeypatch):
+    """`plan()` and the step read one list of routes: before each of three steps, the runners the plan names (a
+    compiled bucket's first step, then its kernel call; the group path; per tensor; a complex parameter's real view;
+    float32 working copies around a 16-bit parameter's runner) are the ones the step then calls, bucket by bucket"""
+    monkeypatch.setenv('OPTCB_COMPILE', '1')
+    torch.manual_seed(0)
+    big, small, each = torch.randn(2**17), torch.randn(10), torch.randn(7)
+    z, half = torch.randn(5, dtype=torch.complex64), torch.randn(6).bfloat16()
+    ps = [torch.nn.Parameter(t) for t in (big, small, each, z, half)]
+    opt = optcb.optim.AdamW([{'params': ps[:2]}, {'params': ps[2:3], 'foreach': False},
+                             {'params': ps[3:4]}, {'params': ps[4:], 'fused': False}], lr=1e-3)
+    opt.set_precision(kahan_sum=None)  # Kahan summation wherever a parameter is 16-bit
+    ran = []
+    def spy(cls, name):
+        real = getattr(cls, name)
+        def run(self, *a, **kw):
+            params = next(x for x in a if isinstance(x, list))
+            ran.append((name, len(params)))
+            return real(self, *a, **kw)
+        monkeypatch.setattr(cls, name, run)
+    for name in ('_run_each', '_run_group', '_run_first', '_run_compiled'): spy(optcb.Paths, name)
+    spy(Optimizer, '_step_complex'); spy(Optimizer, '_step_in_working_copies')
+    def expected(b):
+        if b.why.startswith('complex'): return [('_step_complex', 1), ('_run_each', 1)]
+        first = any('first step' in a for a in b.also)  # the group runner, called by the first step's
+        inner = {'per-tensor': ['_run_each'] * b.params, 'group': ['_run_group'],
+                 'compiled': ['_run_first', '_run_group'] if first else ['_run_compiled']}[b.path]
+        inner = [(n, 1 if n == '_run_each' else b.params) for n in inner]
+        return [('_step_in_working_copies', b.params), *inner] if any('working copies' in a for a in b.also) else inner
+    for t in range(3):
+        for p in ps: p.grad = torch.randn_like(p)
+        plan, ran[:] = opt.plan(), []
+        opt.step()
+        assert ran == [x for b in plan for x in expected(b)], (t, plan, ran)
+    assert {b.path for b in plan} == {'compiled', 'group', 'per-tensor'} and len(plan) == 4
+
 # -- callbacks declare the ranges of their own hyperparameters
 def test_a_callback_declares_the_range_of_its_own_hyperparameter():
     @callback(blend=0.5, ranges=dict(blend=FRACTION))

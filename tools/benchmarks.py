@@ -237,11 +237,8 @@ def missed_section(ref) -> str:
              if f.stem.startswith(('adam_', 'opt_'))}
     where = sorted(n for n, r in timed.items() if any(x['_meta']['graphs_compiled_while_timing'] for x in r.values()))
     recompiles = ('' if not where else
-                  f"- **Graphs compiled while timing** ({', '.join(where)}). LARC's per-layer rate `local_lr` is a 0-d "
-                  "tensor made from norms and hyperparameters; on the compiled path the hyperparameters are 0-d "
-                  "float64 tensors, which promote it to float64, while the uncompiled first step made it float32. So "
-                  "its third step meets a new structure and builds a second kernel (once; later steps reuse it), and "
-                  "the state's dtype differs between paths. Found while measuring; not yet fixed.")
+                  f"- **Graphs compiled while timing** ({', '.join(where)}): a contender met a structure of its step "
+                  "that it had not compiled before while it was being timed, so its median includes compiling.")
     extra = [textwrap.fill(x, 118, subsequent_indent='  ') for x in (machine, memory, recompiles) if x]
     return MISSED.replace('\n- **GPU.**', '\n' + '\n'.join(extra) + '\n- **GPU.**')
 
