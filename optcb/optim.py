@@ -16,7 +16,7 @@ import torch
 from collections import namedtuple
 from .chain import Chain, NONNEG, Range, by_flags, renamed
 from .paths import BucketPlan
-from .optimizer import Optimizer
+from .optimizer import Optimizer, engine_options
 from . import callbacks
 from .callbacks import *
 
@@ -87,19 +87,10 @@ class TorchOptimizer(Optimizer):
         "Each class also takes the engine's memory options: `kahan_sum`, `state_dtype`, `release_gradients`"
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get('__init__')
-        if init is None or getattr(init, '_precision', False): return
-        sig = inspect.signature(init)
-        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()): return  # a base such as _ScheduleFree
-        @functools.wraps(init)
-        def __init__(self, *args, kahan_sum=False, state_dtype=None, release_gradients=False, **kw):
-            init(self, *args, **kw)
-            if kahan_sum or state_dtype is not None: self.set_precision(kahan_sum, state_dtype)
-            if release_gradients: self.release_gradients()
-        extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
-                 for n, d in (('kahan_sum', False), ('state_dtype', None), ('release_gradients', False))]
-        __init__.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
-        __init__._precision = True
-        cls.__init__ = __init__
+        if init is None or getattr(init, 'engine_options', False): return
+        # a base that takes **kwargs (_ScheduleFree) leaves them to its subclasses
+        if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()): return
+        cls.__init__ = engine_options(init, kahan_sum=False)
 
     tensor_state = ('step',)  # torch keeps the step count as a 0-d tensor
 

@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/optimizer.html.md"""
 
 # %% ../nbs/03_optimizer.ipynb #c002
 from __future__ import annotations
-import warnings
+import functools, inspect, warnings
 from functools import partial
 from collections.abc import Iterable, Mapping, MutableMapping
 from contextlib import contextmanager
@@ -19,7 +19,7 @@ from .chain import Chain, by_flags, torch_scalar_dtype
 from .paths import Paths, Runner, BucketPlan, PER_TENSOR
 
 # %% auto #0
-__all__ = ['state_sources', 'Optimizer', 'Route']
+__all__ = ['state_sources', 'Optimizer', 'Route', 'engine_options']
 
 # %% ../nbs/03_optimizer.ipynb #c005
 def _param_groups(params):
@@ -428,6 +428,27 @@ def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=N
                                  "compensate only those")
     self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
     return self
+
+def engine_options(build, kahan_sum:bool|None=None):
+    """`build` (a function that returns an optimizer, or an optimizer class's `__init__`) also taking the engine's
+    options, keyword-only, applied once the optimizer is built: `kahan_sum` (default as given here: `None`, Kahan
+    summation wherever a parameter is 16-bit, for fastai's signatures; `False` for torch's, whose classes do not
+    compensate), `state_dtype` (default: the parameter's dtype) and `release_gradients` (default: off). See
+    `set_precision` and `release_gradients`"""
+    default = kahan_sum
+    @functools.wraps(build)
+    def built(*args, kahan_sum=default, state_dtype=None, release_gradients=False, **kwargs):
+        out = build(*args, **kwargs)
+        opt = args[0] if out is None else out  # an `__init__` builds its first argument
+        opt.set_precision(kahan_sum, state_dtype)
+        if release_gradients: opt.release_gradients()
+        return out
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
+             for n, d in (('kahan_sum', default), ('state_dtype', None), ('release_gradients', False))]
+    sig = inspect.signature(build)
+    built.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    built.engine_options = True
+    return built
 
 @patch_to(Optimizer)
 def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF

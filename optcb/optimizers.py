@@ -12,28 +12,14 @@ __all__ = ['SGD', 'RMSProp', 'Adam', 'AdamW', 'Yogi', 'Adagrad', 'Adamax', 'Adad
 # %% ../nbs/05_optimizers.ipynb #c002
 import functools, inspect
 from functools import partial
-from .optimizer import Optimizer
+from .optimizer import Optimizer, engine_options
 from .callbacks import *
 from .chain import only, by_flags
 
 # %% ../nbs/05_optimizers.ipynb #c005
-def _with_precision(builder):
-    """The fastai-signature `builder`, also taking the engine's memory options: `kahan_sum` (default: on for 16-bit
-    parameters), `state_dtype` (default: the parameter's dtype) and `release_gradients` (default: off); see
-    `Optimizer.set_precision` and `Optimizer.release_gradients`"""
-    @functools.wraps(builder)
-    def build(*args, kahan_sum=None, state_dtype=None, release_gradients=False, **kwargs):
-        opt = builder(*args, **kwargs).set_precision(kahan_sum, state_dtype)
-        return opt.release_gradients() if release_gradients else opt
-    sig = inspect.signature(builder)
-    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
-             for n, d in (('kahan_sum', None), ('state_dtype', None), ('release_gradients', False))]
-    build.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
-    return build
-
 def _maybe_cautious(step, on): return cautious(step) if on else step
 
-@_with_precision
+@engine_options
 def SGD(params, lr, mom=0., wd=0., decouple_wd=True, nesterov=False, cautious=False, foreach=None, compile=None):
     "SGD with heavy-ball or Nesterov momentum, decoupled or L2 weight decay (fastai's signature); C-SGD if `cautious`"
     if nesterov and mom == 0: raise ValueError("nesterov=True needs a momentum: mom > 0")
@@ -43,7 +29,7 @@ def SGD(params, lr, mom=0., wd=0., decouple_wd=True, nesterov=False, cautious=Fa
     cbs = [decay(decouple_wd), average_grad, _maybe_cautious(step, cautious)]
     return Optimizer(params, cbs, lr=lr, mom=mom, wd=wd, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def RMSProp(params, lr, mom=0., sqr_mom=0.99, eps=1e-8, wd=0., decouple_wd=True, centered=False,
             foreach=None, compile=None):
     "RMSProp (Hinton 2012), optionally centered (Graves 2013), with fastai's momentum on the raw gradient"
@@ -56,7 +42,7 @@ def _adam_chain(decouple_wd, amsgrad, cautious):
     return [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat,
             *([max_sqr_grad] if amsgrad else []), _maybe_cautious(adam_step, cautious)]
 
-@_with_precision
+@engine_options
 def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True, amsgrad=False, cautious=False,
          foreach=None, compile=None):
     """Adam (Kingma & Ba 2015); AdamW when `decouple_wd` (the default, as in fastai); AMSGrad's max with `amsgrad`;
@@ -64,14 +50,14 @@ def Adam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True,
     return Optimizer(params, by_flags(_adam_chain), lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd,
                      decouple_wd=decouple_wd, amsgrad=amsgrad, cautious=cautious, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def AdamW(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, amsgrad=False, cautious=False, foreach=None,
           compile=None):
     "Adam with decoupled weight decay (Loshchilov & Hutter 2019), named as such; C-AdamW with `cautious`"
     return Adam(params, lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=True, amsgrad=amsgrad,
                 cautious=cautious, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6, wd=0., decouple_wd=True,
          foreach=None, compile=None):
     "Yogi (Zaheer et al. 2018) as optax's `scale_by_yogi`: moments start at `initial_accumulator`, both bias-corrected"
@@ -80,7 +66,7 @@ def Yogi(params, lr, mom=0.9, sqr_mom=0.999, eps=1e-3, initial_accumulator=1e-6,
                      wd=wd, foreach=foreach, compile=compile)
 
 # %% ../nbs/05_optimizers.ipynb #c007
-@_with_precision
+@engine_options
 def Adagrad(params, lr=1e-2, lr_decay=0., eps=1e-10, initial_accumulator=0., wd=0., decouple_wd=False,
             foreach=None, compile=None):
     "Adagrad (Duchi et al. 2011): steps scaled by the running sum of squared gradients"
@@ -88,26 +74,26 @@ def Adagrad(params, lr=1e-2, lr_decay=0., eps=1e-10, initial_accumulator=0., wd=
     return Optimizer(params, cbs, lr=lr, lr_decay=lr_decay, eps=eps, initial_accumulator=initial_accumulator, wd=wd,
                      foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def Adamax(params, lr=2e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0., decouple_wd=False, foreach=None, compile=None):
     "Adamax (Kingma & Ba 2015, §7.1): Adam with an infinity-norm second moment"
     cbs = [decay(decouple_wd), partial(average_grad, dampening=True), max_abs_grad, step_stat, adamax_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def Adadelta(params, lr=1., sqr_mom=0.9, eps=1e-6, wd=0., decouple_wd=False, foreach=None, compile=None):
     "Adadelta (Zeiler 2012): the step's scale is the running RMS of past steps over that of gradients"
     cbs = [decay(decouple_wd), average_sqr_grad, adadelta_step]
     return Optimizer(params, cbs, lr=lr, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def Lion(params, lr=1e-4, mom=0.9, mom2=0.99, wd=0., cautious=False, foreach=None, compile=None):
     "Lion (Chen et al. 2023): sign of an interpolated momentum, decoupled weight decay; C-Lion with `cautious`"
     return Optimizer(params, [weight_decay, _maybe_cautious(lion_step, cautious)], lr=lr, mom=mom, mom2=mom2, wd=wd,
                      foreach=foreach, compile=compile)
 
 # %% ../nbs/05_optimizers.ipynb #c009
-@_with_precision
+@engine_options
 def RAdam(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., beta=0., decouple_wd=True, foreach=None, compile=None):
     "RAdam (Liu et al. 2020) with fastai's signature: Adam with a rectified adaptive learning rate"
     cbs = [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, radam_step]
@@ -132,7 +118,7 @@ def ranger(params, lr, mom=0.95, wd=0.01, eps=1e-6, k=6, alpha=0.5, **kwargs):
     return Lookahead(RAdam(params, lr=lr, mom=mom, wd=wd, eps=eps, **kwargs), k=k, alpha=alpha)
 
 # %% ../nbs/05_optimizers.ipynb #c010
-@_with_precision
+@engine_options
 def QHAdam(params, lr, mom=0.999, sqr_mom=0.999, nu_1=0.7, nu_2=1.0, eps=1e-8, wd=0., decouple_wd=True,
            foreach=None, compile=None):
     "QHAdam (Ma & Yarats 2019) with fastai's signature and defaults"
@@ -140,13 +126,13 @@ def QHAdam(params, lr, mom=0.999, sqr_mom=0.999, nu_1=0.7, nu_2=1.0, eps=1e-8, w
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, nu_1=nu_1, nu_2=nu_2, eps=eps, wd=wd,
                      foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def Lamb(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., decouple_wd=True, foreach=None, compile=None):
     "LAMB (You et al. 2019) with fastai's signature and defaults"
     cbs = [decay(decouple_wd), partial(average_grad, dampening=True), average_sqr_grad, step_stat, lamb_step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def Larc(params, lr, mom=0.9, clip=True, trust_coeff=0.02, eps=1e-8, wd=0., decouple_wd=True,
          foreach=None, compile=None):
     "LARC (`clip=True`) or LARS (`clip=False`) with fastai's signature and defaults (You et al. 2017)"
@@ -155,7 +141,7 @@ def Larc(params, lr, mom=0.9, clip=True, trust_coeff=0.02, eps=1e-8, wd=0., deco
                      **({'mom': mom} if mom != 0 else {}))
 
 # %% ../nbs/05_optimizers.ipynb #c011
-@_with_precision
+@engine_options
 def NAdam(params, lr=2e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, momentum_decay=4e-3, wd=0., decouple_wd=True,
           foreach=None, compile=None):
     "NAdam (Dozat 2016) with torch's momentum schedule; decoupled weight decay by default, as fastai's Adams"
@@ -164,7 +150,7 @@ def NAdam(params, lr=2e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, momentum_decay=4e-3
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, momentum_decay=momentum_decay, wd=wd,
                      foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def Adan(params, lr=1e-3, mom=0.98, mom2=0.92, sqr_mom=0.99, eps=1e-8, wd=0., foreach=None, compile=None):
     "Adan (Xie et al. 2022) as its authors' implementation: decay-rate betas, bias correction, proximal weight decay"
     cbs = [partial(average_grad, dampening=True), adan_stats, step_stat, adan_step]
@@ -172,20 +158,20 @@ def Adan(params, lr=1e-3, mom=0.98, mom2=0.92, sqr_mom=0.99, eps=1e-8, wd=0., fo
                      foreach=foreach, compile=compile)
 
 # %% ../nbs/05_optimizers.ipynb #c014
-@_with_precision
+@engine_options
 def Rprop(params, lr=1e-2, etaminus=0.5, etaplus=1.2, step_size_min=1e-6, step_size_max=50., foreach=None,
           compile=None):
     "Rprop (Riedmiller & Braun 1993): per-value step sizes adapted by the sign of the gradient, made for full batches"
     return Optimizer(params, [rprop_step], lr=lr, etaminus=etaminus, etaplus=etaplus, step_size_min=step_size_min,
                      step_size_max=step_size_max, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def ASGD(params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, wd=0., foreach=None, compile=None):
     "Averaged SGD (Polyak & Juditsky 1992) as torch.optim.ASGD: the state's `ax` is the average to evaluate"
     return Optimizer(params, [step_stat, l2_reg, asgd_step], lr=lr, lambd=lambd, alpha=alpha, t0=t0, wd=wd,
                      foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def ADOPT(params, lr=1e-3, mom=0.9, sqr_mom=0.9999, eps=1e-6, wd=0., decouple_wd=False, clip=True, foreach=None,
           compile=None):
     "ADOPT (Taniguchi et al. 2024) with its authors' defaults; `clip=False` is the unclipped first version"
@@ -193,13 +179,13 @@ def ADOPT(params, lr=1e-3, mom=0.9, sqr_mom=0.9999, eps=1e-6, wd=0., decouple_wd
     cbs = [step_stat, step] if decouple_wd else [l2_reg, step_stat, step]
     return Optimizer(params, cbs, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def Adafactor(params, lr=1e-2, beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1., wd=0., foreach=None, compile=None):
     "Adafactor (Shazeer & Stern 2018) with torch's defaults: factored second moment, relative steps, clipped updates"
     return Optimizer(params, [step_stat, adafactor_step], lr=lr, beta2_decay=beta2_decay, eps1=eps1, eps2=eps2, d=d,
                      wd=wd, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def AdEMAMix(params, lr=1e-3, mom=0.9, sqr_mom=0.999, mom3=0.9999, alpha=5., warmup=0, eps=1e-8, wd=0.,
              decouple_wd=True, foreach=None, compile=None):
     "AdEMAMix (Pagliardini et al. 2024): Adam plus a slow average weighted by `alpha`, warmed up over `warmup` steps"
@@ -217,7 +203,7 @@ def muon_hidden(params) -> list[bool]:
     mats = [i for i, p in enumerate(ps) if _side_gt_1(p)]
     return [i in mats[1:-1] for i in range(len(ps))]
 
-@_with_precision
+@engine_options
 def Muon(params, lr, mom=0.95, sqr_mom=0.95, eps=1e-8, wd=0.1, ns_steps=5, nesterov=True,
          adjust_lr='match_rms_adamw', hidden=None, foreach=None, compile=None):
     """Muon (Jordan et al. 2024) on the hidden matrices and AdamW on the other parameters, in one optimizer with one
@@ -239,13 +225,13 @@ def Muon(params, lr, mom=0.95, sqr_mom=0.95, eps=1e-8, wd=0.1, ns_steps=5, neste
     return opt
 
 # %% ../nbs/05_optimizers.ipynb #c018
-@_with_precision
+@engine_options
 def SGDScheduleFree(params, lr=1., mom=0.9, wd=0., warmup=0, r=0., weight_lr_power=2., foreach=None, compile=None):
     "Schedule-free SGD (Defazio et al. 2024) with the authors' defaults; `opt.eval()` for the averaged point"
     return Optimizer(params, [l2_reg, step_stat, schedule_free_step], lr=lr, mom=mom, wd=wd, warmup=warmup, r=r,
                      weight_lr_power=weight_lr_power, foreach=foreach, compile=compile)
 
-@_with_precision
+@engine_options
 def AdamWScheduleFree(params, lr=2.5e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0., warmup=0, r=0.,
                       weight_lr_power=2., foreach=None, compile=None):
     "Schedule-free AdamW (Defazio et al. 2024) with the authors' defaults; `opt.eval()` for the averaged point"

@@ -1,7 +1,8 @@
 """Every runner against the per-tensor runner, for every registry entry and every torch-signature class: the group
 runner (`TensorList` over foreach kernels) and the compiled runner on many small tensors (gathered into one buffer per
-kind where the chain is elementwise), over 12 steps in float64, parameters and state. The cases come from the registry, so a new entry is checked
-here without a new line. (The compiled runner on a bucket's own tensors: tests/test_compiled.py; the recorded runner
+kind where the chain is elementwise), over 12 steps in float64, parameters and state; and both inside float32 working
+copies (bfloat16 parameters with Kahan summation, float32 ones with bfloat16 state), bit for bit. The cases come from
+the registry, so a new entry is checked here without a new line. (The compiled runner on a bucket's own tensors: tests/test_compiled.py; the recorded runner
 of `differentiable=True`: tests/test_differentiable.py.)"""
 import pytest, torch
 import optcb
@@ -38,6 +39,29 @@ def test_the_group_runner_equals_the_per_tensor_runner(name, make):
     run(fast, ps, g, 12); run(slow, ref, g, 12)
     perr, serr = max_errs(ps, ref, fast, slow)
     assert perr < 1e-12 and serr < 1e-12, (perr, serr)
+
+WORKING_COPIES = [(torch.bfloat16, dict(kahan_sum=True)), (torch.float32, dict(state_dtype=torch.bfloat16))]
+COPIES = [(n, m, dtype, kw) for n, m in GROUP for dtype, kw in WORKING_COPIES]
+
+@pytest.mark.parametrize('name,make,dtype,kw', sample(COPIES, 8, 9),
+                         ids=[f"{n}-{'kahan' if 'kahan_sum' in kw else 'bf16-state'}" for n, _, _, kw in COPIES])
+def test_the_group_runner_in_working_copies_equals_the_per_tensor_runner_in_them(name, make, dtype, kw):
+    """Kahan summation and a state dtype wrap the bucket's runner: the group runner inside them gives the per-tensor
+    runner's parameters, compensations and state bit for bit"""
+    ps = make_params(dtype); ref = clone_params(ps)
+    fast, slow = make(ps, lr=1e-2, foreach=True, **uncompiled(name), **kw), make(ref, lr=1e-2, foreach=False, **kw)
+    assert paths(fast) == {'group'} and paths(slow) == {'per-tensor'}
+    assert 'working copies' in fast.plan()[0].also[-1]
+    g = grad_stream(ps, 12)
+    run(fast, ps, g, 12); run(slow, ref, g, 12)
+    assert all(torch.equal(a, b) for a, b in zip(ps, ref))
+    for a, b in zip(ps, ref):
+        mine, theirs = fast.state[a], slow.state[b]
+        assert mine.keys() == theirs.keys()
+        assert 'kahan_comp' in mine or 'kahan_sum' not in kw or not a.numel()
+        for k, v in mine.items():
+            assert (torch.equal(v, theirs[k]) and v.dtype == theirs[k].dtype if isinstance(v, torch.Tensor)
+                    else v == theirs[k]), (k, v, theirs[k])
 
 SMALL = ((4, 3), (5,), (2, 2), (3,), (6,)) * 13  # 65 tiny tensors: at least `gather_min_count`
 
