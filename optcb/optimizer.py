@@ -429,6 +429,22 @@ def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=N
     self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
     return self
 
+@patch_to(Optimizer)
+def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF
+
+@patch_to(Optimizer)
+def _step_in_working_copies(self, paths, among, per_tensor, params, states, hypers, parts=None):
+    """The runner for a bucket with Kahan summation or another state dtype: the callbacks run in float32 on working
+    copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
+    kahan, chunk, size = self._kahan(params[0]), [], 0
+    for p, s in zip(params, states):
+        chunk.append((p, s)); size += p.numel()
+        if size >= self.precision_chunk:
+            self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
+    if chunk: self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among)
+
+
+# %% ../nbs/03_optimizer.ipynb #c006g1
 def engine_options(build, kahan_sum:bool|None=None):
     """`build` (a function that returns an optimizer, or an optimizer class's `__init__`) also taking the engine's
     options, keyword-only, applied once the optimizer is built: `kahan_sum` (default as given here: `None`, Kahan
@@ -449,20 +465,6 @@ def engine_options(build, kahan_sum:bool|None=None):
     built.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
     built.engine_options = True
     return built
-
-@patch_to(Optimizer)
-def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF
-
-@patch_to(Optimizer)
-def _step_in_working_copies(self, paths, among, per_tensor, params, states, hypers, parts=None):
-    """The runner for a bucket with Kahan summation or another state dtype: the callbacks run in float32 on working
-    copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
-    kahan, chunk, size = self._kahan(params[0]), [], 0
-    for p, s in zip(params, states):
-        chunk.append((p, s)); size += p.numel()
-        if size >= self.precision_chunk:
-            self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
-    if chunk: self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among)
 
 
 # %% ../nbs/03_optimizer.ipynb #c006h

@@ -213,18 +213,6 @@ def kernels_built() -> int:
     return _built['kernels'] + torch._dynamo.utils.counters['stats']['unique_graphs']
 
 # %% ../nbs/02_paths.ipynb #c007s2
-def _same_dtypes(out, given) -> dict:
-    """The chain's new state tensors in the dtypes of the state they replace. On the compiled path numbers are 0-d
-    float64 tensors, which promote a 0-d result made only of them and of reductions (LARC's `local_lr`, from two
-    norms) to float64, where the uncompiled paths keep the parameter's dtype: cast back inside the kernel, the state
-    keeps its dtype from step to step (and so the kernel its structure)"""
-    def like(k, v):
-        old = given.get(k)
-        if not (isinstance(v, TensorList) and isinstance(old, TensorList)) or v is old: return v
-        return TensorList([t if t.dtype == o.dtype else t.to(o.dtype) for t, o in zip(v.tensors, old.tensors)],
-                          traced=True)
-    return {k: like(k, v) for k, v in out.items()}
-
 class _Kernel:
     """The chain compiled ahead of time for one structure of buckets, and called without dynamo: traced once with fake
     tensors (`make_fx`, so a branch on a tensor's value fails the trace instead of being baked in), compiled by
@@ -292,6 +280,20 @@ class _Kernel:
                 elif how == 'list': outs[-1][k] = TensorList([next(res) for _ in range(v)], traced=True)
                 else: outs[-1][k] = next(res) if how == 'tensor' else v
         return outs
+
+# %% ../nbs/02_paths.ipynb #c007s3
+def _same_dtypes(out, given) -> dict:
+    """The chain's new state tensors in the dtypes of the state they replace. On the compiled path numbers are 0-d
+    float64 tensors, which promote a 0-d result made only of them and of reductions (LARC's `local_lr`, from two
+    norms) to float64, where the uncompiled paths keep the parameter's dtype: cast back inside the kernel, the state
+    keeps its dtype from step to step (and so the kernel its structure)"""
+    def like(k, v):
+        old = given.get(k)
+        if not (isinstance(v, TensorList) and isinstance(old, TensorList)) or v is old: return v
+        return TensorList([t if t.dtype == o.dtype else t.to(o.dtype) for t, o in zip(v.tensors, old.tensors)],
+                          traced=True)
+    return {k: like(k, v) for k, v in out.items()}
+
 
 # %% ../nbs/02_paths.ipynb #c009
 class Paths:
