@@ -353,11 +353,12 @@ def _step_routes(self, stepped, among=None, per_tensor:str|None=None) -> list[Ro
         hypers, paths, rest = self._hypers(group), self._route(group), []
         for p in params:
             if p.is_complex():
-                why, run = 'complex: stepped as its real view (torch.view_as_real)', partial(self._step_complex, paths)
+                runner = Runner(PER_TENSOR, 'complex: stepped as its real view (torch.view_as_real)', (),
+                                partial(self._step_complex, paths))
             elif p.grad is not None and p.grad.is_sparse and self.sparse_grads is None:
-                why, run = 'a sparse gradient, stepped in its rows', paths._run_each
+                runner = paths.runner([p], [self.state[p]], per_tensor='a sparse gradient, stepped in its rows')
             else: rest.append(p); continue
-            routes.append(Route(i, paths, [p], [self.state[p]], hypers, Runner(PER_TENSOR, why, (), run)))
+            routes.append(Route(i, paths, [p], [self.state[p]], hypers, runner))
         for bucket, states in paths.buckets(rest, [self.state[p] for p in rest]):
             copies = self._working_copies(bucket[0])
             runner = paths.runner(bucket, states, among, transient=bool(copies), per_tensor=per_tensor)
