@@ -70,6 +70,12 @@ def source_link(obj) -> str:
     rel = Path(file).resolve().relative_to(ROOT) if Path(file).resolve().is_relative_to(ROOT) else None
     return f' <a class="src" href="{SOURCE}{rel.as_posix()}#L{line}">source</a>' if rel else ''
 
+def signature(obj) -> str:
+    """`obj`'s signature with its annotations as written: under `from __future__ import annotations` they are strings,
+    which `inspect` shows quoted ('int'), or as ForwardRef('int') for a NamedTuple's fields"""
+    sig = re.sub(r"ForwardRef\('([^']*)'\)", r"\1", str(inspect.signature(obj)))
+    return re.sub(r"(: |-> )'([^']*)'", r"\1\2", sig)
+
 def wrap_signature(head: str, sig: str, width=100) -> str:
     "`head + sig`, one parameter per line when it is wider than `width` (a signature box should not scroll)"
     if len(head) + len(sig) <= width: return head + sig
@@ -97,14 +103,14 @@ def entry_head(name: str, obj) -> str:
 def api_entry(mod, name: str) -> str:
     obj = getattr(mod, name, None)
     if obj is None: return ''
-    try: sig = wrap_signature(f"{'class' if inspect.isclass(obj) else 'def'} {name}", str(inspect.signature(obj)))
+    try: sig = wrap_signature(f"{'class' if inspect.isclass(obj) else 'def'} {name}", signature(obj))
     except (TypeError, ValueError): sig = name
     doc = inspect.getdoc(obj) or ''
     parts = [entry_head(name, obj), f'<pre class="sig">{code_html(sig)}</pre>', f'<div class="doc">{render_md(doc)}</div>']
     if inspect.isclass(obj):
         for m, f in vars(obj).items():
             if not m.startswith('_') and callable(f) and inspect.getdoc(f):
-                try: msig = wrap_signature(m, str(inspect.signature(f)))
+                try: msig = wrap_signature(m, signature(f))
                 except (TypeError, ValueError): msig = m
                 parts.append(f'<div class="method"><pre class="sig">{code_html(msig)}</pre>{render_md(inspect.getdoc(f))}</div>')
     return '\n'.join(parts) + '</div>'
