@@ -13,6 +13,7 @@ import functools, inspect
 from collections.abc import Mapping
 from functools import partial
 import torch
+from fastcore.basics import patch_to
 from collections import namedtuple
 from .chain import Chain, NONNEG, Range, by_flags, renamed
 from .paths import BucketPlan
@@ -27,6 +28,9 @@ class TorchOptimizer(Optimizer):
     callbacks, and the execution options `foreach`, `fused`, `capturable`, `differentiable` where torch's class has
     them), and any group may set them"""
     _torch_options = ('foreach', 'fused', 'capturable', 'differentiable')
+    tensor_state = ('step',)  # torch keeps the step count as a 0-d tensor
+    # how torch words a value out of range, by the callbacks' name (default: "Invalid <torch's name> value: <v>")
+    torch_messages = {}
 
     def __init__(self, params, cbs, *, foreach=None, fused=None, capturable=False, differentiable=False, **hypers):
         if isinstance(params, torch.Tensor):  # torch refuses one tensor; fastai's signature accepts it
@@ -49,40 +53,6 @@ class TorchOptimizer(Optimizer):
             cbs = by_flags(lambda **flags: [renamed(cb, names) for cb in build(**flags)], flags=chains.flags)
         super().__init__(params, cbs, foreach=foreach, compile=fused, kahan_sum=False, **hypers)
 
-    @classmethod
-    def _kept_options(cls) -> tuple:
-        "The execution options torch's class of this name keeps in its groups (this class's own, if torch has none)"
-        init = getattr(torch.optim, cls.__name__, cls)
-        return tuple(k for k in cls._torch_options if k in inspect.signature(init).parameters)
-
-    # how torch words a value out of range, by the callbacks' name (default: "Invalid <torch's name> value: <v>")
-    torch_messages = {}
-
-    def _range_message(self, k, v, hypers, error):
-        key = self.aliases.get(k, k)
-        if isinstance(key, tuple) and key[0] == 'betas': head = f"Invalid beta parameter at index {key[1]}: {v}"
-        else: head = self.torch_messages.get(k, "Invalid {key} value: {v}").format(key=key, v=v, **hypers)
-        return f"{head} ({error})"
-
-    def _check_options(self, options, where):
-        name = type(self).__name__
-        if options.get('capturable'):
-            raise NotImplementedError(f"optcb.optim.{name}(capturable=True) ({where}): CUDA-graph capture is not "
-                                      "supported")
-        if options.get('differentiable'):
-            if 'differentiable' not in self._kept_options():
-                raise NotImplementedError(f"optcb.optim.{name} ({where}): differentiable=True, but torch's {name} "
-                                          "has no differentiable step")
-            if options.get('fused'): raise RuntimeError("`fused` does not support `differentiable`")
-
-    def _execution(self, group):
-        """A group's `foreach` (a hint, as in torch: a chain that runs per tensor ignores it), `fused` (compiled) and
-        `differentiable` (per tensor, autograd recording the step: `foreach` then is ignored too)"""
-        if group.get('differentiable'): return False, False, True
-        foreach = group.get('foreach', self._foreach)
-        if foreach and self._chain_of(group).per_tensor: foreach = None
-        return foreach, group.get('fused', self._compile), False
-
     def __init_subclass__(cls, **kwargs):
         "Each class also takes the engine's memory options: `kahan_sum`, `state_dtype`, `release_gradients`"
         super().__init_subclass__(**kwargs)
@@ -92,41 +62,39 @@ class TorchOptimizer(Optimizer):
         if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()): return
         cls.__init__ = engine_options(init, kahan_sum=False)
 
-    tensor_state = ('step',)  # torch keeps the step count as a 0-d tensor
+# %% ../nbs/06_optim.ipynb #c005s1
+@patch_to(TorchOptimizer, cls_method=True)
+def _kept_options(cls) -> tuple:
+    "The execution options torch's class of this name keeps in its groups (this class's own, if torch has none)"
+    init = getattr(torch.optim, cls.__name__, cls)
+    return tuple(k for k in cls._torch_options if k in inspect.signature(init).parameters)
 
-    def _from_saved(self, sd):
-        "A saved dict's groups without the execution options this class does not keep (torch's of another class)"
-        sd = super()._from_saved(sd)
-        if not isinstance(sd.get('param_groups'), (list, tuple)): return sd
-        drop = set(self._torch_options) - set(self._carried)
-        groups = [{k: v for k, v in g.items() if k not in drop} if isinstance(g, Mapping) else g
-                  for g in sd['param_groups']]
-        return {**sd, 'param_groups': groups}
+@patch_to(TorchOptimizer)
+def _check_options(self, options, where):
+    name = type(self).__name__
+    if options.get('capturable'):
+        raise NotImplementedError(f"optcb.optim.{name}(capturable=True) ({where}): CUDA-graph capture is not "
+                                  "supported")
+    if options.get('differentiable'):
+        if 'differentiable' not in self._kept_options():
+            raise NotImplementedError(f"optcb.optim.{name} ({where}): differentiable=True, but torch's {name} "
+                                      "has no differentiable step")
+        if options.get('fused'): raise RuntimeError("`fused` does not support `differentiable`")
 
-    def _older_group(self, i, group):
-        """A group saved by a torch older than some of the class's keys (`maximize`, `foreach`, …) gets the values
-        torch's `__setstate__` gives them (SGD's `fused`: False), else their defaults in the signature"""
-        if not isinstance(group, Mapping): return group
-        keys = [k for k in (*self.flags, *self._kept_options()) if k in self.defaults and k not in group]
-        if not keys: return group
-        filled = _as_torch_fills(type(self).__name__, self.defaults, group)
-        sig = inspect.signature(type(self)).parameters
-        return {**group, **{k: filled[k] if k in filled else sig[k].default if k in sig else self.defaults[k]
-                            for k in keys}}
+@patch_to(TorchOptimizer)
+def _execution(self, group):
+    """A group's `foreach` (a hint, as in torch: a chain that runs per tensor ignores it), `fused` (compiled) and
+    `differentiable` (per tensor, autograd recording the step: `foreach` then is ignored too)"""
+    if group.get('differentiable'): return False, False, True
+    foreach = group.get('foreach', self._foreach)
+    if foreach and self._chain_of(group).per_tensor: foreach = None
+    return foreach, group.get('fused', self._compile), False
 
-    def add_param_group(self, param_group):
-        param_group = dict(param_group)
-        if not isinstance(param_group.get('params'), (torch.Tensor, list, tuple, type(None))):
-            param_group['params'] = list(param_group['params'])  # a generator, read once here
-        self._check_options(param_group, f"param group {len(self.param_groups)}")
-        super().add_param_group(param_group)
-
-    def _check_step(self, group, params):
-        "torch's classes with a fused kernel refuse to step, with `fused=True`, parameters that kernel cannot take"
-        super()._check_step(group, params)
-        if group.get('fused') and 'fused' in self._group_options: _check_fusable(params)
-
-def _first(maximize): return [callbacks.maximize] if maximize else []
+@patch_to(TorchOptimizer)
+def _check_step(self, group, params):
+    "torch's classes with a fused kernel refuse to step, with `fused=True`, parameters that kernel cannot take"
+    Optimizer._check_step(self, group, params)
+    if group.get('fused') and 'fused' in self._group_options: _check_fusable(params)
 
 def _check_fusable(params):
     "torch's refusal to step, `fused=True`, a parameter not floating point (complex) or on no fused device (meta)"
@@ -136,6 +104,45 @@ def _check_fusable(params):
         if isinstance(p, torch.Tensor) and not (p.is_floating_point() and p.device.type in devices):
             raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
                                f"devices: {devices} but {p.dtype} and {p.device.type}")
+
+# %% ../nbs/06_optim.ipynb #c005s2
+@patch_to(TorchOptimizer)
+def _range_message(self, k, v, hypers, error):
+    key = self.aliases.get(k, k)
+    if isinstance(key, tuple) and key[0] == 'betas': head = f"Invalid beta parameter at index {key[1]}: {v}"
+    else: head = self.torch_messages.get(k, "Invalid {key} value: {v}").format(key=key, v=v, **hypers)
+    return f"{head} ({error})"
+
+# %% ../nbs/06_optim.ipynb #c005s3
+@patch_to(TorchOptimizer)
+def _from_saved(self, sd):
+    "A saved dict's groups without the execution options this class does not keep (torch's of another class)"
+    sd = Optimizer._from_saved(self, sd)
+    if not isinstance(sd.get('param_groups'), (list, tuple)): return sd
+    drop = set(self._torch_options) - set(self._carried)
+    groups = [{k: v for k, v in g.items() if k not in drop} if isinstance(g, Mapping) else g
+              for g in sd['param_groups']]
+    return {**sd, 'param_groups': groups}
+
+@patch_to(TorchOptimizer)
+def _older_group(self, i, group):
+    """A group saved by a torch older than some of the class's keys (`maximize`, `foreach`, …) gets the values
+    torch's `__setstate__` gives them (SGD's `fused`: False), else their defaults in the signature"""
+    if not isinstance(group, Mapping): return group
+    keys = [k for k in (*self.flags, *self._kept_options()) if k in self.defaults and k not in group]
+    if not keys: return group
+    filled = _as_torch_fills(type(self).__name__, self.defaults, group)
+    sig = inspect.signature(type(self)).parameters
+    return {**group, **{k: filled[k] if k in filled else sig[k].default if k in sig else self.defaults[k]
+                        for k in keys}}
+
+@patch_to(TorchOptimizer)
+def add_param_group(self, param_group):
+    param_group = dict(param_group)
+    if not isinstance(param_group.get('params'), (torch.Tensor, list, tuple, type(None))):
+        param_group['params'] = list(param_group['params'])  # a generator, read once here
+    self._check_options(param_group, f"param group {len(self.param_groups)}")
+    Optimizer.add_param_group(self, param_group)
 
 def _as_torch_fills(name, defaults, group) -> dict:
     "`group` completed as torch.optim.<name> completes a loaded group (its `__setstate__`, on a scratch instance)"
@@ -147,6 +154,8 @@ def _as_torch_fills(name, defaults, group) -> dict:
     return scratch.param_groups[0]
 
 # %% ../nbs/06_optim.ipynb #c006
+def _first(maximize): return [callbacks.maximize] if maximize else []
+
 class SGD(TorchOptimizer):
     "torch.optim.SGD: momentum buffer started from the first gradient, `dampening`, Nesterov, L2 weight decay"
     aliases = dict(mom='momentum', wd='weight_decay')
@@ -181,6 +190,7 @@ class RMSprop(TorchOptimizer):
                          differentiable=differentiable, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
+# %% ../nbs/06_optim.ipynb #c006a
 class Adam(TorchOptimizer):
     "torch.optim.Adam: L2 weight decay unless `decoupled_weight_decay`, AMSGrad with `amsgrad`"
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
@@ -466,6 +476,8 @@ class LBFGS(TorchOptimizer):
     tensor_state = ()  # torch keeps the counters as Python ints
     _history = ('func_evals', 'n_iter', 'd', 't', 'old_dirs', 'old_stps', 'ro', 'H_diag', 'prev_flat_grad',
                 'prev_loss', 'al')
+    _one_group = "LBFGS doesn't support per-parameter options (parameter groups)"
+
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
                  history_size=100, line_search_fn=None, *, maximize=False):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1: raise ValueError("Tensor lr must be 1-element")
@@ -484,8 +496,6 @@ class LBFGS(TorchOptimizer):
         if getattr(self, '_built', False): raise ValueError(self._one_group)
         super().add_param_group(param_group)
 
-    _one_group = "LBFGS doesn't support per-parameter options (parameter groups)"
-
     def plan(self):
         "One flat vector of every parameter, stepped by the closure-driven loop"
         ps = self.param_groups[0]['params']
@@ -493,97 +503,109 @@ class LBFGS(TorchOptimizer):
                            str(ps[0].dtype).replace('torch.', '') if ps else '-', 'flat',
                            'L-BFGS: all parameters as one vector, evaluated through the closure')]
 
-    def _flat_grad(self, ps, maximize):
-        g = torch.cat([p.new(p.numel()).zero_() if p.grad is None else
-                       (p.grad.to_dense() if p.grad.is_sparse else p.grad).view(-1) for p in ps], 0)
-        return g.neg_() if maximize else g
+# %% ../nbs/06_optim.ipynb #c008s2
+@patch_to(LBFGS)
+def _flat_grad(self, ps, maximize):
+    g = torch.cat([p.new(p.numel()).zero_() if p.grad is None else
+                   (p.grad.to_dense() if p.grad.is_sparse else p.grad).view(-1) for p in ps], 0)
+    return g.neg_() if maximize else g
 
-    def _move(self, ps, t, d):
-        "p ← p + t·d, each parameter by its slice of the flat direction"
-        offset = 0
-        for p in ps:
-            p.add_(d[offset:offset + p.numel()].view_as(p), alpha=t)
-            offset += p.numel()
+@patch_to(LBFGS)
+def _move(self, ps, t, d):
+    "p ← p + t·d, each parameter by its slice of the flat direction"
+    offset = 0
+    for p in ps:
+        p.add_(d[offset:offset + p.numel()].view_as(p), alpha=t)
+        offset += p.numel()
 
-    @torch.no_grad()
-    def step(self, closure):
-        "Up to `max_iter` L-BFGS iterations (at most `max_eval` evaluations of `closure`); returns the first loss"
-        closure = torch.enable_grad()(closure)
-        group = self.param_groups[0]
-        ps, maximize = group['params'], group['maximize']
-        if not ps: return closure()
-        h = self._hypers(group)
-        lr = h['lr'].squeeze() if isinstance(h['lr'], torch.Tensor) else h['lr']
-        tol_grad, tol_change = h['tolerance_grad'], h['tolerance_change']
-        max_iter, max_eval = h['max_iter'], h['max_eval']
-        value = lambda loss: -float(loss) if maximize else float(loss)
-        state = self.state[ps[0]]  # the history is global; torch keeps it with the first parameter
-        state.setdefault('func_evals', 0); state.setdefault('n_iter', 0)
-        orig_loss = closure()
-        loss, evals = value(orig_loss), 1
-        state['func_evals'] += 1
-        g = self._flat_grad(ps, maximize)
-        if g.abs().max() <= tol_grad: return orig_loss
-        d, t, dirs, steps, ro, h_diag, prev_g, prev_loss = (state.get(k) for k in self._history[2:10])
-        opt_cond = False
-        for n_iter in range(1, max_iter + 1):
-            state['n_iter'] += 1
-            if state['n_iter'] == 1: d, dirs, steps, ro, h_diag = g.neg(), [], [], [], 1
-            else:
-                y, s = g.sub(prev_g), d.mul(t)
-                ys = y.dot(s)
-                if ys > 1e-10:  # curvature condition: keep the pair
-                    if len(dirs) == h['history_size']: dirs.pop(0); steps.pop(0); ro.pop(0)
-                    dirs.append(y); steps.append(s); ro.append(1.0 / ys)
-                    h_diag = ys / y.dot(y)
-                d = _two_loop(g, dirs, steps, ro, h_diag, state.setdefault('al', [None] * h['history_size']))
-            prev_g = g.clone(memory_format=torch.contiguous_format) if prev_g is None else prev_g.copy_(g)
-            prev_loss = loss
-            t = min(1.0, 1.0 / g.abs().sum()) * lr if state['n_iter'] == 1 else lr
-            gtd = g.dot(d)
-            if gtd > -tol_change: break  # not a descent direction any more
-            if group['line_search_fn'] == 'strong_wolfe':
-                x0 = [p.clone(memory_format=torch.contiguous_format) for p in ps]
-                def evaluate(t):
-                    self._move(ps, t, d)
-                    f_t, g_t = value(closure()), self._flat_grad(ps, maximize)
-                    for p, x in zip(ps, x0): p.copy_(x)
-                    return f_t, g_t
-                loss, g, t, used = strong_wolfe(evaluate, t, d, loss, g, gtd, max_ls=max_eval - evals)
-                self._move(ps, t, d)
-                opt_cond = g.abs().max() <= tol_grad
-            else:
-                self._move(ps, t, d)
-                used = 0
-                if n_iter != max_iter:  # the last iteration's loss is not needed
-                    loss, g, used = value(closure()), self._flat_grad(ps, maximize), 1
-                    opt_cond = g.abs().max() <= tol_grad
-            evals += used; state['func_evals'] += used
-            if (n_iter == max_iter or evals >= max_eval or opt_cond or d.mul(t).abs().max() <= tol_change
-                    or abs(loss - prev_loss) < tol_change): break
-        state.update(d=d, t=t, old_dirs=dirs, old_stps=steps, ro=ro, H_diag=h_diag, prev_flat_grad=prev_g,
-                     prev_loss=prev_loss)
-        return orig_loss
+@patch_to(LBFGS)
+def _advance(self, closure, value, group, t, d, loss, g, gtd, max_ls, last):
+    """One move of the parameters along `d`: `(loss, g, t, evaluations, converged)` after it. The last of `max_iter`
+    fixed steps evaluates nothing: its loss is not needed"""
+    ps, maximize, tol_grad = group['params'], group['maximize'], self._hypers(group)['tolerance_grad']
+    if group['line_search_fn'] == 'strong_wolfe':
+        x0 = [p.clone(memory_format=torch.contiguous_format) for p in ps]
+        def evaluate(t):
+            self._move(ps, t, d)
+            f_t, g_t = value(closure()), self._flat_grad(ps, maximize)
+            for p, x in zip(ps, x0): p.copy_(x)
+            return f_t, g_t
+        loss, g, t, used = strong_wolfe(evaluate, t, d, loss, g, gtd, max_ls=max_ls)
+        self._move(ps, t, d)
+        return loss, g, t, used, g.abs().max() <= tol_grad
+    self._move(ps, t, d)
+    if last: return loss, g, t, 0, False
+    loss, g = value(closure()), self._flat_grad(ps, maximize)
+    return loss, g, t, 1, g.abs().max() <= tol_grad
 
-    def load_state_dict(self, state_dict):
-        """torch.optim.LBFGS's state dict (or this class's): one group with as many parameters, the history on the first
-        parameter, its vectors as long as all parameters together; on error nothing changes"""
-        if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
-            raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
-        groups, n = state_dict['param_groups'], sum(p.numel() for p in self.param_groups[0]['params'])
-        if len(groups) != 1 or len(groups[0]['params']) != len(self.param_groups[0]['params']):
-            raise ValueError(f"the state dict has {[len(g['params']) for g in groups]} parameters per group; this "
-                             f"LBFGS has one group of {len(self.param_groups[0]['params'])}")
-        for pid, s in state_dict['state'].items():
-            extra = set(s) - set(self._history)
-            if extra: raise ValueError(f"the state of parameter {pid!r} has {sorted(extra)}, which LBFGS does not "
-                                       "keep: it was saved by a different optimizer")
-            vecs = [s[k] for k in ('d', 'prev_flat_grad') if isinstance(s.get(k), torch.Tensor)]
-            vecs += [v for k in ('old_dirs', 'old_stps') for v in s.get(k) or []]
-            if any(v.numel() != n for v in vecs):
-                raise ValueError(f"the state dict's history vectors have {sorted({v.numel() for v in vecs})} values; "
-                                 f"this LBFGS's parameters have {n}")
-        torch.optim.Optimizer.load_state_dict(self, state_dict)
+# %% ../nbs/06_optim.ipynb #c008s3
+@patch_to(LBFGS)
+@torch.no_grad()
+def step(self, closure):
+    "Up to `max_iter` L-BFGS iterations (at most `max_eval` evaluations of `closure`); returns the first loss"
+    closure = torch.enable_grad()(closure)
+    group = self.param_groups[0]
+    ps, maximize = group['params'], group['maximize']
+    if not ps: return closure()
+    h = self._hypers(group)
+    lr = h['lr'].squeeze() if isinstance(h['lr'], torch.Tensor) else h['lr']
+    tol_grad, tol_change = h['tolerance_grad'], h['tolerance_change']
+    max_iter, max_eval = h['max_iter'], h['max_eval']
+    value = lambda loss: -float(loss) if maximize else float(loss)
+    state = self.state[ps[0]]  # the history is global; torch keeps it with the first parameter
+    state.setdefault('func_evals', 0); state.setdefault('n_iter', 0)
+    orig_loss = closure()
+    loss, evals = value(orig_loss), 1
+    state['func_evals'] += 1
+    g = self._flat_grad(ps, maximize)
+    if g.abs().max() <= tol_grad: return orig_loss
+    d, t, dirs, steps, ro, h_diag, prev_g, prev_loss = (state.get(k) for k in self._history[2:10])
+    for n_iter in range(1, max_iter + 1):
+        state['n_iter'] += 1
+        if state['n_iter'] == 1: d, dirs, steps, ro, h_diag = g.neg(), [], [], [], 1
+        else:
+            y, s = g.sub(prev_g), d.mul(t)
+            ys = y.dot(s)
+            if ys > 1e-10:  # curvature condition: keep the pair
+                if len(dirs) == h['history_size']: dirs.pop(0); steps.pop(0); ro.pop(0)
+                dirs.append(y); steps.append(s); ro.append(1.0 / ys)
+                h_diag = ys / y.dot(y)
+            d = _two_loop(g, dirs, steps, ro, h_diag, state.setdefault('al', [None] * h['history_size']))
+        prev_g = g.clone(memory_format=torch.contiguous_format) if prev_g is None else prev_g.copy_(g)
+        prev_loss = loss
+        t = min(1.0, 1.0 / g.abs().sum()) * lr if state['n_iter'] == 1 else lr
+        gtd = g.dot(d)
+        if gtd > -tol_change: break  # not a descent direction any more
+        loss, g, t, used, opt_cond = self._advance(closure, value, group, t, d, loss, g, gtd, max_eval - evals,
+                                                   last=n_iter == max_iter)
+        evals += used; state['func_evals'] += used
+        if (n_iter == max_iter or evals >= max_eval or opt_cond or d.mul(t).abs().max() <= tol_change
+                or abs(loss - prev_loss) < tol_change): break
+    state.update(d=d, t=t, old_dirs=dirs, old_stps=steps, ro=ro, H_diag=h_diag, prev_flat_grad=prev_g,
+                 prev_loss=prev_loss)
+    return orig_loss
+
+# %% ../nbs/06_optim.ipynb #c008s4
+@patch_to(LBFGS)
+def load_state_dict(self, state_dict):
+    """torch.optim.LBFGS's state dict (or this class's): one group with as many parameters, the history on the first
+    parameter, its vectors as long as all parameters together; on error nothing changes"""
+    if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
+        raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
+    groups, n = state_dict['param_groups'], sum(p.numel() for p in self.param_groups[0]['params'])
+    if len(groups) != 1 or len(groups[0]['params']) != len(self.param_groups[0]['params']):
+        raise ValueError(f"the state dict has {[len(g['params']) for g in groups]} parameters per group; this "
+                         f"LBFGS has one group of {len(self.param_groups[0]['params'])}")
+    for pid, s in state_dict['state'].items():
+        extra = set(s) - set(self._history)
+        if extra: raise ValueError(f"the state of parameter {pid!r} has {sorted(extra)}, which LBFGS does not "
+                                   "keep: it was saved by a different optimizer")
+        vecs = [s[k] for k in ('d', 'prev_flat_grad') if isinstance(s.get(k), torch.Tensor)]
+        vecs += [v for k in ('old_dirs', 'old_stps') for v in s.get(k) or []]
+        if any(v.numel() != n for v in vecs):
+            raise ValueError(f"the state dict's history vectors have {sorted({v.numel() for v in vecs})} values; "
+                             f"this LBFGS's parameters have {n}")
+    torch.optim.Optimizer.load_state_dict(self, state_dict)
 
 # %% ../nbs/06_optim.ipynb #c012
 class _ScheduleFree(TorchOptimizer):

@@ -248,38 +248,42 @@ class _Kernel:
         self.out = [[(k, how, v if how == 'fixed' else len(v) if how == 'list' else None) for k, how, v in out]
                     for out in self.out]
 
-    def args(self, parts):
-        "The kernel's inputs: each part's 0-d hyperparameters, parameters, gradients and state"
-        args = []
-        for (params, state, hypers), (n, lists, scalars, fixed, hyper_ts, _) in zip(parts, self.layout):
-            args += [hypers[k] for k in hyper_ts]
-            args += [p.detach() for p in params]
-            args += [p.grad for p in params]
-            for k in lists: args += state[k].tensors
-            args += [state[k] for k in scalars]
-        return args
 
-    @staticmethod
-    def key(parts):
-        """What a kernel is built for (unhashable where a value cannot be part of a key): the structure dynamo would
-        guard. A bucket shares one device and dtype (and one gradient dtype), so only state tensors name theirs"""
-        def values(d):
-            return tuple((k, (v.dtype, v.device, v.shape) if isinstance(v, torch.Tensor) else
-                          tuple((t.shape, t.stride(), t.dtype, t.device) for t in v) if isinstance(v, TensorList)
-                          else v) for k, v in d.items())
-        return tuple((params[0].device, params[0].dtype, params[0].grad.dtype, values(hypers), values(state),
-                      tuple((p.shape, p.stride(), p.grad.stride()) for p in params)) for params, state, hypers in parts)
+# %% ../nbs/02_paths.ipynb #c007s2b
+@patch_to(_Kernel)
+def args(self, parts):
+    "The kernel's inputs: each part's 0-d hyperparameters, parameters, gradients and state"
+    args = []
+    for (params, state, hypers), (n, lists, scalars, fixed, hyper_ts, _) in zip(parts, self.layout):
+        args += [hypers[k] for k in hyper_ts]
+        args += [p.detach() for p in params]
+        args += [p.grad for p in params]
+        for k in lists: args += state[k].tensors
+        args += [state[k] for k in scalars]
+    return args
 
-    def __call__(self, parts):
-        "Step; returns each part's state as `run_chain` would (the given `TensorList`s where updated in place)"
-        res, outs = iter(self.run(*self.args(parts))), []
-        for (params, state, hypers), out in zip(parts, self.out):
-            outs.append({})
-            for k, how, v in out:
-                if how == 'given': outs[-1][k] = state[k]
-                elif how == 'list': outs[-1][k] = TensorList([next(res) for _ in range(v)], traced=True)
-                else: outs[-1][k] = next(res) if how == 'tensor' else v
-        return outs
+@patch_to(_Kernel)
+def key(parts):
+    """What a kernel is built for (unhashable where a value cannot be part of a key): the structure dynamo would
+    guard. A bucket shares one device and dtype (and one gradient dtype), so only state tensors name theirs"""
+    def values(d):
+        return tuple((k, (v.dtype, v.device, v.shape) if isinstance(v, torch.Tensor) else
+                      tuple((t.shape, t.stride(), t.dtype, t.device) for t in v) if isinstance(v, TensorList)
+                      else v) for k, v in d.items())
+    return tuple((params[0].device, params[0].dtype, params[0].grad.dtype, values(hypers), values(state),
+                  tuple((p.shape, p.stride(), p.grad.stride()) for p in params)) for params, state, hypers in parts)
+
+@patch_to(_Kernel)
+def __call__(self, parts):
+    "Step; returns each part's state as `run_chain` would (the given `TensorList`s where updated in place)"
+    res, outs = iter(self.run(*self.args(parts))), []
+    for (params, state, hypers), out in zip(parts, self.out):
+        outs.append({})
+        for k, how, v in out:
+            if how == 'given': outs[-1][k] = state[k]
+            elif how == 'list': outs[-1][k] = TensorList([next(res) for _ in range(v)], traced=True)
+            else: outs[-1][k] = next(res) if how == 'tensor' else v
+    return outs
 
 # %% ../nbs/02_paths.ipynb #c007s3
 def _same_dtypes(out, given) -> dict:
