@@ -4,6 +4,8 @@ __version__ = "0.2.0"
 from .chain import *
 from .tensorlist import *
 from .paths import *
+from .checkpoints import *
+from .fastai_api import *
 from .optimizer import *
 from .callbacks import *
 from .optimizers import *

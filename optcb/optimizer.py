@@ -8,18 +8,20 @@ Docs: https://optcb.github.io/optcb/optimizer.html.md"""
 from __future__ import annotations
 import functools, inspect, warnings
 from functools import partial
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from fastcore.basics import patch_to
-from .chain import Chain, by_flags, torch_scalar_dtype
+from .chain import Chain, by_flags
 from .paths import Paths, Runner, BucketPlan, PER_TENSOR
+from .checkpoints import Checkpoints, scalar_state
+from .fastai_api import FastaiAPI
 
 # %% auto #0
-__all__ = ['state_sources', 'Optimizer', 'Route', 'engine_options']
+__all__ = ['Optimizer', 'Route', 'engine_options']
 
 # %% ../nbs/03_optimizer.ipynb #c005
 def _param_groups(params):
@@ -45,35 +47,8 @@ def _param_groups(params):
     raise TypeError("params must be tensors, a list of lists of tensors (one per group) or a list of group dicts, "
                     f"not a mix of {sorted({type(x).__name__ for x in items})}")
 
-def _even_mults(start, stop, n):
-    "`n` values from `start` to `stop`, evenly spaced on a log scale (fastai's discriminative learning rates)"
-    if n == 1: return [stop]
-    step = (stop / start) ** (1 / (n - 1))
-    return [start * step**i for i in range(n)]
-
-def _fits(shape, pshape, reduced=False):
-    "Whether a state tensor of `shape` belongs to a parameter of `pshape`: the same, or with 1s where `reduced`"
-    if not reduced: return shape == pshape
-    return len(shape) == len(pshape) and all(a in (1, b) for a, b in zip(shape, pshape))
-
 def _plain(v): return v.item() if isinstance(v, np.generic) else v
 
-def _scalar_tensor(v):
-    """A number as torch.optim keeps scalar state: a 0-d tensor of `torch_scalar_dtype()` (a tensor: a copy, so that a
-    state dict and the optimizer never share one)"""
-    if isinstance(v, torch.Tensor): return v.clone()
-    if v is None: return v
-    return torch.tensor(float(v), dtype=torch_scalar_dtype())
-
-# who keeps which state: functions from a set of state keys to the optimizers whose state dicts hold them all, for the
-# message of a refused checkpoint. The registry, built on this module, adds its own (`registry.sources`) here
-state_sources = []
-
-def _guess_source(state) -> str:
-    "', probably X', where a `state_sources` function knows optimizers that keep the state keys of `state`"
-    keys = {k for s in state.values() if isinstance(s, Mapping) for k in s} - {'step', *Optimizer._keep_on_clear}
-    found = [name for source in state_sources for name in source(keys)] if keys else []
-    return f", probably {' or '.join(found)}" if found else ''
 
 # %% ../nbs/03_optimizer.ipynb #c005s0
 _HALF = (torch.float16, torch.bfloat16)
@@ -116,24 +91,8 @@ def _one_number(v, differentiable=False):
     if not differentiable: return v.detach().reshape(())
     with torch.enable_grad(): return v.reshape(())
 
-# %% ../nbs/03_optimizer.ipynb #c005s1
-class _Hypers(MutableMapping):
-    "A live view of one param group's hyperparameters by callback name (fastai's `hypers[i]`)"
-    def __init__(self, opt, group): self.opt, self.group = opt, group
-    def _keys(self):
-        hidden = {'params', *self.opt._alias_keys, *self.opt._group_options}  # not torch's execution options
-        return [k for k in self.group if k not in hidden] + list(self.opt.aliases)
-    def __getitem__(self, k):
-        if k not in self._keys(): raise KeyError(k)
-        return self.opt._get(self.group, k)
-    def __setitem__(self, k, v): self.opt._set(self.group, k, v)
-    def __delitem__(self, k): raise TypeError("hyperparameters cannot be deleted")
-    def __iter__(self): return iter(self._keys())
-    def __len__(self): return len(self._keys())
-    def __repr__(self): return repr(dict(self))
-
 # %% ../nbs/03_optimizer.ipynb #c006
-class Optimizer(torch.optim.Optimizer):
+class Optimizer(Checkpoints, FastaiAPI, torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
     state_names = {}  # callback state name -> the name it has in `state` (torch's, in the torch-signature classes)
@@ -215,9 +174,15 @@ def _get(self, group, k):
     return group[key] if isinstance(key, str) else group[key[0]][key[1]]
 
 @patch_to(Optimizer)
-def _set(self, group, k, v):
+def _check_hyper(self, group, k, v, where=''):
+    "`v` checked as hyperparameter `k` of `group` (a numpy number as Python's): the value to set"
     v = _plain(v)
-    self._chain_of(group).check_hyper(k, v)
+    self._chain_of(group).check_hyper(k, v, where)
+    return v
+
+@patch_to(Optimizer)
+def _set(self, group, k, v):
+    v = self._check_hyper(group, k, v)
     key = self.aliases.get(k, k)
     if isinstance(key, str): group[key] = v
     else:
@@ -391,7 +356,7 @@ def _as_numbers(self, states):
                 if n != v: t.fill_(n)
                 s[k] = t
         for s, k in absent:
-            if k in s: s[k] = _scalar_tensor(s[k])
+            if k in s: s[k] = scalar_state(s[k])
 
 # %% ../nbs/03_optimizer.ipynb #c006f1
 @patch_to(Optimizer)
@@ -600,220 +565,7 @@ def _grads_finite(self) -> bool:
         if not bool(torch.stack(peaks).isfinite().all()): return False
     return True
 
-# %% ../nbs/03_optimizer.ipynb #c006l0
-@patch_to(Optimizer)
-def _state_names(self, groups=None):
-    "The state names this optimizer may keep, with the param groups `groups` (by default its own)"
-    groups = groups or self.param_groups
-    hyper_names = {n for g in groups for n in self._hypers(g)}
-    kahan = {'kahan_comp'} if any(self._kahan(p) for g in self.param_groups for p in g['params']) else set()
-    kept = {n for c in self._group_chains(groups) for n in c.state_names(hyper_names)}
-    return kept | {k for s in self.state.values() for k in s} | kahan
-
-@patch_to(Optimizer)
-def _without_hooks(self, kind, run):
-    """`run()` with torch's `kind` hooks set aside (we call them around our renaming and checks): its result and
-    the post hooks"""
-    names = [f'_optimizer_{kind}_pre_hooks', f'_optimizer_{kind}_post_hooks']
-    hooks = [getattr(self, n) for n in names]
-    for n in names: setattr(self, n, type(hooks[0])())
-    try: return run(), hooks[1]
-    finally:
-        for n, h in zip(names, hooks): setattr(self, n, h)
-
-# %% ../nbs/03_optimizer.ipynb #c006l1
-@patch_to(Optimizer)
-def state_dict(self):
-    """torch's format; the state under the names it has in `state` (torch's for the torch-signature classes). Hooks
-    registered with `register_state_dict_pre_hook`/`_post_hook` run as torch runs them, the post hooks on the
-    dict as saved"""
-    for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
-    sd, post = self._without_hooks('state_dict', partial(torch.optim.Optimizer.state_dict, self))
-    sd = {**sd, 'state': {i: s for i, s in sd['state'].items() if s != {}}}  # none kept (SGD without momentum)
-    if self.tensor_state:
-        saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
-        sd = {**sd, 'state': saved}
-    for hook in post.values():
-        out = hook(self, sd)
-        if out is not None: sd = out
-    return sd
-
-@patch_to(Optimizer)
-def _to_saved(self, s):
-    return {k: _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
-
-@patch_to(Optimizer)
-def _from_saved(self, sd):
-    """A saved state dict in this optimizer's names (older optcb saved the callbacks' names: `state_names` renames),
-    its `tensor_state` as 0-d tensors of its own"""
-    if not (self.state_names or self.tensor_state) or not isinstance(sd.get('state'), Mapping): return sd
-    back = {k: v for k, v in self.state_names.items() if k not in self.state_names.values()}
-    def one(s):
-        if not isinstance(s, Mapping): return s
-        s = {back.get(k, k): v for k, v in s.items()}
-        return {k: _scalar_tensor(v) if k in self.tensor_state else v for k, v in s.items()}
-    return {**sd, 'state': {i: one(s) for i, s in sd['state'].items()}}
-
-# %% ../nbs/03_optimizer.ipynb #c006m0
-@patch_to(Optimizer)
-def load_state_dict(self, state_dict):
-    """Load a torch-format state dict (or a fastai `Optimizer`'s), after checking it fits; on error nothing changes.
-    Hooks registered with `register_load_state_dict_pre_hook` see the dict as passed (a shallow copy, which they may
-    change or replace) before the check, as torch's do; the post hooks run after loading"""
-    if isinstance(state_dict, Mapping):
-        state_dict = dict(state_dict)
-        for hook in self._optimizer_load_state_dict_pre_hooks.values():
-            out = hook(self, state_dict)
-            if out is not None: state_dict = out
-    _, post = self._without_hooks('load_state_dict', lambda: self._load_checked(state_dict))
-    for hook in post.values(): hook(self)
-
-@patch_to(Optimizer)
-def _load_checked(self, state_dict):
-    state_dict = self._from_fastai(state_dict)
-    if not isinstance(state_dict, Mapping) or not {'state', 'param_groups'} <= state_dict.keys():
-        raise ValueError("a state dict needs the keys 'state' and 'param_groups'")
-    saved = state_dict['state']  # as saved: what names the optimizer that saved it (`_guess_source`)
-    state_dict = self._from_saved(state_dict)
-    saved_groups, state = list(state_dict['param_groups']), state_dict['state']
-    state_dict = {**state_dict, 'param_groups': saved_groups}  # older groups are completed in this copy
-    ids = self._check_saved_groups(saved_groups, saved)
-    names = self._state_names([{**g, **sg} for g, sg in zip(self.param_groups, saved_groups)])
-    self._check_saved_state(state, ids, names, saved)
-    torch.optim.Optimizer.load_state_dict(self, state_dict)
-    if self.state_dtype is not None:  # torch casts floating state to the parameter's dtype: back to ours
-        for s in self.state.values():
-            for k, v in s.items():
-                if _float_tensor(v) and k not in ('step', 'kahan_comp') and v.dim(): s[k] = v.to(self.state_dtype)
-
-# %% ../nbs/03_optimizer.ipynb #c006m1
-@patch_to(Optimizer)
-def _check_saved_groups(self, saved_groups, saved) -> dict:
-    """Refuse saved groups that do not fit this optimizer's (completing older ones in `saved_groups`); the saved
-    parameter ids mapped to this optimizer's parameters"""
-    if len(saved_groups) != len(self.param_groups):
-        raise ValueError(f"the state dict has {len(saved_groups)} parameter groups, "
-                         f"this optimizer has {len(self.param_groups)}")
-    ids = {}
-    for i, (g, sg) in enumerate(zip(self.param_groups, saved_groups)):
-        if len(g['params']) != len(sg['params']):
-            raise ValueError(f"parameter group {i} of the state dict has {len(sg['params'])} parameters, "
-                             f"this optimizer's has {len(g['params'])}")
-        where = f"parameter group {i} of the state dict"
-        sg = saved_groups[i] = self._older_group(i, sg)
-        chain = self._chain_of({**g, **sg}, where)  # the saved flags choose the callbacks the group will run
-        need = {k for k in g if k != 'params' and (k in chain.used or k in self._alias_keys | set(self.flags))}
-        if need - sg.keys():
-            raise ValueError(f"{where} lacks {sorted(need - sg.keys())}: "
-                             f"it was saved by a different optimizer{_guess_source(saved)}")
-        try:
-            chain.check_hypers(self._hypers({**g, **sg}), where)
-            self._route({**g, **sg}, where)
-        except TypeError as e: raise ValueError(str(e)) from e
-        ids.update(zip(sg['params'], g['params']))
-    return ids
-
-# %% ../nbs/03_optimizer.ipynb #c006m2
-@patch_to(Optimizer)
-def _check_saved_state(self, state, ids, names, saved):
-    "Refuse saved state that this optimizer does not keep, for a parameter no group lists or of the wrong shape"
-    for pid, s in state.items():
-        if pid not in ids: raise ValueError(f"the state dict has state for parameter {pid!r}, which no group lists")
-        p = ids[pid]
-        if not isinstance(s, Mapping):
-            raise ValueError(f"the state of parameter {pid!r} is a {type(s).__name__}, not a dict")
-        for k, v in s.items():
-            if k not in names and k not in self._flags:
-                keeps = sorted(names)
-                raise ValueError(f"the state of parameter {pid!r} has {k!r}, which this "
-                                 f"optimizer does not keep (it keeps {keeps}): it was saved by a different "
-                                 f"optimizer{_guess_source(saved)}")
-            if isinstance(v, torch.Tensor) and v.dim() > 0 and not _fits(v.shape, p.shape, k in self._reduced):
-                raise ValueError(f"state {k!r} of parameter {pid!r} has shape {tuple(v.shape)}, "
-                                 f"the parameter has {tuple(p.shape)}")
-
-# %% ../nbs/03_optimizer.ipynb #c006n
-@patch_to(Optimizer)
-def _older_group(self, i, group):
-    """A saved group without some of the flags (saved before the optimizer had them) steps as the constructor's
-    flags say, as it did then"""
-    if not isinstance(group, Mapping): return group
-    return {**{k: self.defaults[k] for k in self.flags if k not in group}, **group}
-
-@patch_to(Optimizer)
-def _from_fastai(self, sd):
-    "The state dict of a `fastai.optimizer.Optimizer` (`{'state': [...], 'hypers': [...]}`) in torch's format"
-    if not (isinstance(sd, Mapping) and 'hypers' in sd and isinstance(sd.get('state'), (list, tuple))): return sd
-    sizes = [len(g['params']) for g in self.param_groups]
-    if len(sd['hypers']) != len(sizes) or len(sd['state']) != sum(sizes):
-        raise ValueError(f"the fastai state dict has {len(sd['hypers'])} groups and {len(sd['state'])} parameters; "
-                         f"this optimizer has {len(sizes)} groups and {sum(sizes)} parameters")
-    ids, groups = iter(range(sum(sizes))), []
-    for n, h in zip(sizes, sd['hypers']): groups.append({**h, 'params': [next(ids) for _ in range(n)]})
-    return {'state': {i: dict(s) for i, s in enumerate(sd['state']) if s}, 'param_groups': groups}
-
-# %% ../nbs/03_optimizer.ipynb #c006o
-@patch_to(Optimizer, as_prop=True)
-def param_lists(self): return [g['params'] for g in self.param_groups]
-@patch_to(Optimizer, as_prop=True)
-def hypers(self): return [_Hypers(self, g) for g in self.param_groups]
-
-@patch_to(Optimizer)
-def set_hyper(self, k, v):
-    "Set hyperparameter `k` to `v` in every group: one value, one per group, or a `slice` spread over the groups"
-    n = len(self.param_groups)
-    if isinstance(v, slice): v = _even_mults(v.start, v.stop, n) if v.start else [v.stop / 10] * (n - 1) + [v.stop]
-    vs = [_plain(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) and not self._is_tuple_hyper(k) else [v]
-    if len(vs) == 1: vs = vs * n
-    if len(vs) != n: raise ValueError(f"set_hyper({k!r}): {len(vs)} values for {n} parameter groups")
-    for i, (g, x) in enumerate(zip(self.param_groups, vs)):
-        self._chain_of(g).check_hyper(k, _plain(x), f"param group {i}")
-    for g, x in zip(self.param_groups, vs): self._set(g, k, x)
-
-@patch_to(Optimizer)
-def _is_tuple_hyper(self, k): return isinstance(self.param_groups[0].get(k), tuple)
-
-@patch_to(Optimizer)
-def set_hypers(self, **kwargs):
-    "Set several hyperparameters, each as `set_hyper` does"
-    for k, v in kwargs.items(): self.set_hyper(k, v)
-
-@patch_to(Optimizer)
-def all_params(self, n=slice(None), with_grad=False):
-    "(parameter, its group's params, its state, its group's hypers) for the groups `n`"
-    res = [(p, g['params'], self.state[p], h)
-           for g, h in zip(self.param_groups[n], self.hypers[n]) for p in g['params']]
-    return [o for o in res if o[0].grad is not None] if with_grad else res
-
 # %% ../nbs/03_optimizer.ipynb #c006p
-@patch_to(Optimizer)
-def freeze_to(self, n):
-    "Train only the groups from `n` on (parameters whose state has `force_train` always train)"
-    k = len(self.param_groups)
-    self.frozen_idx = n if n >= 0 else k + n
-    if self.frozen_idx >= k:
-        warnings.warn(f"Freezing {self.frozen_idx} groups; model has {k}; whole model is frozen.")
-    for p, _, state, _ in self.all_params(slice(n, None)): p.requires_grad_(True)
-    for p, _, state, _ in self.all_params(slice(None, n)): p.requires_grad_(state.get('force_train', False))
-
-@patch_to(Optimizer)
-def freeze(self):
-    "Train only the last param group"
-    if len(self.param_groups) < 2:
-        raise ValueError("freeze needs at least two parameter groups (the last one stays trainable)")
-    self.freeze_to(-1)
-
-@patch_to(Optimizer)
-def unfreeze(self):
-    "Train every param group"
-    self.freeze_to(0)
-
-@patch_to(Optimizer)
-def clear_state(self):
-    "Forget all state but the per-parameter flags (fastai's `do_wd`, `force_train`, and those callbacks declare)"
-    for p, _, state, _ in self.all_params():
-        self.state[p] = {k: state[k] for k in self._flags if k in state}
-
 @patch_to(Optimizer)
 def __getstate__(self): return self.__dict__.copy()  # all of it (torch keeps only groups and state); see Paths
 

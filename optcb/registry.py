@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 from . import optimizers as O, optim
-from .optimizer import state_sources
+from .checkpoints import state_sources
 
 # %% auto #0
 __all__ = ['REGISTRY', 'Bench', 'Entry', 'sources', 'entry', 'markdown_table', 'short_table']

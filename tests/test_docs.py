@@ -16,13 +16,22 @@ def site(tmp_path_factory):
     return out
 
 def test_every_notebook_has_a_page_and_the_pages_link_each_other(site):
-    names = {('index' if p.stem == 'index' else re.sub(r'^\d+_', '', p.stem)) for p in (ROOT / 'nbs').glob('*.ipynb')}
+    # nbdev's rule for a page's name: the notebook's without its leading number (`03a_` too)
+    names = {('index' if p.stem == 'index' else re.sub(r'^\d+[a-zA-Z0-9]*_', '', p.stem.lower()))
+             for p in (ROOT / 'nbs').glob('*.ipynb')}
     assert {p.stem for p in site.glob('*.html')} == names
     for name in names:
         page = (site / f'{name}.html').read_text()
         assert all(f'href="{n}.html"' in page for n in names)  # navigation to every page
         assert not re.search(r'(src|href)="https?://[^"]*\.(js|css|woff2?|png|svg)', page)  # nothing loaded from a CDN
     assert '<math' in (site / 'tutorial.html').read_text() and 'data:image/png;base64' in (site / 'tutorial.html').read_text()
+
+def test_every_link_between_pages_reaches_a_page(site):
+    "A link in the prose to another page (`[checkpoints](checkpoints.html)`) names a page the site has"
+    pages = {p.name for p in site.glob('*.html')}
+    broken = sorted({(p.name, h) for p in site.glob('*.html')
+                     for h in re.findall(r'href="([\w-]+\.html)(?:#[^"]*)?"', p.read_text()) if h not in pages})
+    assert broken == []
 
 def test_every_exported_function_and_class_is_documented(site):
     pages = json.loads((site / 'pages.json').read_text())

@@ -24,7 +24,7 @@ from execnb.shell import CaptureShell
 ROOT = Path(__file__).resolve().parent.parent
 DIRECTIVE = re.compile(r'^\s*#\|\s*(.*)$')
 
-def page_name(nb: Path) -> str: return 'index' if nb.stem == 'index' else re.sub(r'^\d+_', '', nb.stem)
+def page_name(nb: Path) -> str: return "index" if nb.stem == "index" else re.sub(r"^\d+[a-zA-Z0-9]*_", "", nb.stem.lower())  # nbdev's rule
 
 def directives(src: str) -> dict:
     out = {}

@@ -17,6 +17,6 @@ def page(name: str) -> str:
     text = (ROOT / name).read_text().split('\n', 1)[1]
     text = re.sub(r'<!--.*?-->\n?', '', text)
     text = re.sub(r'!\[([^\]]*)\]\(([^)]+\.png)\)', _inline_png, text)
-    text = re.sub(r'\]\(nbs/(?:\d+_)?([^)/]+)\.ipynb\)', r'](\1.html)', text)
+    text = re.sub(r'\]\(nbs/(?:\d+[a-zA-Z0-9]*_)?([^)/]+)\.ipynb\)', r'](\1.html)', text)
     text = re.sub(r'\]\((' + '|'.join(map(re.escape, PAGES)) + r')\)', lambda m: f']({PAGES[m[1]]})', text)
     return re.sub(r'\]\((?!https?:|data:|#|[\w-]+\.html)([^)]+)\)', lambda m: f']({REPO}{m[1]})', text)
