@@ -6,6 +6,8 @@ from .tensorlist import *
 from .paths import *
 from .checkpoints import *
 from .fastai_api import *
+from .precision import *
+from .release import *
 from .optimizer import *
 from .callbacks import *
 from .optimizers import *

@@ -19,6 +19,8 @@ from .chain import Chain, by_flags
 from .paths import Paths, Runner, BucketPlan, PER_TENSOR
 from .checkpoints import Checkpoints, scalar_state
 from .fastai_api import FastaiAPI
+from .precision import Precision
+from .release import GradientRelease
 
 # %% auto #0
 __all__ = ['Optimizer', 'Route', 'engine_options']
@@ -51,48 +53,17 @@ def _plain(v): return v.item() if isinstance(v, np.generic) else v
 
 
 # %% ../nbs/03_optimizer.ipynb #c005s0
-_HALF = (torch.float16, torch.bfloat16)
-
-_SCALER_CLASH = (
-    "a GradScaler cannot work with release_gradients: its unscaling and inf check need every gradient before the step, "
-    "but each parameter was stepped during backward with its scaled gradient. Build the optimizer without "
-    "release_gradients (or train in bfloat16 autocast, which needs no scaler)")
-_ACCUMULATION_CLASH = (
-    "a second backward before step(): with release_gradients each backward steps the parameters at once, so "
-    "gradients cannot be accumulated over several backward passes (refused before stepping a parameter twice). "
-    "Call step() after every backward, or build the optimizer without release_gradients")
-
-def _check_not_distributed(error):
-    "Gradient release steps with the gradient backward has just accumulated: under DDP/FSDP, not yet reduced"
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        raise error("release_gradients steps each parameter with the gradient this process's backward has just "
-                    "accumulated, before DDP or FSDP reduce it across processes (DDP averages it later, FSDP2 "
-                    "hands sharded gradients over without the hook): use ordinary steps in a process group of "
-                    f"{dist.get_world_size()} processes")
-
-def _check_precision(kahan_sum, state_dtype):
-    if not (kahan_sum is None or isinstance(kahan_sum, bool)):
-        raise TypeError(f"kahan_sum must be None, True or False, not {kahan_sum!r}")
-    if state_dtype is not None and not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
-        raise TypeError(f"state_dtype must be a floating-point torch.dtype (torch.bfloat16, torch.float32, ...) or "
-                        f"None, not {state_dtype!r}")
-
-def _compute_dtype(p): return torch.float32 if p.dtype in _HALF else p.dtype
-
-def _float_tensor(v): return isinstance(v, torch.Tensor) and v.is_floating_point()
-
 def _one_number(v, differentiable=False):
     """A hyperparameter given as a 1-element tensor of any rank (torch accepts `lr=torch.tensor([[0.01]])`) as the 0-d
     tensor every path takes: a number on the uncompiled paths, a kernel input (no recompile when its value changes)
     on the compiled one. Its dtype is kept: torch computes `1 − lr·wd` and the like in it. In a differentiable step,
     its graph is kept too (hyperparameter gradients; the step runs under no_grad)"""
-    if not _float_tensor(v) or v.numel() != 1: return v
+    if not (isinstance(v, torch.Tensor) and v.is_floating_point()) or v.numel() != 1: return v
     if not differentiable: return v.detach().reshape(())
     with torch.enable_grad(): return v.reshape(())
 
 # %% ../nbs/03_optimizer.ipynb #c006
-class Optimizer(Checkpoints, FastaiAPI, torch.optim.Optimizer):
+class Optimizer(Checkpoints, FastaiAPI, Precision, GradientRelease, torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
     state_names = {}  # callback state name -> the name it has in `state` (torch's, in the torch-signature classes)
@@ -103,7 +74,6 @@ class Optimizer(Checkpoints, FastaiAPI, torch.optim.Optimizer):
     own_hypers = {}  # hyperparameters read by the optimizer's own `step` rather than a callback (LBFGS), with ranges
     supports_complex = True  # complex parameters, stepped as their real views (torch's classes: where torch's are)
     _group_options = {}  # more keys every param group keeps, passed to no callback (torch's `foreach`, `fused`, …)
-    precision_chunk = 2**20  # values per float32 working copy (Kahan, `state_dtype`): temporaries under ~16 MiB
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
                  kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None, **hypers):
@@ -125,7 +95,7 @@ class Optimizer(Checkpoints, FastaiAPI, torch.optim.Optimizer):
             if k not in self.chain.used: continue
             try: self.chain.check_hyper(k, v, 'the constructor')
             except ValueError as e: raise ValueError(self._range_message(k, v, hypers, e)) from None
-        _check_precision(kahan_sum, state_dtype)
+        self._check_precision(kahan_sum, state_dtype)
         self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
         super().__init__(_param_groups(params), defaults)
         self.set_precision(kahan_sum, state_dtype)
@@ -279,9 +249,7 @@ def step(self, closure=None):
     if not self.training:
         raise RuntimeError(f"{type(self).__name__}.step() in eval mode: the parameters hold the point to evaluate, "
                            "not the one gradients are taken at; call opt.train() before the forward pass")
-    if self.releases_gradients:
-        if getattr(self, 'grad_scale', None) is not None: raise RuntimeError(_SCALER_CLASH)
-        self._released = set()  # the loop calls step(): from now on, one backward per step
+    if self.releases_gradients: self._released_step()  # nothing left to step; checks the loop
     if self.skip_nonfinite and not self._grads_finite():
         self.skipped_steps += 1
         return loss
@@ -380,36 +348,6 @@ def _check_sparse(self, params):
             raise RuntimeError(f"{type(self).__name__} does not support {kind} gradients"
                                + (", please consider Adam instead" if self.sparse_grads else ''))
 
-# %% ../nbs/03_optimizer.ipynb #c006g
-@patch_to(Optimizer)
-def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None):
-    """Kahan summation for 16-bit parameters (`None`: wherever a parameter is 16-bit; `True`: every parameter must
-    be) and the dtype state tensors are kept in (`None`: the parameter's); checked before anything changes"""
-    _check_precision(kahan_sum, state_dtype)
-    if kahan_sum:
-        for i, p in enumerate(p for g in self.param_groups for p in g['params']):
-            if p.dtype not in _HALF:
-                raise ValueError(f"kahan_sum=True, but parameter {i} is {p.dtype}: Kahan summation compensates "
-                                 "the rounding of 16-bit parameters (float16, bfloat16); use kahan_sum=None to "
-                                 "compensate only those")
-    self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
-    return self
-
-@patch_to(Optimizer)
-def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF
-
-@patch_to(Optimizer)
-def _step_in_working_copies(self, paths, among, per_tensor, params, states, hypers, parts=None):
-    """The runner for a bucket with Kahan summation or another state dtype: the callbacks run in float32 on working
-    copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
-    kahan, chunk, size = self._kahan(params[0]), [], 0
-    for p, s in zip(params, states):
-        chunk.append((p, s)); size += p.numel()
-        if size >= self.precision_chunk:
-            self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
-    if chunk: self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among)
-
-
 # %% ../nbs/03_optimizer.ipynb #c006g1
 def engine_options(build, kahan_sum:bool|None=None):
     """`build` (a function that returns an optimizer, or an optimizer class's `__init__`) also taking the engine's
@@ -432,80 +370,6 @@ def engine_options(build, kahan_sum:bool|None=None):
     built.engine_options = True
     return built
 
-
-# %% ../nbs/03_optimizer.ipynb #c006h
-@patch_to(Optimizer)
-def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=None, among=None):
-    work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
-    for p, s in chunk:
-        if p.dtype not in _HALF: work.append(p); continue
-        w = p.detach().float()
-        if kahan and 'kahan_comp' in s: w.add_(s['kahan_comp'])
-        w.grad = p.grad.float()
-        work.append(w)
-    compute = _compute_dtype(chunk[0][0])
-    wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
-               for _, s in chunk]
-    paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
-    for (p, s), w, ws in zip(chunk, work, wstates):
-        keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
-        for k, v in ws.items():
-            old = s.get(k)
-            if not _float_tensor(v): s[k] = v
-            elif isinstance(old, torch.Tensor) and old.dtype == keep and old.shape == v.shape: old.copy_(v)
-            else: s[k] = v.to(keep)
-        if w is not p: p.copy_(w)  # rounded to the parameter's dtype
-        if kahan:  # what rounding dropped is carried to the next step
-            comp = s.get('kahan_comp')
-            if comp is None: s['kahan_comp'] = w.sub_(p).to(p.dtype)
-            else: comp.copy_(w.sub_(p))
-
-# %% ../nbs/03_optimizer.ipynb #c006i0
-@patch_to(Optimizer, as_prop=True)
-def releases_gradients(self) -> bool: return bool(getattr(self, '_release_hooks', None))
-
-@patch_to(Optimizer, as_prop=True)
-def _step_supports_amp_scaling(self) -> bool:
-    "A GradScaler then hands `step()` its scale instead of unscaling gradients that were released: step() refuses"
-    return self.releases_gradients
-
-@patch_to(Optimizer)
-def release_gradients(self, on:bool=True):
-    """Step each parameter as soon as backward has accumulated its gradient, then free the gradient
-    (`register_post_accumulate_grad_hook`), so the model's gradients never all exist at once; `step()` then finds
-    nothing left to do. `on=False` goes back to ordinary steps. Returns the optimizer"""
-    if on and self.skip_nonfinite:
-        raise ValueError("release_gradients steps each parameter during backward, before the other gradients "
-                         "exist: skip_nonfinite=True, a check over all of them, cannot work with it")
-    if on: _check_not_distributed(ValueError)
-    for h in getattr(self, '_release_hooks', ()): h.remove()
-    # by group index: load_state_dict replaces the group dicts
-    self._release_hooks = [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
-                           for i, g in enumerate(self.param_groups) for p in g['params']] if on else []
-    self._released = None  # which parameters were stepped since the last step(), once the loop calls it
-    return self
-
-# %% ../nbs/03_optimizer.ipynb #c006i1
-_RELEASED = 'release_gradients: stepped during backward'
-
-@patch_to(Optimizer)
-@torch.no_grad()
-def _step_released(self, i, p):
-    group = self.param_groups[i]
-    if not self.training:
-        raise RuntimeError(f"{type(self).__name__} releases gradients and is in eval mode: call opt.train() "
-                           "before the forward pass")
-    _check_not_distributed(RuntimeError)  # a process group may have started after release_gradients()
-    if (released := getattr(self, '_released', None)) is not None:
-        if id(p) in released: raise RuntimeError(_ACCUMULATION_CLASH)
-        released.add(id(p))
-    if self.sparse_grads is not None and p.grad.is_sparse != self.sparse_grads: self._check_sparse([p])
-    # one tensor, on the per-tensor path: inside backward, a tensor subclass's loss (fastai's TensorBase) may have
-    # turned off the __torch_function__ overrides that a TensorList needs
-    with self._as_numbers([self.state[p]]):
-        alone = [[p] if g is group else [] for g in self.param_groups]
-        for r in self._step_routes(alone, per_tensor=_RELEASED): r.run()
-    p.grad = None
 
 # %% ../nbs/03_optimizer.ipynb #c006j
 @patch_to(Optimizer, as_prop=True)
@@ -540,7 +404,7 @@ def plan(self) -> list[BucketPlan]:
     (parameters without a gradient are left out, unless none has one)"""
     stepped, among = self._stepped(or_all=True)
     with self._as_numbers([self.state[p] for params in stepped for p in params]):
-        routes = self._step_routes(stepped, among, per_tensor=_RELEASED if self.releases_gradients else None)
+        routes = self._step_routes(stepped, among, per_tensor=self._release_why if self.releases_gradients else None)
     return [BucketPlan(r.group, len(r.params), sum(p.numel() for p in r.params), str(r.params[0].device),
                        str(r.params[0].dtype).replace('torch.', ''), *r.runner[:3]) for r in routes]
 
