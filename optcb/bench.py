@@ -38,6 +38,7 @@ def param_sets() -> dict:
     return {'resnet34': resnet, 'small': [(1000,)] * 1000, 'big': [(20_000_000,)], 'transformer': transformer,
             'matrices': matrices}
 
+# %% ../nbs/09_bench.ipynb #c004s0
 def _fastai(name, **kw):
     def build(ps):
         import fastai.optimizer as fo
@@ -62,6 +63,7 @@ def _learner_loop(make):
         return opt
     return build
 
+# %% ../nbs/09_bench.ipynb #c004s0s0
 def contenders(opt:str='adam', include_torch_compile=True) -> dict:
     """Name -> function building the registry's optimizer `opt` over a list of parameters, next to fastai's and torch's
     versions (the registry entry's `bench`); torch's fused step (or fused AdamW's, as a yardstick) is the reference"""
@@ -95,6 +97,7 @@ def contenders(opt:str='adam', include_torch_compile=True) -> dict:
     if opt != 'adam': c['optcb adam default (yardstick)'] = REGISTRY['adam'].bench_spec().ours
     return c
 
+# %% ../nbs/09_bench.ipynb #c004s1
 def _params(opt): return [p for g in opt.param_groups for p in g['params']]
 
 def _set_lr(opt, lr):

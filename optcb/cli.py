@@ -48,6 +48,7 @@ def bench_cli(
 
 COMMANDS = {'compare': compare_cli, 'bench': bench_cli}
 
+# %% ../nbs/10_cli.ipynb #c003s0
 def _listing(title, items):
     "A titled, wrapped list for the end of a command's --help"
     return f"{title}:\n" + '\n'.join(textwrap.wrap(', '.join(items), 96, initial_indent='  ', subsequent_indent='  '))
@@ -65,6 +66,7 @@ def parser(cmd:str) -> argparse.ArgumentParser:
     p.epilog, p.formatter_class = epilog(cmd), argparse.RawDescriptionHelpFormatter
     return p
 
+# %% ../nbs/10_cli.ipynb #c003s1
 def main(argv=None):
     "Entry point of the `optcb` command"
     argv = list(sys.argv[1:] if argv is None else argv)

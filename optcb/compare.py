@@ -60,6 +60,7 @@ def digits_folder(dest:Path|None=None, size:int=32, valid_pct:float=0.2, seed:in
         if not (dest / 'train').is_dir(): raise
     return dest
 
+# %% ../nbs/08_compare.ipynb #c004s0
 def check_image_folder(path) -> list[str]:
     "The class names of an Imagenette-shaped folder's layout, or a `ValueError` that says what is missing where"
     path = Path(path)
@@ -113,6 +114,7 @@ def check_sizes(counts, classes, bs) -> tuple:
     return new, (f"{n_train} training images make fewer than 4 batches of {bs} (a partial last batch is dropped): "
                  f"using a batch size of {new}")
 
+# %% ../nbs/08_compare.ipynb #c004s1
 def imagenette_folder() -> Path:
     "fastai's Imagenette (160 px); needs the internet the first time"
     try: return Path(untar_data(URLs.IMAGENETTE_160))
