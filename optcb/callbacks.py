@@ -369,6 +369,7 @@ def asgd_step(p, *, lr, lambd, alpha, t0, step, eta=None, mu=1., ax=None):
     return {'ax': ax, 'eta': scalar_dtype(lr / (1 + lambd * lr * step) ** alpha),
             'mu': scalar_dtype(1 / select(step - t0 > 1, step - t0, 1.))}
 
+# %% ../nbs/04_callbacks.ipynb #c029s0
 @callback(mom=0.9, sqr_mom=0.9999, eps=1e-6, wd=0.)
 def adopt_step(p, *, lr, mom, sqr_mom, eps, wd, step, clip=True, decouple_wd=False, do_wd=True,
                grad_avg=None, sqr_avg=None):
@@ -383,6 +384,7 @@ def adopt_step(p, *, lr, mom, sqr_mom, eps, wd, step, clip=True, decouple_wd=Fal
     sqr_avg = sqr_avg.mul_(sqr_mom).addcmul_(p.grad, p.grad, value=1 - sqr_mom)
     return {'grad_avg': grad_avg, 'sqr_avg': sqr_avg}
 
+# %% ../nbs/04_callbacks.ipynb #c029s1
 def _ln(x): return x.log() if isinstance(x, torch.Tensor) else math.log(x)
 
 def _ademamix_schedule(step, mom, mom3, alpha, warmup):
