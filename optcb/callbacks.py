@@ -61,6 +61,7 @@ def sgd_momentum(p, *, mom, dampening, grad_avg=None):
     if grad_avg is None: return {'grad_avg': p.grad.clone()}
     return {'grad_avg': grad_avg.mul_(mom).add_(p.grad, alpha=1 - dampening)}
 
+# %% ../nbs/04_callbacks.ipynb #c010s0
 @callback(sqr_mom=0.99, ranges=dict(initial_accumulator=NONNEG))
 def average_sqr_grad(p, *, sqr_mom, dampening=True, initial_accumulator=0., sqr_avg=None):
     "Second moment: v ← sqr_mom·v + (1−sqr_mom)·g² with `dampening`, v ← sqr_mom·v + g² without"
@@ -76,6 +77,7 @@ def yogi_sqr_grad(p, *, sqr_mom, initial_accumulator=0., sqr_avg=None):
     g2 = p.grad * p.grad
     return {'sqr_avg': sqr_avg.addcmul_((sqr_avg - g2).sign_(), g2, value=-(1 - sqr_mom))}
 
+# %% ../nbs/04_callbacks.ipynb #c010s1
 @callback(sqr_mom=0.99)
 def mean_grad(p, *, sqr_mom, grad_mean=None):
     """The running mean ḡ ← sqr_mom·ḡ + (1−sqr_mom)·g that centered RMSProp subtracts (Graves 2013,
@@ -116,6 +118,7 @@ def nesterov_step(p, *, lr, mom, grad_avg=None):
     lr·(g + mom·m)"""
     p.add_(p.grad if grad_avg is None else p.grad.add(grad_avg, alpha=mom), alpha=-lr)
 
+# %% ../nbs/04_callbacks.ipynb #c014s0
 def _rms(sqr_avg, grad_mean, eps):
     "√v + eps, or √(v − ḡ²) + eps when centered"
     if grad_mean is None: root = sqr_avg.sqrt()
@@ -140,6 +143,7 @@ def rms_prop_momentum_step(p, *, lr, mom, eps, sqr_avg, grad_mean=None, momentum
     p.add_(momentum_buffer, alpha=-lr)
     return {'momentum_buffer': momentum_buffer}
 
+# %% ../nbs/04_callbacks.ipynb #c014s1
 @callback(eps=1e-5)
 def adam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg, max_sqr_avg=None):
     """Adam's bias-corrected step (Kingma & Ba 2015, Algorithm 1): p ← p − lr·m̂/(√v̂ + eps);
@@ -174,6 +178,7 @@ def _sparse_grad(p) -> bool:
     "Whether `p` is one tensor (sparse gradients step per tensor) with a sparse gradient"
     return isinstance(p, torch.Tensor) and p.grad.is_sparse
 
+# %% ../nbs/04_callbacks.ipynb #c018s0
 @callback(sqr_mom=0.999, eps=1e-8)
 def max_abs_grad(p, *, sqr_mom, eps, inf_norm=None):
     """Adamax's exponentially weighted infinity norm: u ← max(sqr_mom·u, |g| + eps) (Kingma & Ba
@@ -186,6 +191,7 @@ def adamax_step(p, *, lr, mom, step, grad_avg, inf_norm):
     "Adamax's step: p ← p − lr/(1 − momᵗ) · m/u"
     p.addcdiv_(grad_avg, inf_norm, value=-(lr / (1 - mom**step)))
 
+# %% ../nbs/04_callbacks.ipynb #c018s1
 @callback(eps=1e-6)
 def adadelta_step(p, *, lr, sqr_mom, eps, sqr_avg, delta_avg=None):
     """Adadelta (Zeiler 2012, Algorithm 1), ρ = sqr_mom: Δ = √(D + eps)/√(v + eps)·g, D ← ρ·D +

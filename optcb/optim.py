@@ -250,6 +250,7 @@ class Adamax(TorchOptimizer):
                          differentiable=differentiable, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
+# %% ../nbs/06_optim.ipynb #c006ts0
 class Adadelta(TorchOptimizer):
     "torch.optim.Adadelta"
     aliases = dict(sqr_mom='rho', wd='weight_decay')
@@ -329,6 +330,7 @@ class ASGD(TorchOptimizer):
                          capturable=capturable, differentiable=differentiable, lr=lr, lambd=lambd, alpha=alpha,
                          t0=t0, weight_decay=weight_decay, maximize=maximize)
 
+# %% ../nbs/06_optim.ipynb #c006us0
 class Muon(TorchOptimizer):
     """torch.optim.Muon: momentum, then each update orthogonalised by a bfloat16 Newton–Schulz iteration; 2-D
     parameters only (use AdamW for the others)"""

@@ -64,6 +64,7 @@ def compile_available() -> bool:
     if why and why.startswith('torch '): _warn_once('untested', f"optcb: not compiling by default: {why}")
     return why is None
 
+# %% ../nbs/02_paths.ipynb #c005s0
 @dataclass
 class BucketPlan:
     "How one bucket of a param group is stepped, and why; `also`: what else its step does (first step, gathering, …)"
@@ -383,6 +384,7 @@ def decide(self, params, states, among:int|None=None) -> tuple[str, str]:
     if numel < self.compile_min_numel: return GROUP, f"{size} < {least}"
     return COMPILED, f"{size} >= {least}{fallback}"
 
+# %% ../nbs/02_paths.ipynb #c009bs0
 class Runner(NamedTuple):
     """How one bucket is stepped: the path `plan()` names, why, what else its step does, and the run itself, called
     as `run(params, states, hypers, parts)` (`parts`: the step's list that a compiled bucket joins, or None)"""
@@ -406,7 +408,6 @@ def runner(self, params, states, among:int|None=None, transient=False, per_tenso
     also = (f'{len(small)} tensors under {self.gather_max_numel:,} values gathered: copied into one buffer per '
             'kind, stepped together and copied back',) if small else ()
     return Runner(path, why, also, partial(self._run_compiled, small=small))
-
 
 # %% ../nbs/02_paths.ipynb #c009c
 @patch_to(Paths)
