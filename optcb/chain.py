@@ -14,6 +14,7 @@ from functools import partial
 from numbers import Real
 
 import torch
+from fastcore.basics import patch_to
 from .tensorlist import TensorList
 
 # %% auto #0
@@ -213,31 +214,36 @@ class Chain:
         for cb in self.callbacks: d.update(cb.defaults)
         return d
 
-    def check_hyper(self, name, v, where=''): check_hyper(name, v, where, self.ranges)
+# %% ../nbs/00_chain.ipynb #c018s
+@patch_to(Chain)
+def check_hyper(self, name, v, where=''): check_hyper(name, v, where, self.ranges)
 
-    def check_names(self, names, known, where):
-        "Refuse a name that is neither used by a callback nor in `known`, suggesting the closest one"
-        known = self.used | set(known)
-        for k in names:
-            if k not in known:
-                close = difflib.get_close_matches(k, sorted(known - {'params'}), n=1)
-                raise TypeError(f"unknown hyperparameter {k!r} in {where}: no callback of {self!r} uses it"
-                                + (f"; did you mean {close[0]!r}?" if close else ''))
+@patch_to(Chain)
+def check_names(self, names, known, where):
+    "Refuse a name that is neither used by a callback nor in `known`, suggesting the closest one"
+    known = self.used | set(known)
+    for k in names:
+        if k not in known:
+            close = difflib.get_close_matches(k, sorted(known - {'params'}), n=1)
+            raise TypeError(f"unknown hyperparameter {k!r} in {where}: no callback of {self!r} uses it"
+                            + (f"; did you mean {close[0]!r}?" if close else ''))
 
-    def check_hypers(self, hypers, where):
-        "Check the values of `hypers` (by callback name), and that every callback's needs are met in order"
-        for k, v in hypers.items():
-            if k in self.used: self.check_hyper(k, v, where)
-        produced = set()
-        for cb in self.callbacks:
-            for n in sorted(cb.required - hypers.keys() - produced):
-                raise TypeError(f"callback {cb.name} needs {n!r} ({where}), but it is not a hyperparameter "
-                                f"and no earlier callback keeps it in the state")
-            produced |= cb.produces - hypers.keys()
+@patch_to(Chain)
+def check_hypers(self, hypers, where):
+    "Check the values of `hypers` (by callback name), and that every callback's needs are met in order"
+    for k, v in hypers.items():
+        if k in self.used: self.check_hyper(k, v, where)
+    produced = set()
+    for cb in self.callbacks:
+        for n in sorted(cb.required - hypers.keys() - produced):
+            raise TypeError(f"callback {cb.name} needs {n!r} ({where}), but it is not a hyperparameter "
+                            f"and no earlier callback keeps it in the state")
+        produced |= cb.produces - hypers.keys()
 
-    def state_names(self, hyper_names=()):
-        "The state the callbacks may keep: what they return or read back, less the hyperparameters"
-        return {n for cb in self.callbacks for n in cb.produces} - set(hyper_names)
+@patch_to(Chain)
+def state_names(self, hyper_names=()):
+    "The state the callbacks may keep: what they return or read back, less the hyperparameters"
+    return {n for cb in self.callbacks for n in cb.produces} - set(hyper_names)
 
 # %% ../nbs/00_chain.ipynb #c020
 def _claim(owner, res, name):
