@@ -18,8 +18,10 @@ from collections import namedtuple
 from .chain import Chain, NONNEG, Range, by_flags, renamed
 from .paths import BucketPlan
 from .optimizer import Optimizer, engine_options
-from . import callbacks
 from .callbacks import *
+from .optimizers import (ascent, sgd_chain, rmsprop_chain, adam_chain, adagrad_chain, adamax_chain,
+                              adadelta_chain, radam_chain, nadam_chain, rprop_chain, asgd_chain, adafactor_chain,
+                              muon_chain, sfsgd_chain, sfadamw_chain)
 
 
 # %% ../nbs/06_optim.ipynb #c005
@@ -154,8 +156,6 @@ def _as_torch_fills(name, defaults, group) -> dict:
     return scratch.param_groups[0]
 
 # %% ../nbs/06_optim.ipynb #c006
-def _first(maximize): return [callbacks.maximize] if maximize else []
-
 class SGD(TorchOptimizer):
     "torch.optim.SGD: momentum buffer started from the first gradient, `dampening`, Nesterov, L2 weight decay"
     aliases = dict(mom='momentum', wd='weight_decay')
@@ -163,7 +163,7 @@ class SGD(TorchOptimizer):
     sparse_grads = None  # dense or sparse, as torch's SGD
     @staticmethod
     def chain_for(nesterov, maximize):
-        return [*_first(maximize), l2_reg, sgd_momentum, nesterov_step if nesterov else momentum_step]
+        return sgd_chain(False, nesterov=nesterov, maximize=maximize, torch_buffer=True)
 
     def __init__(self, params, lr=1e-3, momentum=0., dampening=0., weight_decay=0., nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):
@@ -180,8 +180,7 @@ class RMSprop(TorchOptimizer):
     state_names = dict(sqr_avg='square_avg', grad_mean='grad_avg')
     @staticmethod
     def chain_for(centered, maximize):
-        return [*_first(maximize), l2_reg, step_stat, average_sqr_grad, *([mean_grad] if centered else []),
-                rms_prop_momentum_step]
+        return rmsprop_chain(False, centered=centered, maximize=maximize, torch_momentum=True)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0., momentum=0., centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False, fused=None):
@@ -197,10 +196,7 @@ class Adam(TorchOptimizer):
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq', max_sqr_avg='max_exp_avg_sq')
     @staticmethod
     def chain_for(amsgrad, maximize, decoupled_weight_decay):
-        # without amsgrad the step reads no maximum, as torch's ignores a `max_exp_avg_sq` handed in
-        return [*_first(maximize), decay(decoupled_weight_decay), partial(average_grad, dampening=True),
-                average_sqr_grad, step_stat, *([max_sqr_grad] if amsgrad else []),
-                adam_step if amsgrad else partial(adam_step, max_sqr_avg=None)]
+        return adam_chain(decoupled_weight_decay, amsgrad, maximize=maximize)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
@@ -227,7 +223,7 @@ class Adagrad(TorchOptimizer):
     state_names = dict(sqr_sum='sum')
     sparse_grads = None  # dense or sparse, as torch's Adagrad
     @staticmethod
-    def chain_for(maximize): return [*_first(maximize), l2_reg, sum_sqr_grad, step_stat, adagrad_step]
+    def chain_for(maximize): return adagrad_chain(False, maximize)
 
     def __init__(self, params, lr=1e-2, lr_decay=0., weight_decay=0., initial_accumulator_value=0., eps=1e-10,
                  foreach=None, *, maximize=False, differentiable=False, fused=None):
@@ -241,8 +237,7 @@ class Adamax(TorchOptimizer):
     aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
     state_names = dict(grad_avg='exp_avg', inf_norm='exp_inf')
     @staticmethod
-    def chain_for(maximize):
-        return [*_first(maximize), l2_reg, partial(average_grad, dampening=True), max_abs_grad, step_stat, adamax_step]
+    def chain_for(maximize): return adamax_chain(False, maximize)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., foreach=None, *,
                  maximize=False, differentiable=False, capturable=False, fused=None):
@@ -256,7 +251,7 @@ class Adadelta(TorchOptimizer):
     aliases = dict(sqr_mom='rho', wd='weight_decay')
     state_names = dict(sqr_avg='square_avg', delta_avg='acc_delta')
     @staticmethod
-    def chain_for(maximize): return [*_first(maximize), l2_reg, step_stat, average_sqr_grad, adadelta_step]
+    def chain_for(maximize): return adadelta_chain(False, maximize, count_steps=True)
 
     def __init__(self, params, lr=1., rho=0.9, eps=1e-6, weight_decay=0., foreach=None, *, capturable=False,
                  maximize=False, differentiable=False, fused=None):
@@ -270,8 +265,7 @@ class RAdam(TorchOptimizer):
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
     @staticmethod
     def chain_for(maximize, decoupled_weight_decay):
-        return [*_first(maximize), decay(decoupled_weight_decay), partial(average_grad, dampening=True),
-                average_sqr_grad, step_stat, torch_radam_step]
+        return radam_chain(decoupled_weight_decay, maximize, torch_rectification=True)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., decoupled_weight_decay=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
@@ -286,9 +280,7 @@ class NAdam(TorchOptimizer):
     state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
     tensor_state = ('step', 'mu_product')
     @staticmethod
-    def chain_for(maximize, decoupled_weight_decay):
-        return [*_first(maximize), decay(decoupled_weight_decay), partial(average_grad, dampening=True),
-                average_sqr_grad, step_stat, nadam_mu, nadam_step]
+    def chain_for(maximize, decoupled_weight_decay): return nadam_chain(decoupled_weight_decay, maximize)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0., momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False, differentiable=False,
@@ -306,7 +298,7 @@ class Rprop(TorchOptimizer):
     torch_messages = dict(etaminus="Invalid eta values: {etas[0]}, {etas[1]}",
                           etaplus="Invalid eta values: {etas[0]}, {etas[1]}")
     @staticmethod
-    def chain_for(maximize): return [*_first(maximize), step_stat, rprop_step]
+    def chain_for(maximize): return rprop_chain(maximize, count_steps=True)
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, capturable=False, foreach=None,
                  maximize=False, differentiable=False, fused=None):
@@ -322,7 +314,7 @@ class ASGD(TorchOptimizer):
     aliases = dict(wd='weight_decay')
     tensor_state = ('step', 'eta', 'mu')
     @staticmethod
-    def chain_for(maximize): return [*_first(maximize), step_stat, l2_reg, asgd_step]
+    def chain_for(maximize): return asgd_chain(maximize)
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0., foreach=None,
                  maximize=False, differentiable=False, capturable=False, fused=None):
@@ -342,7 +334,7 @@ class Muon(TorchOptimizer):
         if adjust_lr_fn is not None and adjust_lr_fn not in MUON_LR_ADJUST:
             raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported: choose from "
                              f"{', '.join(MUON_LR_ADJUST)} or None")
-        return [callbacks.weight_decay, partial(muon_step, nesterov=nesterov, adjust_lr=adjust_lr_fn or 'original')]
+        return muon_chain(nesterov, adjust_lr_fn or 'original', adamw=False)
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
@@ -366,7 +358,7 @@ class Adafactor(TorchOptimizer):
     torch_messages = dict(eps1="epsilon1 should be >= 0", eps2="epsilon2 should be >= 0",
                           d="Clipping threshold d should be >= 1", beta2_decay="beta2_decay should be <= 0")
     @staticmethod
-    def chain_for(maximize): return [*_first(maximize), step_stat, adafactor_step]
+    def chain_for(maximize): return adafactor_chain(maximize)
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1., weight_decay=0., *, foreach=None,
                  maximize=False):
@@ -383,7 +375,7 @@ class SparseAdam(TorchOptimizer):
     tensor_state = ()  # torch keeps SparseAdam's step as a Python int
     sparse_grads = True
     @staticmethod
-    def chain_for(maximize): return [*_first(maximize), step_stat, sparse_adam_step]
+    def chain_for(maximize): return [*ascent(maximize), step_stat, sparse_adam_step]
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
         super().__init__(params, by_flags(self.chain_for), lr=lr, betas=betas, eps=eps,
@@ -622,14 +614,13 @@ class AdamWScheduleFree(_ScheduleFree):
     state_names = dict(sqr_avg='exp_avg_sq')
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0, r=0.0,
                  weight_lr_power=2.0, foreach=True, *, fused=None):
-        cbs = [average_sqr_grad, step_stat, rms_normalize, l2_reg, schedule_free_step]
-        super().__init__(params, cbs, foreach, fused, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
+        super().__init__(params, sfadamw_chain(), foreach, fused, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
 
 class SGDScheduleFree(_ScheduleFree):
     "schedulefree.SGDScheduleFree: schedule-free SGD; `train()` before training, `eval()` to evaluate or save"
     aliases = dict(mom='momentum', wd='weight_decay', warmup='warmup_steps')
     def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0, weight_lr_power=2,
                  foreach=True, *, fused=None):
-        super().__init__(params, [l2_reg, step_stat, schedule_free_step], foreach, fused, lr=lr, momentum=momentum,
+        super().__init__(params, sfsgd_chain(), foreach, fused, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
