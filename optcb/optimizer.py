@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from fastcore.basics import patch_to
 from .chain import Chain, by_flags
@@ -21,6 +20,7 @@ from .checkpoints import Checkpoints, scalar_state
 from .fastai_api import FastaiAPI
 from .precision import Precision
 from .release import GradientRelease
+from .hyperparams import Hyperparameters
 
 # %% auto #0
 __all__ = ['Optimizer', 'Route', 'engine_options']
@@ -49,21 +49,9 @@ def _param_groups(params):
     raise TypeError("params must be tensors, a list of lists of tensors (one per group) or a list of group dicts, "
                     f"not a mix of {sorted({type(x).__name__ for x in items})}")
 
-def _plain(v): return v.item() if isinstance(v, np.generic) else v
-
-
-# %% ../nbs/03_optimizer.ipynb #c005s0
-def _one_number(v, differentiable=False):
-    """A hyperparameter given as a 1-element tensor of any rank (torch accepts `lr=torch.tensor([[0.01]])`) as the 0-d
-    tensor every path takes: a number on the uncompiled paths, a kernel input (no recompile when its value changes)
-    on the compiled one. Its dtype is kept: torch computes `1 − lr·wd` and the like in it. In a differentiable step,
-    its graph is kept too (hyperparameter gradients; the step runs under no_grad)"""
-    if not (isinstance(v, torch.Tensor) and v.is_floating_point()) or v.numel() != 1: return v
-    if not differentiable: return v.detach().reshape(())
-    with torch.enable_grad(): return v.reshape(())
 
 # %% ../nbs/03_optimizer.ipynb #c006
-class Optimizer(Checkpoints, FastaiAPI, Precision, GradientRelease, torch.optim.Optimizer):
+class Optimizer(Checkpoints, FastaiAPI, Precision, GradientRelease, Hyperparameters, torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
     state_names = {}  # callback state name -> the name it has in `state` (torch's, in the torch-signature classes)
@@ -102,11 +90,6 @@ class Optimizer(Checkpoints, FastaiAPI, Precision, GradientRelease, torch.optim.
 
 # %% ../nbs/03_optimizer.ipynb #c006a
 @patch_to(Optimizer)
-def _range_message(self, k, v, hypers, error) -> str:
-    "What a value out of range is told (the torch-signature classes: first in torch's words)"
-    return str(error)
-
-@patch_to(Optimizer)
 def _chain_of(self, group, where='') -> Chain:
     "The chain for the flags of `group` (a mapping holding every flag)"
     chain = self.chains.chain(group, where)
@@ -136,62 +119,6 @@ def _group_chains(self, groups=None):
 def foreach(self): return self.paths.foreach
 @patch_to(Optimizer, as_prop=True)
 def compile(self): return self.paths.compile
-
-# %% ../nbs/03_optimizer.ipynb #c006b0
-@patch_to(Optimizer)
-def _get(self, group, k):
-    key = self.aliases.get(k, k)
-    return group[key] if isinstance(key, str) else group[key[0]][key[1]]
-
-@patch_to(Optimizer)
-def _check_hyper(self, group, k, v, where=''):
-    "`v` checked as hyperparameter `k` of `group` (a numpy number as Python's): the value to set"
-    v = _plain(v)
-    self._chain_of(group).check_hyper(k, v, where)
-    return v
-
-@patch_to(Optimizer)
-def _set(self, group, k, v):
-    v = self._check_hyper(group, k, v)
-    key = self.aliases.get(k, k)
-    if isinstance(key, str): group[key] = v
-    else:
-        t = list(group[key[0]]); t[key[1]] = v
-        group[key[0]] = tuple(t)
-
-@patch_to(Optimizer)
-def _hypers(self, group):
-    "The hyperparameters of `group` as the callbacks name them"
-    h = {k: v for k, v in group.items()
-         if k != 'params' and k not in self._alias_keys and k not in self.flags and k not in self._carried}
-    for k in self.aliases: h[k] = self._get(group, k)
-    differentiable = self._execution(group)[2]
-    return {k: _one_number(v, differentiable) for k, v in h.items()}
-
-# %% ../nbs/03_optimizer.ipynb #c006b1
-@patch_to(Optimizer, as_prop=True)
-def _flags(self):
-    "Per-parameter flags in the state, kept by `clear_state`: fastai's (`do_wd`, `force_train`) and the callbacks'"
-    return (*self._keep_on_clear, *sorted({f for c in self._group_chains() for f in c.flags}))
-
-@patch_to(Optimizer, as_prop=True)
-def _reduced(self):
-    "Names (as state dicts write them) of state tensors whose shape is the parameter's with some dims of size 1"
-    return {n for c in self._group_chains() for n in c.reduced}
-
-@patch_to(Optimizer)
-def _check_names(self, names, where, chain=None):
-    (chain or self.chain).check_names(names, self._alias_keys | set(self.flags) | {'params', *self._carried}, where)
-
-@patch_to(Optimizer)
-def _wd_named_ours(self, group, where):
-    "`group` with weight decay under this optimizer's name for it, whether it came as `wd` or `weight_decay`"
-    ours = self.aliases.get('wd', 'wd')
-    if 'wd' not in self.chain.used or not isinstance(ours, str): return group
-    theirs = ({'wd', 'weight_decay'} - {ours}).pop()
-    if theirs not in group: return group
-    if ours in group: raise TypeError(f"{where} sets weight decay twice, as {ours!r} and as {theirs!r}")
-    return {(ours if k == theirs else k): v for k, v in group.items()}
 
 # %% ../nbs/03_optimizer.ipynb #c006c
 @patch_to(Optimizer)
