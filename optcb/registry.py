@@ -76,7 +76,8 @@ def _is_matrix(p): return p.dim() >= 2  # torch.optim.Muon's domain: every param
 # fit_one_cycle with a flat learning rate and momentum: learn.fit(n, lr), which schedule-free optimizers are made for
 _NO_SCHEDULE = dict(div=1., div_final=1., moms=(0.9, 0.9, 0.9))
 
-REGISTRY = {e.name: e for e in [
+# %% ../nbs/07_registry.ipynb #c007s0
+_CLASSICS = [
     Entry('sgd', partial(O.SGD, mom=0.), 0.1, 'fastai.optimizer.SGD, torch.optim.SGD (bit for bit)', optim.SGD,
           fit_kwargs=dict(moms=(0., 0., 0.)),
           bench=Bench(partial(O.SGD, lr=1e-2), ('SGD', dict(lr=1e-2, mom=0.)),
@@ -89,6 +90,10 @@ REGISTRY = {e.name: e for e in [
     Entry('rmsprop', O.RMSProp, 3e-3, 'fastai.optimizer.RMSProp, torch.optim.RMSprop (bit for bit)', optim.RMSprop,
           bench=Bench(partial(O.RMSProp, lr=1e-3), ('RMSProp', dict(lr=1e-3, sqr_mom=0.99, eps=1e-8)),
                       ('RMSprop', dict(lr=1e-3, alpha=0.99, eps=1e-8), ('foreach',)))),
+]
+
+# %% ../nbs/07_registry.ipynb #c007s1
+_ADAMS = [
     Entry('adam', O.Adam, 3e-3, 'fastai.optimizer.Adam (float32: 1e-6), torch.optim.Adam (bit for bit)', optim.Adam,
           bench=Bench(partial(O.Adam, lr=1e-3), ('Adam', _ADAM_BENCH), ('AdamW', _TORCH_ADAMW, ('foreach', 'fused')))),
     Entry('adamw', O.AdamW, 3e-3, 'torch.optim.AdamW (bit for bit)', optim.AdamW),
@@ -99,6 +104,10 @@ REGISTRY = {e.name: e for e in [
           bench=Bench(partial(optim.RAdam, lr=1e-3), ('RAdam', dict(lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8)),
                       ('RAdam', dict(lr=1e-3, eps=1e-8), ('foreach',)))),
     Entry('ranger', O.ranger, 3e-3, 'fastai.optimizer.ranger (1e-12)'),
+]
+
+# %% ../nbs/07_registry.ipynb #c007s2
+_MORE = [
     Entry('lion', O.Lion, 3e-4, 'Chen et al. 2023, Algorithm 2 (1e-12)'),
     Entry('adamax', O.Adamax, 3e-3, 'torch.optim.Adamax (bit for bit)', optim.Adamax,
           bench=Bench(partial(optim.Adamax, lr=2e-3), None, ('Adamax', dict(lr=2e-3), ('foreach',)))),
@@ -110,6 +119,10 @@ REGISTRY = {e.name: e for e in [
     Entry('lamb', O.Lamb, 3e-3, "fastai.optimizer.Lamb (1e-10); You et al. 2019's trust ratio, by hand",
           bench=Bench(partial(O.Lamb, lr=1e-3), ('Lamb', dict(lr=1e-3)))),
     Entry('larc', O.Larc, 0.5, 'fastai.optimizer.Larc (1e-10)'),
+]
+
+# %% ../nbs/07_registry.ipynb #c007s3
+_RECENT = [
     Entry('nadam', O.NAdam, 3e-3, 'torch.optim.NAdam (bit for bit, the μ product included)', optim.NAdam,
           bench=Bench(partial(optim.NAdam, lr=2e-3), None, ('NAdam', dict(lr=2e-3), ('foreach',)))),
     Entry('adan', O.Adan, 3e-3, 'Xie et al. 2022, Algorithm 1 (1e-10)'),
@@ -123,6 +136,10 @@ REGISTRY = {e.name: e for e in [
     Entry('adafactor', O.Adafactor, 1e-2, "torch.optim.Adafactor (bit for bit, torch's test configurations)",
           optim.Adafactor,
           bench=Bench(partial(optim.Adafactor, lr=1e-2), None, ('Adafactor', dict(lr=1e-2), ('foreach',)))),
+]
+
+# %% ../nbs/07_registry.ipynb #c007s4
+_WRAPPED = [
     Entry('cadamw', partial(O.AdamW, cautious=True), 3e-3, 'Liang et al. 2024, Algorithm 1 on AdamW (1e-10)'),
     Entry('clion', partial(O.Lion, cautious=True), 3e-4, 'Liang et al. 2024, Algorithm 1 on Lion (1e-10)'),
     Entry('muon', O.Muon, 1e-2, 'torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, with '
@@ -133,7 +150,10 @@ REGISTRY = {e.name: e for e in [
           "points)", optim.AdamWScheduleFree, fit_kwargs=_NO_SCHEDULE),
     Entry('sfsgd', O.SGDScheduleFree, 1., "schedulefree 1.4.1's SGDScheduleFree (bit for bit, train and eval points)",
           optim.SGDScheduleFree, fit_kwargs=_NO_SCHEDULE),
-]}
+]
+
+# %% ../nbs/07_registry.ipynb #c007t
+REGISTRY = {e.name: e for e in [*_CLASSICS, *_ADAMS, *_MORE, *_RECENT, *_WRAPPED]}
 
 def sources(keys) -> list[str]:
     "The optimizers whose state dicts keep all of `keys`: torch.optim classes (by torch's names), then optcb's entries"
