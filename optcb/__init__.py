@@ -8,6 +8,9 @@ from .checkpoints import *
 from .fastai_api import *
 from .precision import *
 from .release import *
+from .hyperparams import *
+from .routes import *
+from .modes import *
 from .optimizer import *
 from .callbacks import *
 from .optimizers import *

@@ -10,20 +10,21 @@ import functools, inspect, warnings
 from functools import partial
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
-from typing import NamedTuple
 
 import torch
 from fastcore.basics import patch_to
 from .chain import Chain, by_flags
-from .paths import Paths, Runner, BucketPlan, PER_TENSOR
+from .paths import Paths
 from .checkpoints import Checkpoints, scalar_state
 from .fastai_api import FastaiAPI
 from .precision import Precision
 from .release import GradientRelease
 from .hyperparams import Hyperparameters
+from .routes import Routes
+from .modes import TwoPoints
 
 # %% auto #0
-__all__ = ['Optimizer', 'Route', 'engine_options']
+__all__ = ['Optimizer', 'engine_options']
 
 # %% ../nbs/03_optimizer.ipynb #c005
 def _param_groups(params):
@@ -51,7 +52,8 @@ def _param_groups(params):
 
 
 # %% ../nbs/03_optimizer.ipynb #c006
-class Optimizer(Checkpoints, FastaiAPI, Precision, GradientRelease, Hyperparameters, torch.optim.Optimizer):
+class Optimizer(Checkpoints, FastaiAPI, Precision, GradientRelease, Hyperparameters, Routes, TwoPoints,
+                torch.optim.Optimizer):
     "A `torch.optim.Optimizer` that updates each parameter by running the callbacks `cbs` in order"
     aliases = {}   # callback name -> param_group key, or (key, index) into a tuple such as torch's `betas`
     state_names = {}  # callback state name -> the name it has in `state` (torch's, in the torch-signature classes)
@@ -141,30 +143,6 @@ def add_param_group(self, param_group):
         self._release_hooks += [p.register_post_accumulate_grad_hook(partial(self._step_released, i))
                                 for p in self.param_groups[i]['params']]
 
-# %% ../nbs/03_optimizer.ipynb #c006d
-@patch_to(Optimizer)
-def _check_complex(self, chain, where):
-    "A complex parameter is stepped as its real view: refused where that changes the maths (matrices, factors)"
-    shaped = [cb.name for cb in chain if cb.same_shape or cb.reduced or not cb.elementwise and cb.per_tensor]
-    if not self.supports_complex or shaped:
-        raise ValueError(f"{type(self).__name__} does not support complex parameters ({where})"
-                         + (f": {shaped} work on a tensor's shape, which its real view changes" if shaped else ''))
-
-@patch_to(Optimizer)
-def _step_complex(self, paths, params, states, hypers, parts=None):
-    """The runner of a complex parameter, stepped as torch steps one: as its real view (`torch.view_as_real`, real and
-    imaginary parts along a last dim of 2), gradient and state too, one tensor at a time; its state is kept complex"""
-    (p,), (state,) = params, states
-    real = torch.view_as_real(p)
-    real.grad = torch.view_as_real(p.grad)
-    given = {k: torch.view_as_real(v) for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_complex()}
-    view = {**state, **given}
-    paths.step([real], [view], hypers, transient=True, per_tensor='a complex parameter')
-    for k, v in view.items():
-        if given.get(k) is v: continue  # updated in place, through the view
-        like_p = isinstance(v, torch.Tensor) and v.shape == real.shape
-        state[k] = torch.view_as_complex(v.contiguous()) if like_p else v
-
 # %% ../nbs/03_optimizer.ipynb #c006e
 @patch_to(Optimizer)
 @torch.no_grad()
@@ -190,42 +168,6 @@ def _step_groups(self, stepped, among):
     parts = {}  # per `Paths`, its compiled buckets' shares of the step's one kernel call for it
     for r in self._step_routes(stepped, among): r.run(parts.setdefault(id(r.paths), (r.paths, []))[1])
     for paths, share in parts.values(): paths.run_parts(share)
-
-
-# %% ../nbs/03_optimizer.ipynb #c006r
-class Route(NamedTuple):
-    "One bucket of a step: its param group (an index), its `Paths`, parameters, states, hyperparameters and runner"
-    group: int
-    paths: Paths
-    params: list
-    states: list
-    hypers: dict
-    runner: Runner
-    def run(self, parts=None): self.runner.run(self.params, self.states, self.hypers, parts)
-
-@patch_to(Optimizer)
-def _step_routes(self, stepped, among=None, per_tensor:str|None=None) -> list[Route]:
-    """The step's routes. `stepped`: each group's parameters (`_stepped`); `among`: the step's size, as
-    `Paths.decide` takes it; `per_tensor`: why every bucket goes one tensor at a time (gradient release)"""
-    routes = []
-    for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
-        if not params: continue
-        hypers, paths, rest = self._hypers(group), self._route(group), []
-        for p in params:
-            if p.is_complex():
-                runner = Runner(PER_TENSOR, 'complex: stepped as its real view (torch.view_as_real)', (),
-                                partial(self._step_complex, paths))
-            elif p.grad is not None and p.grad.is_sparse and self.sparse_grads is None:
-                runner = paths.runner([p], [self.state[p]], per_tensor='a sparse gradient, stepped in its rows')
-            else: rest.append(p); continue
-            routes.append(Route(i, paths, [p], [self.state[p]], hypers, runner))
-        for bucket, states in paths.buckets(rest, [self.state[p] for p in rest]):
-            copies = self._working_copies(bucket[0])
-            runner = paths.runner(bucket, states, among, transient=bool(copies), per_tensor=per_tensor)
-            if copies: runner = Runner(runner.path, runner.why, runner.also + copies,
-                                       partial(self._step_in_working_copies, paths, among, per_tensor))
-            routes.append(Route(i, paths, bucket, states, hypers, runner))
-    return routes
 
 
 # %% ../nbs/03_optimizer.ipynb #c006f0
@@ -298,50 +240,7 @@ def engine_options(build, kahan_sum:bool|None=None):
     return built
 
 
-# %% ../nbs/03_optimizer.ipynb #c006j
-@patch_to(Optimizer, as_prop=True)
-def training(self) -> bool:
-    "Whether the parameters hold the training point (always, unless a callback keeps two points)"
-    return all(g.get('train_mode', True) for g in self.param_groups)
-
-@patch_to(Optimizer)
-@torch.no_grad()
-def train(self, mode:bool=True):
-    """Put the parameters at the point gradients are taken at (`mode`), or at the one to evaluate; a no-op for
-    optimizers whose callbacks keep one point. Like `nn.Module.train`, returns the optimizer"""
-    for group in self.param_groups:
-        chain = self._chain_of(group)
-        if group.get('train_mode', True) == mode or not chain.modes: continue
-        hypers = self._hypers(group)
-        for p in group['params']:
-            state = self.state.get(p, {})
-            for cb in (chain.to_train if mode else chain.to_eval): cb(p, state, hypers)
-        group['train_mode'] = mode
-    return self
-
-@patch_to(Optimizer)
-def eval(self):
-    "Put the parameters at the point to evaluate (schedule-free's x); `train()` moves them back"
-    return self.train(False)
-
 # %% ../nbs/03_optimizer.ipynb #c006k
-@patch_to(Optimizer)
-def plan(self) -> list[BucketPlan]:
-    """How the next step will process each bucket of each param group — per tensor, group or compiled — and why
-    (parameters without a gradient are left out, unless none has one)"""
-    stepped, among = self._stepped(or_all=True)
-    with self._as_numbers([self.state[p] for params in stepped for p in params]):
-        routes = self._step_routes(stepped, among, per_tensor=self._release_why if self.releases_gradients else None)
-    return [BucketPlan(r.group, len(r.params), sum(p.numel() for p in r.params), str(r.params[0].device),
-                       str(r.params[0].dtype).replace('torch.', ''), *r.runner[:3]) for r in routes]
-
-@patch_to(Optimizer)
-def _working_copies(self, p) -> tuple:
-    "What `plan()` says of a bucket whose callbacks run on float32 working copies (see `_step_in_working_copies`)"
-    why = [w for w, on in [('Kahan summation', self._kahan(p)), (f'state in {self.state_dtype}', self.state_dtype)]
-           if on]
-    return (f"the callbacks run in float32 on working copies ({', '.join(why)})",) if why else ()
-
 @patch_to(Optimizer)
 def _grads_finite(self) -> bool:
     "Whether every gradient is finite: the largest |g| per tensor (one read of each), gathered per device and dtype"

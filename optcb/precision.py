@@ -89,3 +89,11 @@ def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=None, among=N
             comp = s.get('kahan_comp')
             if comp is None: s['kahan_comp'] = w.sub_(p).to(p.dtype)
             else: comp.copy_(w.sub_(p))
+
+# %% ../nbs/03c_precision.ipynb #c006w
+@patch_to(Precision)
+def _working_copies(self, p) -> tuple:
+    "What `plan()` says of a bucket whose callbacks run on float32 working copies (see `_step_in_working_copies`)"
+    why = [w for w, on in [('Kahan summation', self._kahan(p)), (f'state in {self.state_dtype}', self.state_dtype)]
+           if on]
+    return (f"the callbacks run in float32 on working copies ({', '.join(why)})",) if why else ()
