@@ -11,7 +11,8 @@ __all__ = ['MUON_LR_ADJUST', 'weight_decay', 'l2_reg', 'decay', 'maximize', 'ave
            'max_abs_grad', 'adamax_step', 'adadelta_step', 'lion_step', 'cautious', 'radam_step', 'torch_radam_step',
            'lookahead_start', 'lookahead_sync', 'qhadam_step', 'lamb_step', 'larc_layer_lr', 'larc_step', 'nadam_mu',
            'nadam_step', 'adan_stats', 'adan_step', 'rprop_step', 'asgd_step', 'adopt_step', 'ademamix_step',
-           'newton_schulz', 'muon_step', 'adafactor_step', 'sparse_adam_step', 'rms_normalize', 'schedule_free_step']
+           'newton_schulz', 'muon_step', 'adafactor_step', 'soap_step', 'sparse_adam_step', 'rms_normalize',
+           'schedule_free_step']
 
 # %% ../nbs/04_callbacks.ipynb #c002
 import functools, math
@@ -479,6 +480,90 @@ def adafactor_step(p, *, lr, beta2_decay, eps1, eps2, d, wd, step, do_wd=True,
     update = var.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
     p.add_(update, alpha=-alpha / max(1., update.norm(2).item() / (size * d)))
     return state
+
+# %% ../nbs/04_callbacks.ipynb #c033s0
+def _soap_dims(shape, limit, merge, precondition_1d) -> tuple[list, list]:
+    """The dims SOAP works on and which of them it rotates: a 1-D parameter only with
+    `precondition_1d`; with `merge`, neighbouring dims merged while their product is at most
+    `limit` (the authors' rule)"""
+    if len(shape) == 1: return list(shape), [bool(precondition_1d) and shape[0] <= limit]
+    dims = list(shape)
+    if merge and dims:
+        dims, prod = [], 1
+        for d in shape:
+            if prod * d <= limit: prod *= d
+            elif prod > 1: dims.append(prod); prod = d
+            else: dims.append(d)
+        if prod > 1 or not dims: dims.append(prod)
+    return dims, [d <= limit for d in dims]
+
+def _rotate(x, bases, back=False):
+    "x with each dim multiplied by its basis, Qᵢᵀ (`back`: Qᵢ); a dim without one is left as it is"
+    for q in bases:  # each pass moves the dim it treats to the end: after all, x's order again
+        x = x.movedim(0, -1) if q is None else torch.tensordot(x, q, dims=([0], [1 if back else 0]))
+    return x
+
+def _soap_statistics(g, stats, beta):
+    "Shampoo's statistics: Lᵢ ← β·Lᵢ + (1−β)·G₍ᵢ₎G₍ᵢ₎ᵀ for each rotated dim i"
+    for i, L in enumerate(stats):
+        if L is None: continue
+        others = [j for j in range(g.dim()) if j != i]
+        L.lerp_(torch.tensordot(g, g, dims=(others, others)), 1 - beta)
+
+def _qr_dtype(t): return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+
+# %% ../nbs/04_callbacks.ipynb #c033s1
+def _soap_refresh(stats, bases, sqr) -> list:
+    """The bases refreshed cheaply, one power iteration and a QR per rotated dim:
+    Qᵢ ← qr(Lᵢ·Qᵢ), its columns sorted by the estimated eigenvalues; the second moment `sqr`
+    (in the rotated space) permuted with them, in place"""
+    new = []
+    for i, (L, q) in enumerate(zip(stats, bases)):
+        if L is None: new.append(None); continue
+        lq = L @ q
+        order = torch.argsort((q * lq).sum(0), descending=True)
+        sqr.copy_(sqr.index_select(i, order))
+        new.append(torch.linalg.qr(lq.index_select(1, order).to(_qr_dtype(q)))[0].to(q.dtype))
+    return new
+
+@callback(foreach=False, elementwise=False, compilable=False, mom=0.95, sqr_mom=0.95, eps=1e-8,
+          shampoo_beta=None, precondition_frequency=10, max_precond_dim=10000, merge_dims=False,
+          precondition_1d=False, normalize_grads=False, correct_bias=True,
+          ranges=dict(shampoo_beta=Range(0, 1, closed=False, none=True),
+                      precondition_frequency=Range(1.), max_precond_dim=Range(1.)))
+def soap_step(p, *, lr, mom, sqr_mom, eps, wd, step, shampoo_beta, precondition_frequency,
+              max_precond_dim, merge_dims, precondition_1d, normalize_grads, correct_bias,
+              do_wd=True, grad_avg=None, sqr_avg=None, precond=None, basis=None):
+    """SOAP (Vyas et al. 2024): Lᵢ ← β·Lᵢ + (1−β)·G₍ᵢ₎G₍ᵢ₎ᵀ, Qᵢ its eigenbasis;
+    m ← mom·m + (1−mom)·g, v ← sqr_mom·v + (1−sqr_mom)·(Qᵀg)²,
+    p ← p − lr·√(1−sqr_momᵗ)/(1−momᵗ)·Q(Qᵀm/(√v + eps)), p ← p·(1 − lr·wd);
+    the first step only builds L and Q"""
+    g, beta = p.grad, sqr_mom if shampoo_beta is None else shampoo_beta
+    dims, on = _soap_dims(p.shape, max_precond_dim, merge_dims, precondition_1d)
+    gm = g.reshape(dims)
+    if grad_avg is None:  # the first step: statistics from this gradient, bases by eigh, no update
+        precond = [g.new_zeros(d, d) if rotated else None for d, rotated in zip(dims, on)]
+        _soap_statistics(gm, precond, beta)
+        eye = lambda L: torch.eye(L.shape[0], dtype=L.dtype, device=L.device)
+        basis = [None if L is None else torch.linalg.eigh(L + 1e-30 * eye(L))[1].flip(1)
+                 for L in precond]
+        return {'grad_avg': torch.zeros_like(g), 'sqr_avg': torch.zeros_like(g),
+                'precond': precond, 'basis': basis}
+    sides = [d if rotated else None for d, rotated in zip(dims, on)]
+    if [None if L is None else len(L) for L in precond] != sides:
+        raise ValueError(f"SOAP's preconditioner of a parameter of shape {tuple(p.shape)} does not "
+                         f"fit its dims {dims}: max_precond_dim, merge_dims and precondition_1d "
+                         "cannot change after the first step")
+    t, sqr = step - 1, sqr_avg.view(dims)
+    grad_avg.lerp_(g, 1 - mom)
+    sqr.lerp_(_rotate(gm, basis).square(), 1 - sqr_mom)
+    update = _rotate(_rotate(grad_avg.view(dims), basis) / sqr.sqrt().add_(eps), basis, back=True)
+    if normalize_grads: update.div_(update.square().mean().sqrt_().add_(eps))
+    step_size = lr * (math.sqrt(1 - sqr_mom**t) / (1 - mom**t)) if correct_bias else lr
+    p.add_(update.view(p.shape), alpha=-step_size)
+    if do_wd and not is_zero(wd): p.mul_(1 - lr * wd)
+    _soap_statistics(gm, precond, beta)  # after the update: never rotated by the gradient it steps
+    if t % precondition_frequency == 0: return {'basis': _soap_refresh(precond, basis, sqr)}
 
 # %% ../nbs/04_callbacks.ipynb #c035
 @callback(foreach=False, elementwise=False, mom=0.9, sqr_mom=0.999, eps=1e-8)

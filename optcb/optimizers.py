@@ -9,7 +9,7 @@ __all__ = ['ascent', 'sgd_chain', 'SGD', 'rmsprop_chain', 'RMSProp', 'adam_chain
            'Adagrad', 'adamax_chain', 'Adamax', 'adadelta_chain', 'Adadelta', 'Lion', 'radam_chain', 'RAdam',
            'Lookahead', 'ranger', 'QHAdam', 'Lamb', 'Larc', 'nadam_chain', 'NAdam', 'Adan', 'rprop_chain', 'asgd_chain',
            'adafactor_chain', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix', 'muon_hidden', 'muon_chain', 'Muon',
-           'sfsgd_chain', 'sfadamw_chain', 'SGDScheduleFree', 'AdamWScheduleFree']
+           'sfsgd_chain', 'sfadamw_chain', 'SGDScheduleFree', 'AdamWScheduleFree', 'soap_chain', 'SOAP']
 
 # %% ../nbs/05_optimizers.ipynb #c002
 import functools, inspect
@@ -312,3 +312,18 @@ def AdamWScheduleFree(params, lr=2.5e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0.
     "Schedule-free AdamW (Defazio et al. 2024) with the authors' defaults; `opt.eval()` for the averaged point"
     return Optimizer(params, sfadamw_chain(), lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, warmup=warmup, r=r,
                      weight_lr_power=weight_lr_power, foreach=foreach, compile=compile)
+
+# %% ../nbs/05_optimizers.ipynb #c018s0
+def soap_chain():
+    "SOAP's callbacks: the step count and the step (which keeps the statistics, the bases and both moments)"
+    return [step_stat, soap_step]
+
+@engine_options
+def SOAP(params, lr=3e-3, mom=0.95, sqr_mom=0.95, shampoo_beta=None, eps=1e-8, wd=0.01, precondition_frequency=10,
+         max_precond_dim=10000, merge_dims=False, precondition_1d=False, normalize_grads=False, correct_bias=True,
+         foreach=None, compile=None):
+    "SOAP (Vyas et al. 2024): Adam in the eigenbasis of Shampoo's preconditioner, refreshed every few steps"
+    return Optimizer(params, soap_chain(), lr=lr, mom=mom, sqr_mom=sqr_mom, shampoo_beta=shampoo_beta, eps=eps, wd=wd,
+                     precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
+                     merge_dims=merge_dims, precondition_1d=precondition_1d, normalize_grads=normalize_grads,
+                     correct_bias=correct_bias, foreach=foreach, compile=compile)

@@ -136,6 +136,8 @@ _RECENT = [
     Entry('adafactor', O.Adafactor, 1e-2, "torch.optim.Adafactor (bit for bit, torch's test configurations)",
           optim.Adafactor,
           bench=Bench(partial(optim.Adafactor, lr=1e-2), None, ('Adafactor', dict(lr=1e-2), ('foreach',)))),
+    Entry('soap', O.SOAP, 3e-3, "pytorch-optimizer 4.1.0's SOAP (float32: bit for bit); Vyas et al. 2024 (1e-10)",
+          bench=Bench(partial(O.SOAP, lr=1e-3), sets=('resnet34', 'small'))),
 ]
 
 # %% ../nbs/07_registry.ipynb #c007s4
