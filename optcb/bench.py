@@ -47,6 +47,10 @@ def _fastai(name, **kw):
 
 def _torch(cls, **kw): return lambda ps, **extra: getattr(torch.optim, cls)(ps, **kw, **extra)
 
+def _peer(module, cls, kw, ps):
+    "Another library's optimizer `module.cls` over `ps`"
+    return getattr(importlib.import_module(module), cls)(ps, **kw)
+
 def _torch_compiled(cls, **kw):
     "torch's step under torch.compile, with a tensor lr (torch's advice, so that a schedule does not recompile)"
     def build(ps):
@@ -79,13 +83,10 @@ def contenders(opt:str='adam', include_torch_compile=True) -> dict:
         if include_torch_compile: c['torch.compile(torch step)'] = _torch_compiled(cls, **kw)
     if 'torch fused' not in c:  # no fused kernel in torch for this optimizer: torch's fused AdamW is the yardstick
         c['torch fused AdamW (yardstick)'] = partial(_torch('AdamW', **REGISTRY['adam'].bench.torch[1]), fused=True)
-    if opt == 'adam':
-        try:
-            import optimi
-            c['torch-optimi AdamW'] = lambda ps: optimi.AdamW(ps, lr=1e-3, betas=(0.9, 0.99), eps=1e-5,
-                                                              weight_decay=0.01, decouple_lr=False)
-        except ImportError: pass
-    c.update({'optcb per-tensor': partial(ours, foreach=False), 'optcb group (foreach)': partial(ours, foreach=True)})
+    for label, module, cls, kw in spec.peers:  # other libraries' versions, where they are installed
+        if importlib.util.find_spec(module): c[label] = partial(_peer, module, cls, kw)
+    c['optcb per-tensor'] = partial(ours, foreach=False)
+    if not entry(opt).chain.per_tensor: c['optcb group (foreach)'] = partial(ours, foreach=True)
     if entry(opt).compiles:  # the compiled path is the default where it applies
         compiled = {'fused': True} if isinstance(ours.func, type) else {'compile': True}  # optcb.optim says fused=
         c['optcb group (foreach)'] = partial(ours, foreach=True, **{k: False for k in compiled})

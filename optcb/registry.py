@@ -26,6 +26,7 @@ class Bench:
     fastai: tuple | None = None         # (name in fastai.optimizer, keyword arguments)
     torch: tuple | None = None          # (name in torch.optim, keyword arguments, its fast modes: 'foreach', 'fused')
     sets: tuple = ('resnet34', 'small', 'big', 'transformer')  # the parameter sets it runs on by default
+    peers: tuple = ()  # other libraries' versions, timed where installed: (label, module, class, keyword arguments)
 
 @dataclass(frozen=True)
 class Entry:
@@ -95,7 +96,8 @@ _CLASSICS = [
 # %% ../nbs/07_registry.ipynb #c007s1
 _ADAMS = [
     Entry('adam', O.Adam, 3e-3, 'fastai.optimizer.Adam (float32: 1e-6), torch.optim.Adam (bit for bit)', optim.Adam,
-          bench=Bench(partial(O.Adam, lr=1e-3), ('Adam', _ADAM_BENCH), ('AdamW', _TORCH_ADAMW, ('foreach', 'fused')))),
+          bench=Bench(partial(O.Adam, lr=1e-3), ('Adam', _ADAM_BENCH), ('AdamW', _TORCH_ADAMW, ('foreach', 'fused')),
+                      peers=(('torch-optimi AdamW', 'optimi', 'AdamW', {**_TORCH_ADAMW, 'decouple_lr': False}),))),
     Entry('adamw', O.AdamW, 3e-3, 'torch.optim.AdamW (bit for bit)', optim.AdamW),
     Entry('amsgrad', partial(O.Adam, amsgrad=True), 3e-3, 'torch.optim.Adam(amsgrad=True) (bit for bit)', optim.Adam),
     Entry('yogi', O.Yogi, 1e-2, 'Zaheer et al. 2018, reference in tests/test_yogi.py (1e-10)'),
@@ -137,7 +139,8 @@ _RECENT = [
           optim.Adafactor,
           bench=Bench(partial(optim.Adafactor, lr=1e-2), None, ('Adafactor', dict(lr=1e-2), ('foreach',)))),
     Entry('soap', O.SOAP, 3e-3, "pytorch-optimizer 4.1.0's SOAP (float32: bit for bit); Vyas et al. 2024 (1e-10)",
-          bench=Bench(partial(O.SOAP, lr=1e-3), sets=('resnet34', 'small'))),
+          bench=Bench(partial(O.SOAP, lr=1e-3), sets=('resnet34', 'small'), peers=(('pytorch-optimizer SOAP',
+                      'pytorch_optimizer', 'SOAP', dict(lr=1e-3, betas=(0.95, 0.95), weight_decay=0.01)),))),
 ]
 
 # %% ../nbs/07_registry.ipynb #c007s4

@@ -1,5 +1,5 @@
 "The project's structure: one registry that everything listing optimizers derives from, a light core, no silent fallback"
-import re, subprocess, sys, tomllib
+import importlib.util, re, subprocess, sys, tomllib
 from pathlib import Path
 import pytest, torch
 import optcb
@@ -69,6 +69,8 @@ def test_bench_builds_every_registry_entry_next_to_its_references():
         assert 'optcb per-tensor' in cs and ('torch for-loop' in cs) == bool(spec.torch)
         assert ('torch fused' in cs) == ('fused' in torch_modes) != ('torch fused AdamW (yardstick)' in cs)
         assert ('fastai ' + spec.fastai[0] in cs) if spec.fastai else not any(k.startswith('fastai') for k in cs)
+        assert ('optcb group (foreach)' in cs) == (not REGISTRY[name].chain.per_tensor)  # SOAP, Adafactor: per tensor
+        assert all(label in cs for label, module, _, _ in spec.peers if importlib.util.find_spec(module))
     for name in ('adam', 'lamb'):  # every built-in chain compiles, LAMB's per-layer norms included
         cs = B.contenders(name, include_torch_compile=False)
         assert {'optcb default (compiled)', 'optcb default, Learner loop'} <= cs.keys()
