@@ -323,7 +323,11 @@ def SOAP(params, lr=3e-3, mom=0.95, sqr_mom=0.95, shampoo_beta=None, eps=1e-8, w
          max_precond_dim=10000, merge_dims=False, precondition_1d=False, normalize_grads=False, correct_bias=True,
          foreach=None, compile=None):
     "SOAP (Vyas et al. 2024): Adam in the eigenbasis of Shampoo's preconditioner, refreshed every few steps"
-    return Optimizer(params, soap_chain(), lr=lr, mom=mom, sqr_mom=sqr_mom, shampoo_beta=shampoo_beta, eps=eps, wd=wd,
-                     precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
-                     merge_dims=merge_dims, precondition_1d=precondition_1d, normalize_grads=normalize_grads,
-                     correct_bias=correct_bias, foreach=foreach, compile=compile)
+    opt = Optimizer(params, soap_chain(), lr=lr, mom=mom, sqr_mom=sqr_mom, shampoo_beta=shampoo_beta, eps=eps, wd=wd,
+                    precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
+                    merge_dims=merge_dims, precondition_1d=precondition_1d, normalize_grads=normalize_grads,
+                    correct_bias=correct_bias, foreach=foreach, compile=compile)
+    if any(hasattr(p, 'device_mesh') for g in opt.param_groups for p in g['params']):  # a DTensor
+        raise ValueError("SOAP on DTensor parameters (FSDP2): each process holds a shard of a matrix, and SOAP's "
+                         "statistics need the whole of it; use DDP, or Adam or Muon under FSDP2")
+    return opt

@@ -19,13 +19,18 @@ def train(m, opt, x, y, steps):
         torch.nn.functional.mse_loss(m(x), y).backward()
         opt.step()
 
+def SOAP(params, **kw):
+    """SOAP rotating only the dims whose first statistic has full rank: a 16×8 gradient's 8 columns, not its 16 rows
+    (a null space, whose basis eigh would choose from the last bits of the gradient)"""
+    return optcb.SOAP(params, max_precond_dim=8, **kw)
+
 # optcb.Adam's keywords per run, and the parameters' dtype
 OPTIONS = {'fsdp': {}, 'fsdp_state16': dict(state_dtype=torch.bfloat16), 'fsdp_kahan': dict(kahan_sum=True)}
 DTYPES = {'fsdp_kahan': torch.bfloat16}
 
-def single_process(out, dtype=torch.float32, **kw):
+def single_process(out, dtype=torch.float32, build=optcb.Adam, **kw):
     x, y = data(); m = model().to(dtype); x, y = x.to(dtype), y.to(dtype)
-    train(m, optcb.Adam(m.parameters(), lr=1e-2, **kw), x, y, STEPS)
+    train(m, build(m.parameters(), lr=1e-2, **kw), x, y, STEPS)
     torch.save([p.detach() for p in m.parameters()], out)
 
 def worker(rank, world, port, kind, outdir):
@@ -42,10 +47,17 @@ def worker(rank, world, port, kind, outdir):
                 try: build()
                 except ValueError as e: errors.append(str(e))
             if rank == 0: torch.save(errors, f'{outdir}/release.pt')
-        elif kind == 'ddp':
+        elif kind in ('ddp', 'soap_ddp'):
             m = torch.nn.parallel.DistributedDataParallel(model())
-            train(m, optcb.Adam(m.parameters(), lr=1e-2), x[half], y[half], STEPS)
-            if rank == 0: torch.save([p.detach() for p in m.module.parameters()], f'{outdir}/ddp.pt')
+            build = SOAP if kind == 'soap_ddp' else optcb.Adam
+            train(m, build(m.parameters(), lr=1e-2), x[half], y[half], STEPS)
+            if rank == 0: torch.save([p.detach() for p in m.module.parameters()], f'{outdir}/{kind}.pt')
+        elif kind == 'soap_fsdp':  # refused: a shard's statistics are not the matrix's
+            from torch.distributed.fsdp import fully_shard
+            m = model(); fully_shard(m)
+            try: optcb.SOAP(m.parameters(), lr=1e-2); error = None
+            except ValueError as e: error = str(e)
+            if rank == 0: torch.save(error, f'{outdir}/soap_fsdp.pt')
         else:
             from torch.distributed.fsdp import fully_shard
             from torch.distributed.tensor import DTensor

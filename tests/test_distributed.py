@@ -1,4 +1,4 @@
-"DDP and FSDP2 (DTensor parameters) with optcb.Adam: two gloo processes on CPU against one process on the whole batch"
+"DDP and FSDP2 (DTensor parameters) with optcb.Adam (and SOAP): two gloo processes on CPU against one process on the whole batch"
 import socket, pytest, torch
 import torch.multiprocessing as mp
 import _dist_worker as W
@@ -48,6 +48,16 @@ def test_fsdp2_with_kahan_summation_on_bfloat16_parameters_equals_one_process_an
     assert all(p.dtype == torch.bfloat16 for p in res['full'])
     for a, b in zip(res['full'], single): torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2)
     for a, b in zip(res['resumed'], res['full']): assert torch.equal(a, b)
+
+@pytest.mark.timeout(180)
+def test_soap_under_ddp_equals_one_process_and_is_refused_on_fsdp2_shards(tmp_path):
+    "SOAP's statistics of an all-reduced gradient are one process's; on a DTensor shard they would not be the matrix's"
+    W.single_process(tmp_path / 'soap.pt', build=W.SOAP)
+    spawn('soap_ddp', tmp_path)
+    for a, b in zip(torch.load(tmp_path / 'soap_ddp.pt'), torch.load(tmp_path / 'soap.pt')):  # measured: 1.1e-5
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=5e-5)  # float32 rounding of the averaged gradient, via eigh
+    spawn('soap_fsdp', tmp_path)
+    assert 'SOAP on DTensor parameters (FSDP2)' in torch.load(tmp_path / 'soap_fsdp.pt')
 
 @pytest.mark.timeout(180)
 def test_gradient_release_is_refused_in_a_process_group(tmp_path):
