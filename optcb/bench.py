@@ -184,6 +184,7 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
     del opts; gc.collect()
     return out
 
+# %% ../nbs/09_bench.ipynb #c005s0
 def format_results(res:dict) -> str:
     "One plain-text table per parameter set, from `bench_set`'s figures"
     lines = []

@@ -19,7 +19,7 @@ import functools, math
 from dataclasses import replace
 import torch
 import torch.nn.functional as F
-from .chain import callback, traits, is_zero, select, scalar_dtype, NONNEG, FRACTION, Range
+from .chain import callback, traits, is_zero, select, scalar_dtype, compute_dtype, NONNEG, FRACTION, Range
 from .tensorlist import as_matrices, shaped_like
 
 # %% ../nbs/04_callbacks.ipynb #c006
@@ -510,8 +510,6 @@ def _soap_statistics(g, stats, beta):
         others = [j for j in range(g.dim()) if j != i]
         L.lerp_(torch.tensordot(g, g, dims=(others, others)), 1 - beta)
 
-def _qr_dtype(t): return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
-
 # %% ../nbs/04_callbacks.ipynb #c033s1
 def _soap_refresh(stats, bases, sqr) -> list:
     """The bases refreshed cheaply, one power iteration and a QR per rotated dim:
@@ -523,7 +521,7 @@ def _soap_refresh(stats, bases, sqr) -> list:
         lq = L @ q
         order = torch.argsort((q * lq).sum(0), descending=True)
         sqr.copy_(sqr.index_select(i, order))
-        new.append(torch.linalg.qr(lq.index_select(1, order).to(_qr_dtype(q)))[0].to(q.dtype))
+        new.append(torch.linalg.qr(lq.index_select(1, order).to(compute_dtype(q)))[0].to(q.dtype))
     return new
 
 @callback(foreach=False, elementwise=False, compilable=False, mom=0.95, sqr_mom=0.95, eps=1e-8,

@@ -18,9 +18,9 @@ from fastcore.basics import patch_to
 from .tensorlist import TensorList
 
 # %% auto #0
-__all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'Range', 'callback', 'Traits', 'traits', 'is_zero', 'select',
-           'torch_scalar_dtype', 'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain', 'run_chain', 'by_flags',
-           'renamed']
+__all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'HALF', 'Range', 'callback', 'Traits', 'traits', 'is_zero', 'select',
+           'compute_dtype', 'torch_scalar_dtype', 'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain',
+           'run_chain', 'by_flags', 'renamed']
 
 # %% ../nbs/00_chain.ipynb #c005
 @dataclass(frozen=True)
@@ -93,6 +93,12 @@ def select(cond, a, b):
     "`a` where `cond` holds, else `b`: chosen in Python for a bool, elementwise by `torch.where` for a tensor"
     if isinstance(cond, torch.Tensor): return torch.where(cond, a, b)
     return a if cond else b
+
+HALF = (torch.float16, torch.bfloat16)  # the 16-bit floating dtypes
+
+def compute_dtype(t) -> torch.dtype:
+    "The dtype arithmetic on `t` runs in: float32 for a 16-bit tensor, else its own"
+    return torch.float32 if t.dtype in HALF else t.dtype
 
 def torch_scalar_dtype() -> torch.dtype:
     "The dtype of torch.optim's scalar state (`step`, NAdam's μ product): float64 if it is the default, else float32"

@@ -283,6 +283,7 @@ EPOCH_COLS = (['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'],
 SUMMARY_COLS = (['optimizer', 'lr', 'train_loss', 'valid_loss', 'accuracy', 'seconds'],
                 ['{}', '{:.3g}', '{:.4f}', '{:.4f}', '{:.4f}', '{:.1f}'])
 
+# %% ../nbs/08_compare.ipynb #c011s0
 def _style(i):
     "Colour and line style of the i-th optimizer: ten colours, then the same ten dashed"
     return dict(color=f'C{i % 10}', ls='-' if i < 10 else '--')
@@ -313,6 +314,7 @@ def plot_results(results, title, dest:Path):
     ax.grid(alpha=0.3); ax.legend(loc='lower right')
     fig.tight_layout(); fig.savefig(dest / 'accuracy.png', dpi=120); plt.close(fig)
 
+# %% ../nbs/08_compare.ipynb #c011s1
 def _check_out(out:Path, data:str):
     "Refuse to replace the results of another data set in `out`"
     prev = out / 'results.json'

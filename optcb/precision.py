@@ -8,6 +8,7 @@ Docs: https://optcb.github.io/optcb/precision.html.md"""
 from __future__ import annotations
 import torch
 from fastcore.basics import patch_to
+from .chain import HALF, compute_dtype
 
 # %% auto #0
 __all__ = ['Precision']
@@ -19,10 +20,6 @@ class Precision:
     precision_chunk = 2**20  # values per float32 working copy: temporaries under ~16 MiB
 
 # %% ../nbs/03c_precision.ipynb #c005s
-_HALF = (torch.float16, torch.bfloat16)
-
-def _compute_dtype(p): return torch.float32 if p.dtype in _HALF else p.dtype
-
 def _float_tensor(v): return isinstance(v, torch.Tensor) and v.is_floating_point()
 
 @patch_to(Precision)
@@ -41,7 +38,7 @@ def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=N
     self._check_precision(kahan_sum, state_dtype)
     if kahan_sum:
         for i, p in enumerate(p for g in self.param_groups for p in g['params']):
-            if p.dtype not in _HALF:
+            if p.dtype not in HALF:
                 raise ValueError(f"kahan_sum=True, but parameter {i} is {p.dtype}: Kahan summation compensates "
                                  "the rounding of 16-bit parameters (float16, bfloat16); use kahan_sum=None to "
                                  "compensate only those")
@@ -49,7 +46,7 @@ def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=N
     return self
 
 @patch_to(Precision)
-def _kahan(self, p): return self.kahan_sum is not False and p.dtype in _HALF
+def _kahan(self, p): return self.kahan_sum is not False and p.dtype in HALF
 
 @patch_to(Precision)
 def _step_in_working_copies(self, paths, among, per_tensor, params, states, hypers, parts=None):
@@ -68,12 +65,12 @@ def _step_in_working_copies(self, paths, among, per_tensor, params, states, hype
 def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=None, among=None):
     work = []  # a 16-bit parameter as a float32 copy (plus its compensation), with a float32 gradient
     for p, s in chunk:
-        if p.dtype not in _HALF: work.append(p); continue
+        if p.dtype not in HALF: work.append(p); continue
         w = p.detach().float()
         if kahan and 'kahan_comp' in s: w.add_(s['kahan_comp'])
         w.grad = p.grad.float()
         work.append(w)
-    compute = _compute_dtype(chunk[0][0])
+    compute = compute_dtype(chunk[0][0])
     wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
                for _, s in chunk]
     paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
