@@ -44,15 +44,16 @@ RANGES = dict(lr=NONNEG, eps=NONNEG, wd=NONNEG, mom=MOMENTUM, sqr_mom=MOMENTUM, 
 
 # %% ../nbs/00_chain.ipynb #c006
 def callback(*, foreach=True, elementwise=True, same_shape=False, compilable=True, state=(), reduced=(), flags=(),
-             ranges=None, to_train=None, to_eval=None, **defaults):
+             ranges=None, to_train=None, to_eval=None, pools=(), **defaults):
     """Decorator: give a callback its default hyperparameters and the `ranges` of its own hyperparameters, and say
     whether its body also runs on a `TensorList` (`foreach`), treats every value on its own (`elementwise`), needs the
     tensors of a group to share one shape (`same_shape`: it stacks them) and can be traced to be compiled
     (`compilable`); `state` names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims
     of size 1, `flags` per-parameter flags it reads that users set (kept by `clear_state`); `to_train`/`to_eval` move a
-    parameter between the point gradients are taken at and the one to evaluate"""
+    parameter between the point gradients are taken at and the one to evaluate; `pools` makes it a pooling callback
+    (see `Chain.phases`), given these per-parameter values summed over every parameter the step updates"""
     declared = Traits(foreach, elementwise, same_shape, compilable, tuple(state), tuple(reduced), tuple(flags),
-                      MappingProxyType(dict(ranges or {})), to_train, to_eval)
+                      MappingProxyType(dict(ranges or {})), to_train, to_eval, tuple(pools))
     def _decorate(fn):
         fn.defaults, fn.traits = defaults, declared  # `defaults`: fastai's name for them, which its callbacks use too
         return fn
@@ -73,6 +74,7 @@ class Traits:
     ranges: Mapping = field(default_factory=lambda: MappingProxyType({}))
     to_train: Callable | None = None  # e.g. schedule-free: y for the gradient, x to evaluate
     to_eval: Callable | None = None
+    pools: tuple = ()  # a pooling callback: the per-parameter values it takes summed over the step's parameters
 
 def _attr(fn, name):
     "`fn.name`, looking through `functools.partial`"
@@ -140,6 +142,8 @@ class Callback:
         kept = {p.name for p in named if p.default is None} if not self.var_kw else self.optional
         self.produces = kept | declared
         self.reduced, self.same_shape, self.compilable, self.flags = set(t.reduced), t.same_shape, t.compilable, t.flags
+        self.pools = t.pools  # a pooling callback returns param-group values, not state
+        if self.pools: self.produces = set()
 
     def __call__(self, p, state, hypers):
         if self.var_kw: kw = {**state, **hypers}
@@ -209,6 +213,7 @@ class Chain:
         self.to_train = [Callback(f) for cb in self.callbacks if (f := traits(cb.fn).to_train)]
         self.to_eval = [Callback(f) for cb in self.callbacks if (f := traits(cb.fn).to_eval)]
         self.modes = bool(self.to_train or self.to_eval)
+        self.pooling = [cb for cb in self.callbacks if cb.pools]  # callbacks that pool over the step (`phases`)
 
     def __iter__(self): return iter(self.callbacks)
     def __len__(self): return len(self.callbacks)
@@ -270,6 +275,16 @@ def run_chain(chain, p, state, hypers, check_owners=False):
             state.update(res)
     finally: p.grad = grads
     return state
+
+# %% ../nbs/00_chain.ipynb #c021q
+@patch_to(Chain, as_prop=True)
+def phases(self) -> list[list[Callback]]:
+    "The callbacks between its pooling callbacks: each part runs over every parameter before the next pooling one"
+    phases = [[]]
+    for cb in self.callbacks:
+        if cb.pools: phases.append([])
+        else: phases[-1].append(cb)
+    return phases
 
 # %% ../nbs/00_chain.ipynb #c023
 class by_flags:

@@ -109,7 +109,13 @@ def _route(self, group, where='') -> Paths:
     """The `Paths` that step `group`: one per setting of its flags and of its execution options, so that groups
     alike share one chain and one compiled kernel"""
     key = (self.chains.key(group, where), self._execution(group))
-    if key not in self._routes: self._routes[key] = Paths(self._chain_of(group, where), *key[1])
+    if key not in self._routes:
+        chain = self._chain_of(group, where)
+        if self._routes and (pools := [cb.name for cb in chain.pooling]) != [cb.name for cb in self.chain.pooling]:
+            raise ValueError(f"the flags of {where or 'a param group'} choose a chain pooling with {pools}, the "
+                             f"optimizer's pools with {[cb.name for cb in self.chain.pooling]}: every param group "
+                             "pools over the step together, so all must pool alike")
+        self._routes[key] = Paths(chain, *key[1])
     return self._routes[key]
 
 @patch_to(Optimizer)
@@ -165,9 +171,12 @@ def step(self, closure=None):
 
 @patch_to(Optimizer)
 def _step_groups(self, stepped, among):
-    parts = {}  # per `Paths`, its compiled buckets' shares of the step's one kernel call for it
-    for r in self._step_routes(stepped, among): r.run(parts.setdefault(id(r.paths), (r.paths, []))[1])
-    for paths, share in parts.values(): paths.run_parts(share)
+    last = len(self.chain.pooling)  # phases: one, unless the chain pools a statistic of the whole step
+    for phase in range(last + 1):
+        parts = {}  # per `Paths`, its compiled buckets' shares of the step's one kernel call for it
+        for r in self._step_routes(stepped, among, phase=phase): r.run(parts.setdefault(id(r.paths), (r.paths, []))[1])
+        for paths, share in parts.values(): paths.run_parts(share)
+        if phase < last and not self._pool(stepped, phase): return
 
 
 # %% ../nbs/03_optimizer.ipynb #c006f0

@@ -9,7 +9,8 @@ __all__ = ['ascent', 'sgd_chain', 'SGD', 'rmsprop_chain', 'RMSProp', 'adam_chain
            'Adagrad', 'adamax_chain', 'Adamax', 'adadelta_chain', 'Adadelta', 'Lion', 'radam_chain', 'RAdam',
            'Lookahead', 'ranger', 'QHAdam', 'Lamb', 'Larc', 'nadam_chain', 'NAdam', 'Adan', 'rprop_chain', 'asgd_chain',
            'adafactor_chain', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix', 'muon_hidden', 'muon_chain', 'Muon',
-           'sfsgd_chain', 'sfadamw_chain', 'SGDScheduleFree', 'AdamWScheduleFree', 'soap_chain', 'SOAP']
+           'sfsgd_chain', 'sfadamw_chain', 'SGDScheduleFree', 'AdamWScheduleFree', 'soap_chain', 'SOAP',
+           'prodigy_chain', 'Prodigy', 'dadapt_adam_chain', 'DAdaptAdam']
 
 # %% ../nbs/05_optimizers.ipynb #c002
 import functools, inspect
@@ -331,3 +332,33 @@ def SOAP(params, lr=3e-3, mom=0.95, sqr_mom=0.95, shampoo_beta=None, eps=1e-8, w
         raise ValueError("SOAP on DTensor parameters (FSDP2): each process holds a shard of a matrix, and SOAP's "
                          "statistics need the whole of it; use DDP, or Adam or Muon under FSDP2")
     return opt
+
+# %% ../nbs/05_optimizers.ipynb #c018s1
+def prodigy_chain(decouple_wd=True, safeguard_warmup=False, bias_correction=False):
+    "Prodigy's callbacks: L2 decay if not decoupled, the statistics, the estimate over the whole step, the step"
+    bias = dict(bias_correction=bias_correction)
+    step = partial(prodigy_step, decouple_wd=decouple_wd, **bias)
+    stats = partial(prodigy_stats, safeguard_warmup=safeguard_warmup, **bias)
+    return [*([] if decouple_wd else [l2_reg]), stats, prodigy_estimate, step]
+
+@engine_options
+def Prodigy(params, lr=1., mom=0.9, sqr_mom=0.999, beta3=None, eps=1e-8, wd=0., decouple_wd=True, d0=1e-6, d_coef=1.,
+            growth_rate=float('inf'), safeguard_warmup=False, bias_correction=False, foreach=None, compile=None):
+    "Prodigy (Mishchenko & Defazio 2024): Adam with a step size it estimates, d·lr, with its authors' defaults"
+    return Optimizer(params, prodigy_chain(decouple_wd, safeguard_warmup, bias_correction), lr=lr, mom=mom,
+                     sqr_mom=sqr_mom, beta3=beta3, eps=eps, wd=wd, d0=d0, d=d0, d_prev=d0, d_max=d0, d_coef=d_coef,
+                     growth_rate=growth_rate, foreach=foreach, compile=compile)
+
+def dadapt_adam_chain(decouple_wd=False, bias_correction=False):
+    "D-Adaptation Adam's callbacks: L2 decay if not decoupled, the statistics, the estimate, the step"
+    step = partial(dadapt_adam_step, decouple_wd=decouple_wd, bias_correction=bias_correction)
+    stats = partial(dadapt_adam_stats, bias_correction=bias_correction)
+    return [*([] if decouple_wd else [l2_reg]), stats, dadapt_estimate, step]
+
+@engine_options
+def DAdaptAdam(params, lr=1., mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0., decouple_wd=False, d0=1e-6,
+               growth_rate=float('inf'), layer_scale=1., bias_correction=False, foreach=None, compile=None):
+    "D-Adaptation Adam (Defazio & Mishchenko 2023): Adam with a step size it estimates, with its authors' defaults"
+    return Optimizer(params, dadapt_adam_chain(decouple_wd, bias_correction), lr=lr, mom=mom, sqr_mom=sqr_mom,
+                     eps=eps, wd=wd, d=d0, d_prev=d0, growth_rate=growth_rate, layer_scale=layer_scale,
+                     foreach=foreach, compile=compile)

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 import torch
 from fastcore.basics import patch_to
-from .chain import run_chain
+from .chain import Chain, run_chain
 from .tensorlist import TensorList
 
 # %% auto #0
@@ -336,6 +336,9 @@ class Paths:
         # the names the chain reads (None: a callback takes **kwargs, so any); a bucket's other numbers and flags
         # (fastai's `force_train`) may differ between its parameters, so they are neither bucketed on nor passed
         self.read = None if any(cb.var_kw for cb in chain.callbacks) else chain.used
+        # a chain that pools a statistic of the step runs in phases (`Chain.phases`), each with paths of its own
+        self.phases = [self] if not chain.pooling else [
+            Paths(Chain([cb.fn for cb in phase]), foreach, compile, differentiable) for phase in chain.phases]
 
 # %% ../nbs/02_paths.ipynb #c009a
 @patch_to(Paths)

@@ -74,11 +74,12 @@ def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=None, among=N
     wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
                for _, s in chunk]
     paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
+    pooled = {n for cb in self.chain.pooling for n in cb.pools}  # the step's sums, kept in float32 or more
     for (p, s), w, ws in zip(chunk, work, wstates):
         keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
         for k, v in ws.items():
             old = s.get(k)
-            if not _float_tensor(v): s[k] = v
+            if not _float_tensor(v) or k in pooled: s[k] = v
             elif isinstance(old, torch.Tensor) and old.dtype == keep and old.shape == v.shape: old.copy_(v)
             else: s[k] = v.to(keep)
         if w is not p: p.copy_(w)  # rounded to the parameter's dtype

@@ -101,7 +101,7 @@ _ADAMS = [
     Entry('adamw', O.AdamW, 3e-3, 'torch.optim.AdamW (bit for bit)', optim.AdamW),
     Entry('amsgrad', partial(O.Adam, amsgrad=True), 3e-3, 'torch.optim.Adam(amsgrad=True) (bit for bit)', optim.Adam),
     Entry('yogi', O.Yogi, 1e-2, 'Zaheer et al. 2018, reference in tests/test_yogi.py (1e-10)'),
-    Entry('radam', O.RAdam, 3e-3, 'fastai.optimizer.RAdam (1e-10); optcb.optim.RAdam: torch.optim.RAdam (bit for bit)',
+    Entry('radam', O.RAdam, 3e-3, 'fastai.optimizer.RAdam (1e-10); torch.optim.RAdam (bit for bit)',
           optim.RAdam,
           bench=Bench(partial(optim.RAdam, lr=1e-3), ('RAdam', dict(lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8)),
                       ('RAdam', dict(lr=1e-3, eps=1e-8), ('foreach',)))),
@@ -132,13 +132,12 @@ _RECENT = [
           bench=Bench(partial(optim.Rprop, lr=1e-3), None, ('Rprop', dict(lr=1e-3), ('foreach',)))),
     Entry('asgd', O.ASGD, 0.1, "torch.optim.ASGD (bit for bit, torch's test configurations)", optim.ASGD,
           bench=Bench(partial(optim.ASGD, lr=1e-2), None, ('ASGD', dict(lr=1e-2), ('foreach',)))),
-    Entry('adopt', O.ADOPT, 3e-3, "the authors' ADOPT (torch-adopt 0.1.0) and Taniguchi et al. 2024, Algorithm 2 "
-          "with clipping (1e-10)"),
+    Entry('adopt', O.ADOPT, 3e-3, "the authors' torch-adopt 0.1.0; Taniguchi et al. 2024, Algorithm 2 (1e-10)"),
     Entry('ademamix', O.AdEMAMix, 3e-3, 'Pagliardini et al. 2024, Algorithm 1 (1e-10); pytorch-optimizer 4.1 (1e-10)'),
     Entry('adafactor', O.Adafactor, 1e-2, "torch.optim.Adafactor (bit for bit, torch's test configurations)",
           optim.Adafactor,
           bench=Bench(partial(optim.Adafactor, lr=1e-2), None, ('Adafactor', dict(lr=1e-2), ('foreach',)))),
-    Entry('soap', O.SOAP, 3e-3, "pytorch-optimizer 4.1.0's SOAP (float32: bit for bit); Vyas et al. 2024 (1e-10)",
+    Entry('soap', O.SOAP, 3e-3, "pytorch-optimizer 4.1.0 (float32: bit for bit); Vyas et al. 2024 (1e-10)",
           bench=Bench(partial(O.SOAP, lr=1e-3), sets=('resnet34', 'small'), peers=(('pytorch-optimizer SOAP',
                       'pytorch_optimizer', 'SOAP', dict(lr=1e-3, betas=(0.95, 0.95), weight_decay=0.01)),))),
 ]
@@ -147,18 +146,26 @@ _RECENT = [
 _WRAPPED = [
     Entry('cadamw', partial(O.AdamW, cautious=True), 3e-3, 'Liang et al. 2024, Algorithm 1 on AdamW (1e-10)'),
     Entry('clion', partial(O.Lion, cautious=True), 3e-4, 'Liang et al. 2024, Algorithm 1 on Lion (1e-10)'),
-    Entry('muon', O.Muon, 1e-2, 'torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, with '
-          'the same learning rate scaling (bit for bit)',
+    Entry('muon', O.Muon, 1e-2, 'torch.optim.Muon on hidden matrices, torch.optim.AdamW on the rest (bit for bit)',
           bench=Bench(partial(O.Muon, lr=1e-3, hidden=_is_matrix), None,
                       ('Muon', dict(lr=1e-3, adjust_lr_fn='match_rms_adamw'), ()), sets=('matrices',))),
-    Entry('sfadamw', O.AdamWScheduleFree, 1e-2, "schedulefree 1.4.1's AdamWScheduleFree (bit for bit, train and eval "
-          "points)", optim.AdamWScheduleFree, fit_kwargs=_NO_SCHEDULE),
-    Entry('sfsgd', O.SGDScheduleFree, 1., "schedulefree 1.4.1's SGDScheduleFree (bit for bit, train and eval points)",
+    Entry('sfadamw', O.AdamWScheduleFree, 1e-2, "schedulefree 1.4.1 (bit for bit, train and eval points)",
+          optim.AdamWScheduleFree, fit_kwargs=_NO_SCHEDULE),
+    Entry('sfsgd', O.SGDScheduleFree, 1., "schedulefree 1.4.1 (bit for bit, train and eval points)",
           optim.SGDScheduleFree, fit_kwargs=_NO_SCHEDULE),
 ]
 
+# %% ../nbs/07_registry.ipynb #c007s5
+_LR_FREE = [  # they estimate their step size: lr=1 multiplies the estimate
+    Entry('prodigy', O.Prodigy, 1., "prodigyopt 1.1.2 (float32: bit for bit, the estimate d too)",
+          bench=Bench(partial(O.Prodigy, lr=1.), peers=(('prodigyopt Prodigy', 'prodigyopt', 'Prodigy', {}),))),
+    Entry('dadapt_adam', O.DAdaptAdam, 1., "dadaptation 3.2 (float32: bit for bit, the estimate d too)",
+          bench=Bench(partial(O.DAdaptAdam, lr=1.),
+                                   peers=(('dadaptation DAdaptAdam', 'dadaptation', 'DAdaptAdam', {}),))),
+]
+
 # %% ../nbs/07_registry.ipynb #c007t
-REGISTRY = {e.name: e for e in [*_CLASSICS, *_ADAMS, *_MORE, *_RECENT, *_WRAPPED]}
+REGISTRY = {e.name: e for e in [*_CLASSICS, *_ADAMS, *_MORE, *_RECENT, *_WRAPPED, *_LR_FREE]}
 
 def sources(keys) -> list[str]:
     "The optimizers whose state dicts keep all of `keys`: torch.optim classes (by torch's names), then optcb's entries"

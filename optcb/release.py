@@ -55,6 +55,9 @@ def release_gradients(self, on:bool=True):
     if on and self.skip_nonfinite:
         raise ValueError("release_gradients steps each parameter during backward, before the other gradients "
                          "exist: skip_nonfinite=True, a check over all of them, cannot work with it")
+    if on and self.chain.pooling:
+        raise ValueError(f"release_gradients steps each parameter during backward, but {self.chain.pooling[0].name} "
+                         "pools a statistic of every gradient before any parameter is stepped")
     if on: _check_not_distributed(ValueError)
     for h in getattr(self, '_release_hooks', ()): h.remove()
     # by group index: load_state_dict replaces the group dicts

@@ -32,13 +32,14 @@ class Routes:
 
 # %% ../nbs/03f_routes.ipynb #c006
 @patch_to(Routes)
-def _step_routes(self, stepped, among=None, per_tensor:str|None=None) -> list[Route]:
+def _step_routes(self, stepped, among=None, per_tensor:str|None=None, phase=0) -> list[Route]:
     """The step's routes. `stepped`: each group's parameters (`_stepped`); `among`: the step's size, as
-    `Paths.decide` takes it; `per_tensor`: why every bucket goes one tensor at a time (gradient release)"""
+    `Paths.decide` takes it; `per_tensor`: why every bucket goes one tensor at a time (gradient release); `phase`: of
+    a chain that pools (`Chain.phases`), the one to step"""
     routes = []
     for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
         if not params: continue
-        hypers, paths, rest = self._hypers(group), self._route(group), []
+        hypers, paths, rest = self._hypers(group), self._route(group).phases[phase], []
         for p in params:
             if p.is_complex():
                 runner = Runner(PER_TENSOR, 'complex: stepped as its real view (torch.view_as_real)', (),
@@ -78,6 +79,34 @@ def _step_complex(self, paths, params, states, hypers, parts=None):
         if given.get(k) is v: continue  # updated in place, through the view
         like_p = isinstance(v, torch.Tensor) and v.shape == real.shape
         state[k] = torch.view_as_complex(v.contiguous()) if like_p else v
+
+# %% ../nbs/03f_routes.ipynb #c007q
+def _total(values) -> float:
+    """The sum of per-parameter values (numbers or 0-d tensors, DTensor shards' included) in float64, added in the
+    parameters' order as Prodigy's authors add them, after one copy to the host"""
+    ts = [v.full_tensor() if hasattr(v, 'full_tensor') else v for v in values]
+    ts = [t.detach().double().cpu() if isinstance(t, torch.Tensor) else torch.tensor(float(t), dtype=torch.float64)
+          for t in ts]
+    return sum(torch.stack(ts).tolist()) if ts else 0.
+
+@patch_to(Routes)
+def _pool(self, stepped, i) -> bool:
+    """Run the chain's `i`-th pooling callback over the step (`stepped`: each group's parameters): False if it found
+    nothing to learn from (it returned None), and the rest of the step does not run"""
+    cb = self.chain.pooling[i]
+    params = [p for ps in stepped for p in ps]
+    states = [self.state[p] for p in params]
+    first = next(g for g, ps in zip(self.param_groups, stepped) if ps)
+    sums = {n: _total([s.pop(n) for s in states if n in s]) for n in cb.pools}
+    res = cb(params, {}, {**self._hypers(first), **sums})
+    if res is None: return False
+    for k, v in res.items(): self._check_hyper(first, k, v)  # every value checked before any is written
+    if bad := sorted(set(res) - (set(cb.names) | set(cb.defaults)) | set(res) & set(cb.pools)):
+        raise TypeError(f"pooling callback {cb.name} returned {bad}: it returns param-group values that it takes or "
+                        "declares a default for (not those it pools)")
+    for g in self.param_groups:
+        for k, v in res.items(): self._set(g, k, v)
+    return True
 
 # %% ../nbs/03f_routes.ipynb #c008
 @patch_to(Routes)

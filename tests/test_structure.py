@@ -171,7 +171,9 @@ def test_group_path_never_falls_back_in_float32(name, make):
     # loops by design where torch has no kernel: only where the maths needs it, listed here so that a new one shows
     allowed = {'radam': set(), 'optim.RAdam': {'rtruediv'}, 'lamb': {'eq', 'logical_or', 'where', 'clamp'},
                'larc': {'clamp'}, 'ranger': set(), 'rprop': {'gt', 'lt', 'eq', 'where'},
-               'optim.Rprop': {'gt', 'lt', 'eq', 'where'}, 'cadamw': {'clone', 'mean'}, 'clion': {'clone', 'mean'}}
+               'optim.Rprop': {'gt', 'lt', 'eq', 'where'}, 'cadamw': {'clone', 'mean'}, 'clion': {'clone', 'mean'},
+               # the per-tensor inner products and L1 norms they pool, in float64 as their authors add them
+               'prodigy': {'flatten', 'dot', 'double', 'sum'}, 'dadapt_adam': {'flatten', 'dot', 'double', 'sum'}}
     assert {k[0] for k in n} <= allowed.get(name, set()), n
 
 def test_a_kernel_that_is_bypassed_is_counted_as_a_fallback():
