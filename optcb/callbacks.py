@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from .chain import callback, traits, is_zero, select, scalar_dtype, compute_dtype, NONNEG, FRACTION, Range
-from .tensorlist import as_matrices, shaped_like
+from .tensorlist import TensorList, as_matrices, shaped_like
 
 # %% ../nbs/04_callbacks.ipynb #c006
 @callback(wd=0.)
@@ -618,6 +618,12 @@ def schedule_free_step(p, *, lr, mom, warmup, r, weight_lr_power, step, z=None, 
 # %% ../nbs/04_callbacks.ipynb #c039
 POSITIVE = Range(0, lo_open=True)
 
+def _dot(a, b):
+    """⟨a, b⟩ of each tensor: `torch.dot` of the flattened tensors, as the authors' code rounds it; a DTensor shard
+    (FSDP2) cannot be flattened, so there the sum of the products, whose partial sums DTensor adds"""
+    if hasattr(a.tensors[0] if isinstance(a, TensorList) else a, 'device_mesh'): return (a * b).sum()
+    return torch.dot(a.flatten(), b.flatten())
+
 def _adam_bias(mom, sqr_mom, t, on):
     "The authors' optional bias correction of the step size at step t: √(1 − β₂ᵗ)/(1 − β₁ᵗ), or 1"
     return (1 - sqr_mom**t)**0.5 / (1 - mom**t) if on else 1.
@@ -633,7 +639,7 @@ def prodigy_stats(p, *, lr, mom, sqr_mom, beta3, d, d0, k, bias_correction=False
     if s is None: s, p0, grad_avg, sqr_avg = (torch.zeros_like(p), p.clone(), torch.zeros_like(p),
                                               torch.zeros_like(p))
     dlr = d * lr * _adam_bias(mom, sqr_mom, k + 1, bias_correction)
-    d_num = torch.dot(g.flatten(), (p0 - p).flatten()).double() * ((d / d0) * dlr)
+    d_num = _dot(g, p0 - p).double() * ((d / d0) * dlr)
     grad_avg.mul_(mom).add_(g, alpha=d * (1 - mom))
     sqr_avg.mul_(sqr_mom).addcmul_(g, g, value=d * d * (1 - sqr_mom))
     weight = (d / d0) * (d if safeguard_warmup else dlr)
@@ -676,7 +682,7 @@ def dadapt_adam_stats(p, *, lr, mom, sqr_mom, eps, d, k, layer_scale, bias_corre
     g = p.grad
     if s is None: s, grad_avg, sqr_avg = (torch.zeros_like(p) for _ in range(3))
     dlr, r = d * lr * _adam_bias(mom, sqr_mom, k + 1, bias_correction), layer_scale
-    d_num = torch.dot(g.flatten(), s.div(sqr_avg.sqrt().add(eps)).flatten()).double() * (r * dlr)
+    d_num = _dot(g, s.div(sqr_avg.sqrt().add(eps))).double() * (r * dlr)
     grad_avg.mul_(mom).add_(g, alpha=r * dlr * (1 - mom))
     sqr_avg.mul_(sqr_mom).addcmul_(g, g, value=1 - sqr_mom)
     s.mul_(sqr_mom**0.5).add_(g, alpha=dlr * (1 - sqr_mom**0.5))

@@ -6,7 +6,8 @@ Docs: https://optcb.github.io/optcb/optim.html.md"""
 
 # %% auto #0
 __all__ = ['TorchOptimizer', 'SGD', 'RMSprop', 'Adam', 'AdamW', 'Adagrad', 'Adamax', 'Adadelta', 'RAdam', 'NAdam', 'Rprop',
-           'ASGD', 'Muon', 'Adafactor', 'SparseAdam', 'strong_wolfe', 'LBFGS', 'AdamWScheduleFree', 'SGDScheduleFree']
+           'ASGD', 'Muon', 'Adafactor', 'SparseAdam', 'strong_wolfe', 'LBFGS', 'AdamWScheduleFree', 'SGDScheduleFree',
+           'Prodigy', 'DAdaptAdam']
 
 # %% ../nbs/06_optim.ipynb #c002
 import functools, inspect
@@ -21,7 +22,8 @@ from .optimizer import Optimizer, engine_options
 from .callbacks import *
 from .optimizers import (ascent, sgd_chain, rmsprop_chain, adam_chain, adagrad_chain, adamax_chain,
                               adadelta_chain, radam_chain, nadam_chain, rprop_chain, asgd_chain, adafactor_chain,
-                              muon_chain, sfsgd_chain, sfadamw_chain)
+                              muon_chain, sfsgd_chain, sfadamw_chain, prodigy_chain,
+                              dadapt_adam_chain)
 
 
 # %% ../nbs/06_optim.ipynb #c005
@@ -624,3 +626,35 @@ class SGDScheduleFree(_ScheduleFree):
                  foreach=True, *, fused=None):
         super().__init__(params, sfsgd_chain(), foreach, fused, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
+
+# %% ../nbs/06_optim.ipynb #c016
+class _EstimatesD(TorchOptimizer):
+    "Base of the authors' learning-rate-free optimizers: their counters live in the param groups"
+    tensor_state = ()
+    aliases = dict(mom=('betas', 0), sqr_mom=('betas', 1), wd='weight_decay')
+    state_names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')
+
+class Prodigy(_EstimatesD):
+    "prodigyopt.Prodigy: Adam with the step size it estimates, `d` (in every group) times `lr`"
+    def __init__(self, params, lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0, decouple=True,
+                 use_bias_correction=False, safeguard_warmup=False, d0=1e-6, d_coef=1.0, growth_rate=float('inf'),
+                 fsdp_in_use=False, slice_p=1, *, foreach=None, fused=None):
+        if slice_p != 1:
+            raise NotImplementedError(f"slice_p={slice_p}: Prodigy's statistics on every p-th value (an "
+                                      "approximation) are not supported; slice_p=1 takes every value")
+        chains = by_flags(lambda decouple, use_bias_correction, safeguard_warmup:
+                          prodigy_chain(decouple, safeguard_warmup, use_bias_correction))
+        super().__init__(params, chains, foreach=foreach, fused=fused, lr=lr, betas=betas, beta3=beta3, eps=eps,
+                         weight_decay=weight_decay, decouple=decouple, use_bias_correction=use_bias_correction,
+                         safeguard_warmup=safeguard_warmup, d0=d0, d=d0, d_prev=d0, d_max=d0, d_coef=d_coef,
+                         growth_rate=growth_rate)
+
+class DAdaptAdam(_EstimatesD):
+    "dadaptation.DAdaptAdam: Adam with the step size it estimates, `d` (in every group) times `lr`"
+    def __init__(self, params, lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, log_every=0, decouple=False,
+                 use_bias_correction=False, d0=1e-6, growth_rate=float('inf'), fsdp_in_use=False, *, foreach=None,
+                 fused=None):
+        chains = by_flags(lambda decouple, use_bias_correction: dadapt_adam_chain(decouple, use_bias_correction))
+        super().__init__(params, chains, foreach=foreach, fused=fused, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, decouple=decouple, use_bias_correction=use_bias_correction,
+                         d=d0, d_prev=d0, growth_rate=growth_rate, layer_scale=1.0)

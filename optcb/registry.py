@@ -157,10 +157,10 @@ _WRAPPED = [
 
 # %% ../nbs/07_registry.ipynb #c007s5
 _LR_FREE = [  # they estimate their step size: lr=1 multiplies the estimate
-    Entry('prodigy', O.Prodigy, 1., "prodigyopt 1.1.2 (float32: bit for bit, the estimate d too)",
+    Entry('prodigy', O.Prodigy, 1., "prodigyopt 1.1.2 (float32: bit for bit, the estimate d too)", optim.Prodigy,
           bench=Bench(partial(O.Prodigy, lr=1.), peers=(('prodigyopt Prodigy', 'prodigyopt', 'Prodigy', {}),))),
     Entry('dadapt_adam', O.DAdaptAdam, 1., "dadaptation 3.2 (float32: bit for bit, the estimate d too)",
-          bench=Bench(partial(O.DAdaptAdam, lr=1.),
+          optim.DAdaptAdam, bench=Bench(partial(O.DAdaptAdam, lr=1.),
                                    peers=(('dadaptation DAdaptAdam', 'dadaptation', 'DAdaptAdam', {}),))),
 ]
 

@@ -24,6 +24,10 @@ def SOAP(params, **kw):
     (a null space, whose basis eigh would choose from the last bits of the gradient)"""
     return optcb.SOAP(params, max_precond_dim=8, **kw)
 
+def Prodigy(params, lr, **kw):
+    "Prodigy at lr=1, the multiplier of its estimate, whatever learning rate the runs give the others"
+    return optcb.Prodigy(params, **kw)
+
 # optcb.Adam's keywords per run, and the parameters' dtype
 OPTIONS = {'fsdp': {}, 'fsdp_state16': dict(state_dtype=torch.bfloat16), 'fsdp_kahan': dict(kahan_sum=True)}
 DTYPES = {'fsdp_kahan': torch.bfloat16}
@@ -47,9 +51,9 @@ def worker(rank, world, port, kind, outdir):
                 try: build()
                 except ValueError as e: errors.append(str(e))
             if rank == 0: torch.save(errors, f'{outdir}/release.pt')
-        elif kind in ('ddp', 'soap_ddp'):
+        elif kind in ('ddp', 'soap_ddp', 'prodigy_ddp'):
             m = torch.nn.parallel.DistributedDataParallel(model())
-            build = SOAP if kind == 'soap_ddp' else optcb.Adam
+            build = dict(soap_ddp=SOAP, prodigy_ddp=Prodigy).get(kind, optcb.Adam)
             train(m, build(m.parameters(), lr=1e-2), x[half], y[half], STEPS)
             if rank == 0: torch.save([p.detach() for p in m.module.parameters()], f'{outdir}/{kind}.pt')
         elif kind == 'soap_fsdp':  # refused: a shard's statistics are not the matrix's
@@ -58,6 +62,16 @@ def worker(rank, world, port, kind, outdir):
             try: optcb.SOAP(m.parameters(), lr=1e-2); error = None
             except ValueError as e: error = str(e)
             if rank == 0: torch.save(error, f'{outdir}/soap_fsdp.pt')
+        elif kind == 'prodigy_fsdp':  # the estimate's sums over DTensor shards are the whole parameters' sums
+            from torch.distributed.fsdp import fully_shard
+            m = model()
+            for layer in m:
+                if isinstance(layer, torch.nn.Linear): fully_shard(layer)
+            fully_shard(m)
+            opt = Prodigy(m.parameters(), lr=1e-2)
+            train(m, opt, x[half], y[half], STEPS)
+            full = [p.full_tensor().detach() for p in m.parameters()]
+            if rank == 0: torch.save({'params': full, 'd': opt.param_groups[0]['d']}, f'{outdir}/prodigy_fsdp.pt')
         else:
             from torch.distributed.fsdp import fully_shard
             from torch.distributed.tensor import DTensor

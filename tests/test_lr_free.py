@@ -26,6 +26,10 @@ def train(make, steps, dtype=torch.float32, **extra):
         opt.step()
     return list(m.parameters()), opt
 
+PATHS = {'per-tensor': dict(foreach=False), 'group': dict(foreach=True, compile=False)}
+OURS = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq')  # our state's names -> the packages'
+THEIRS = dict(exp_avg='exp_avg', exp_avg_sq='exp_avg_sq')  # the torch-signature classes keep the packages' names
+
 def assert_same(ours, theirs, names, group_keys):
     (ps, opt), (qs, ref) = ours, theirs
     for p, q in zip(ps, qs):
@@ -45,13 +49,15 @@ def their_kw(kw):
     return {**out, 'betas': (kw.get('mom', 0.9), kw.get('sqr_mom', 0.999))}
 
 @pytest.mark.parametrize('kw', PRODIGY, ids=lambda kw: ','.join(f'{k}={v}' for k, v in kw.items()) or 'defaults')
-@pytest.mark.parametrize('path', [dict(foreach=False), dict(foreach=True, compile=False)], ids=['per-tensor', 'group'])
+@pytest.mark.parametrize('path', ['per-tensor', 'group', 'torch signature'])
 def test_prodigy_matches_prodigyopt(kw, path):
     """100 steps of a model in two param groups, bit for bit in float32: parameters, Adam's moments, s, p₀, and the
     estimate d with its running numerator and maximum, in every group"""
-    ours = train(lambda gs: optcb.Prodigy(gs, **kw, **path), 100)
+    make = (lambda gs: optcb.optim.Prodigy(gs, **their_kw(kw))) if path == 'torch signature' else (
+        lambda gs: optcb.Prodigy(gs, **kw, **PATHS[path]))
+    ours = train(make, 100)
     theirs = train(lambda gs: prodigyopt.Prodigy(gs, **their_kw(kw)), 100)
-    moments = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq', s='s', p0='p0')
+    moments = dict(s='s', p0='p0', **(THEIRS if path == 'torch signature' else OURS))
     assert_same(ours, theirs, moments, ('d', 'd_max', 'd_numerator', 'k'))
     assert ours[1].param_groups[0]['d'] > 5 * ours[1].param_groups[0]['d0']  # the estimate grew
 
@@ -59,12 +65,14 @@ DADAPT = [dict(), dict(wd=0.01), dict(wd=0.01, decouple_wd=True), dict(bias_corr
           dict(d0=1e-4), dict(mom=0.8, sqr_mom=0.99, eps=1e-6)]
 
 @pytest.mark.parametrize('kw', DADAPT, ids=lambda kw: ','.join(f'{k}={v}' for k, v in kw.items()) or 'defaults')
-@pytest.mark.parametrize('path', [dict(foreach=False), dict(foreach=True, compile=False)], ids=['per-tensor', 'group'])
+@pytest.mark.parametrize('path', ['per-tensor', 'group', 'torch signature'])
 def test_dadapt_adam_matches_dadaptation(kw, path):
     "100 steps, two param groups, bit for bit in float32: parameters, moments, s, the estimate d and its numerator"
-    ours = train(lambda gs: optcb.DAdaptAdam(gs, **kw, **path), 100)
+    make = (lambda gs: optcb.optim.DAdaptAdam(gs, **their_kw(kw))) if path == 'torch signature' else (
+        lambda gs: optcb.DAdaptAdam(gs, **kw, **PATHS[path]))
+    ours = train(make, 100)
     theirs = train(lambda gs: dadaptation.DAdaptAdam(gs, **their_kw(kw)), 100)
-    names = dict(grad_avg='exp_avg', sqr_avg='exp_avg_sq', s='s')
+    names = dict(s='s', **(THEIRS if path == 'torch signature' else OURS))
     assert_same(ours, theirs, names, ('d', 'numerator_weighted', 'k'))
     assert ours[1].param_groups[0]['d'] > 5 * kw.get('d0', 1e-6)
 
