@@ -619,9 +619,11 @@ def schedule_free_step(p, *, lr, mom, warmup, r, weight_lr_power, step, z=None, 
 POSITIVE = Range(0, lo_open=True)
 
 def _dot(a, b):
-    """⟨a, b⟩ of each tensor: `torch.dot` of the flattened tensors, as the authors' code rounds it; a DTensor shard
-    (FSDP2) cannot be flattened, so there the sum of the products, whose partial sums DTensor adds"""
-    if hasattr(a.tensors[0] if isinstance(a, TensorList) else a, 'device_mesh'): return (a * b).sum()
+    """⟨a, b⟩ of each tensor: `torch.dot` of the flattened tensors, as the authors' code rounds
+    it; a DTensor shard (FSDP2) cannot be flattened, so there the sum of the products, whose
+    partial sums DTensor adds"""
+    first = a.tensors[0] if isinstance(a, TensorList) else a
+    if hasattr(first, 'device_mesh'): return (a * b).sum()
     return torch.dot(a.flatten(), b.flatten())
 
 def _adam_bias(mom, sqr_mom, t, on):

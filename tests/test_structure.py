@@ -173,7 +173,8 @@ def test_group_path_never_falls_back_in_float32(name, make):
                'larc': {'clamp'}, 'ranger': set(), 'rprop': {'gt', 'lt', 'eq', 'where'},
                'optim.Rprop': {'gt', 'lt', 'eq', 'where'}, 'cadamw': {'clone', 'mean'}, 'clion': {'clone', 'mean'},
                # the per-tensor inner products and L1 norms they pool, in float64 as their authors add them
-               'prodigy': {'flatten', 'dot', 'double', 'sum'}, 'dadapt_adam': {'flatten', 'dot', 'double', 'sum'}}
+               **{n: {'flatten', 'dot', 'double', 'sum'}
+                  for n in ('prodigy', 'dadapt_adam', 'optim.Prodigy', 'optim.DAdaptAdam')}}
     assert {k[0] for k in n} <= allowed.get(name, set()), n
 
 def test_a_kernel_that_is_bypassed_is_counted_as_a_fallback():
