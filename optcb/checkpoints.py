@@ -7,6 +7,7 @@ Docs: https://optcb.github.io/optcb/checkpoints.html.md"""
 # %% ../nbs/03a_checkpoints.ipynb #c002
 from __future__ import annotations
 from functools import partial
+from contextlib import contextmanager
 from collections.abc import Mapping
 
 import torch
@@ -44,6 +45,31 @@ def _guess_source(self, state) -> str:
     keys = {k for s in state.values() if isinstance(s, Mapping) for k in s} - {'step', *self._keep_on_clear}
     found = [name for source in state_sources for name in source(keys)] if keys else []
     return f", probably {' or '.join(found)}" if found else ''
+
+# %% ../nbs/03a_checkpoints.ipynb #c006f0
+@patch_to(Checkpoints)
+@contextmanager
+def _as_numbers(self, states):
+    """`states` lent to the engine with their `tensor_state` as numbers (what buckets and kernels are keyed on), and
+    given back as 0-d tensors: the same tensors, updated in place as torch's `step += 1` is, or new ones for state
+    the step created. A tensor that requires grad (`differentiable=True`) stays a tensor"""
+    if not self.tensor_state: yield; return
+    lent, absent = [], []  # (state, key, its tensor, the number lent); (state, key) not there before the step
+    for s in states:
+        for k in self.tensor_state:
+            t = s.get(k)
+            if t is None: absent.append((s, k))
+            elif isinstance(t, torch.Tensor) and not t.dim() and not t.requires_grad:
+                s[k] = v = int(t.item()) if k == 'step' else t.item()
+                lent.append((s, k, t, v))
+    try: yield
+    finally:
+        for s, k, t, v in lent:
+            if (n := s.get(k)) is not t:
+                if n != v: t.fill_(n)
+                s[k] = t
+        for s, k in absent:
+            if k in s: s[k] = scalar_state(s[k])
 
 # %% ../nbs/03a_checkpoints.ipynb #c006l0
 @patch_to(Checkpoints)

@@ -18,7 +18,8 @@ from fastcore.basics import patch_to
 from collections import namedtuple
 from .chain import Chain, NONNEG, Range, by_flags, renamed
 from .paths import BucketPlan
-from .optimizer import Optimizer, engine_options
+from .optimizer import Optimizer
+from .precision import engine_options
 from .callbacks import *
 from .optimizers import (ascent, sgd_chain, rmsprop_chain, adam_chain, adagrad_chain, adamax_chain,
                               adadelta_chain, radam_chain, nadam_chain, rprop_chain, asgd_chain, adafactor_chain,

@@ -6,16 +6,15 @@ Docs: https://optcb.github.io/optcb/optimizer.html.md"""
 
 # %% ../nbs/03_optimizer.ipynb #c002
 from __future__ import annotations
-import functools, inspect, warnings
+import warnings
 from functools import partial
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
 
 import torch
 from fastcore.basics import patch_to
 from .chain import Chain, by_flags
 from .paths import Paths
-from .checkpoints import Checkpoints, scalar_state
+from .checkpoints import Checkpoints
 from .fastai_api import FastaiAPI
 from .precision import Precision
 from .release import GradientRelease
@@ -24,7 +23,7 @@ from .routes import Routes
 from .modes import TwoPoints
 
 # %% auto #0
-__all__ = ['Optimizer', 'engine_options']
+__all__ = ['Optimizer']
 
 # %% ../nbs/03_optimizer.ipynb #c005
 def _param_groups(params):
@@ -169,41 +168,6 @@ def step(self, closure=None):
     with self._as_numbers([self.state[p] for params in stepped for p in params]): self._step_groups(stepped, among)
     return loss
 
-@patch_to(Optimizer)
-def _step_groups(self, stepped, among):
-    last = len(self.chain.pooling)  # phases: one, unless the chain pools a statistic of the whole step
-    for phase in range(last + 1):
-        parts = {}  # per `Paths`, its compiled buckets' shares of the step's one kernel call for it
-        for r in self._step_routes(stepped, among, phase=phase): r.run(parts.setdefault(id(r.paths), (r.paths, []))[1])
-        for paths, share in parts.values(): paths.run_parts(share)
-        if phase < last and not self._pool(stepped, phase): return
-
-
-# %% ../nbs/03_optimizer.ipynb #c006f0
-@patch_to(Optimizer)
-@contextmanager
-def _as_numbers(self, states):
-    """`states` lent to the engine with their `tensor_state` as numbers (what buckets and kernels are keyed on), and
-    given back as 0-d tensors: the same tensors, updated in place as torch's `step += 1` is, or new ones for state
-    the step created. A tensor that requires grad (`differentiable=True`) stays a tensor"""
-    if not self.tensor_state: yield; return
-    lent, absent = [], []  # (state, key, its tensor, the number lent); (state, key) not there before the step
-    for s in states:
-        for k in self.tensor_state:
-            t = s.get(k)
-            if t is None: absent.append((s, k))
-            elif isinstance(t, torch.Tensor) and not t.dim() and not t.requires_grad:
-                s[k] = v = int(t.item()) if k == 'step' else t.item()
-                lent.append((s, k, t, v))
-    try: yield
-    finally:
-        for s, k, t, v in lent:
-            if (n := s.get(k)) is not t:
-                if n != v: t.fill_(n)
-                s[k] = t
-        for s, k in absent:
-            if k in s: s[k] = scalar_state(s[k])
-
 # %% ../nbs/03_optimizer.ipynb #c006f1
 @patch_to(Optimizer)
 def _stepped(self, or_all=False):
@@ -225,29 +189,6 @@ def _check_sparse(self, params):
             kind = 'dense' if self.sparse_grads else 'sparse'
             raise RuntimeError(f"{type(self).__name__} does not support {kind} gradients"
                                + (", please consider Adam instead" if self.sparse_grads else ''))
-
-# %% ../nbs/03_optimizer.ipynb #c006g1
-def engine_options(build, kahan_sum:bool|None=None):
-    """`build` (a function that returns an optimizer, or an optimizer class's `__init__`) also taking the engine's
-    options, keyword-only, applied once the optimizer is built: `kahan_sum` (default as given here: `None`, Kahan
-    summation wherever a parameter is 16-bit, for fastai's signatures; `False` for torch's, whose classes do not
-    compensate), `state_dtype` (default: the parameter's dtype) and `release_gradients` (default: off). See
-    `set_precision` and `release_gradients`"""
-    default = kahan_sum
-    @functools.wraps(build)
-    def built(*args, kahan_sum=default, state_dtype=None, release_gradients=False, **kwargs):
-        out = build(*args, **kwargs)
-        opt = args[0] if out is None else out  # an `__init__` builds its first argument
-        opt.set_precision(kahan_sum, state_dtype)
-        if release_gradients: opt.release_gradients()
-        return out
-    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
-             for n, d in (('kahan_sum', default), ('state_dtype', None), ('release_gradients', False))]
-    sig = inspect.signature(build)
-    built.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
-    built.engine_options = True
-    return built
-
 
 # %% ../nbs/03_optimizer.ipynb #c006k
 @patch_to(Optimizer)

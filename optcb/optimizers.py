@@ -15,7 +15,8 @@ __all__ = ['ascent', 'sgd_chain', 'SGD', 'rmsprop_chain', 'RMSProp', 'adam_chain
 # %% ../nbs/05_optimizers.ipynb #c002
 import functools, inspect
 from functools import partial
-from .optimizer import Optimizer, engine_options
+from .optimizer import Optimizer
+from .precision import engine_options
 from . import callbacks
 from .callbacks import *
 from .chain import only, by_flags

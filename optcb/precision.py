@@ -6,12 +6,13 @@ Docs: https://optcb.github.io/optcb/precision.html.md"""
 
 # %% ../nbs/03c_precision.ipynb #c002
 from __future__ import annotations
+import functools, inspect
 import torch
 from fastcore.basics import patch_to
 from .chain import HALF, compute_dtype
 
 # %% auto #0
-__all__ = ['Precision']
+__all__ = ['Precision', 'engine_options']
 
 # %% ../nbs/03c_precision.ipynb #c005
 class Precision:
@@ -95,3 +96,26 @@ def _working_copies(self, p) -> tuple:
     why = [w for w, on in [('Kahan summation', self._kahan(p)), (f'state in {self.state_dtype}', self.state_dtype)]
            if on]
     return (f"the callbacks run in float32 on working copies ({', '.join(why)})",) if why else ()
+
+# %% ../nbs/03c_precision.ipynb #c006o1
+def engine_options(build, kahan_sum:bool|None=None):
+    """`build` (a function that returns an optimizer, or an optimizer class's `__init__`) also taking the engine's
+    options, keyword-only, applied once the optimizer is built: `kahan_sum` (default as given here: `None`, Kahan
+    summation wherever a parameter is 16-bit, for fastai's signatures; `False` for torch's, whose classes do not
+    compensate), `state_dtype` (default: the parameter's dtype) and `release_gradients` (default: off). See
+    `set_precision` and `release_gradients`"""
+    default = kahan_sum
+    @functools.wraps(build)
+    def built(*args, kahan_sum=default, state_dtype=None, release_gradients=False, **kwargs):
+        out = build(*args, **kwargs)
+        opt = args[0] if out is None else out  # an `__init__` builds its first argument
+        opt.set_precision(kahan_sum, state_dtype)
+        if release_gradients: opt.release_gradients()
+        return out
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
+             for n, d in (('kahan_sum', default), ('state_dtype', None), ('release_gradients', False))]
+    sig = inspect.signature(build)
+    built.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    built.engine_options = True
+    return built
+

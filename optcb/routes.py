@@ -108,6 +108,18 @@ def _pool(self, stepped, i) -> bool:
         for k, v in res.items(): self._set(g, k, v)
     return True
 
+# %% ../nbs/03f_routes.ipynb #c007r
+@patch_to(Routes)
+def _step_groups(self, stepped, among):
+    """Run the step's routes (`stepped`, `among`: as `_step_routes` takes them), phase by phase; each `Paths`'s
+    compiled buckets join its one kernel call, made once every route of the phase has run"""
+    last = len(self.chain.pooling)  # phases: one, unless the chain pools a statistic of the whole step
+    for phase in range(last + 1):
+        parts = {}  # per `Paths`, its compiled buckets' shares of the step's one kernel call for it
+        for r in self._step_routes(stepped, among, phase=phase): r.run(parts.setdefault(id(r.paths), (r.paths, []))[1])
+        for paths, share in parts.values(): paths.run_parts(share)
+        if phase < last and not self._pool(stepped, phase): return
+
 # %% ../nbs/03f_routes.ipynb #c008
 @patch_to(Routes)
 def plan(self) -> list[BucketPlan]:
