@@ -134,11 +134,8 @@ def _step_alloc_bytes(opt):
     return sum(max(e.self_cpu_memory_usage, 0) for e in prof.events())
 
 # %% ../nbs/09_bench.ipynb #c005
-def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
-    "Time one Adam step of every contender over `shapes`, interleaved; returns name -> figures"
-    g = torch.Generator().manual_seed(seed)
-    init = [torch.randn(s, generator=g) for s in shapes]
-    grads = [torch.randn(s, generator=g) * 1e-3 for s in shapes]
+def _built(builders:dict, init, grads) -> tuple[dict, dict]:
+    "Each contender built over its own copy of the parameters, and the seconds its first two steps took"
     opts, first = {}, {}
     for name, build in builders.items():
         ps = [torch.nn.Parameter(t.clone()) for t in init]
@@ -147,9 +144,12 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
         t0 = time.perf_counter(); opt.step(); _set_lr(opt, 2e-3); opt.step()
         first[name] = time.perf_counter() - t0
         opts[name] = opt
-    graphs_before = kernels_built()
-    times = {n: [] for n in opts}
-    names = list(opts)
+    return opts, first
+
+def _timed(opts:dict, grads, rounds) -> dict:
+    """The seconds of each contender's steps: `rounds` rounds, each stepping every contender once, starting from a
+    different one each round, with a learning rate changed every round (a schedule must not recompile)"""
+    times, names = {n: [] for n in opts}, list(opts)
     for r in range(rounds):
         lr = 1e-3 * (1 + r % 5)
         for n in names[r % len(names):] + names[:r % len(names)]:
@@ -159,6 +159,17 @@ def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
                 opts[n].zero_grad()
                 for p, gr in zip(_params(opts[n]), grads): p.grad = gr  # autograd hands over the new tensor: no copy
             opts[n].step(); times[n].append(time.perf_counter() - t0)
+    return times
+
+# %% ../nbs/09_bench.ipynb #c005s0
+def bench_set(shapes, builders:dict, rounds=15, seed=0, log=print) -> dict:
+    "Time one step of every contender over `shapes`, interleaved; returns name -> figures"
+    g = torch.Generator().manual_seed(seed)
+    init = [torch.randn(s, generator=g) for s in shapes]
+    grads = [torch.randn(s, generator=g) * 1e-3 for s in shapes]
+    opts, first = _built(builders, init, grads)
+    graphs_before = kernels_built()
+    times = _timed(opts, grads, rounds)
     recompiles = kernels_built() - graphs_before
     # like with like: every contender ran the same steps with the same lrs, so all should end where the first did
     first_real = next(n for n in opts if 'yardstick' not in n)

@@ -79,6 +79,7 @@ def check_image_folder(path) -> list[str]:
                          f"{sorted(set(classes['val']) - set(classes['train']))}")
     return classes['train']
 
+# %% ../nbs/08_compare.ipynb #c004s1
 def check_images(path, classes) -> dict:
     """Open every file of an image folder before training. A `ValueError` names every file with an image extension that
     cannot be read, and every class without images in a split; returns the files that are not images (by extension)
@@ -133,6 +134,7 @@ def small_cnn(n_out:int, n_in:int=3, widths=(16, 32, 64, 128)) -> nn.Module:
     for i, w in enumerate(widths): layers.append(conv_bn(ni, w, 1 if i == 0 else 2)); ni = w
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, n_out))
 
+# %% ../nbs/08_compare.ipynb #c006s0
 @dataclass
 class Protocol:
     "How to load a folder and which model to train on it"
@@ -168,6 +170,7 @@ def dataset(name:str) -> DataSet:
         raise ValueError(f"unknown --data {name!r}: choose {', '.join(DATASETS)}, or give --path to an image folder")
     return DATASETS[name]
 
+# %% ../nbs/08_compare.ipynb #c006s1
 def make_dls(path, proto:Protocol, device=None, bs=None):
     "fastai `DataLoaders` for the folder `path` with the protocol's resizing, augmentation, normalisation, batch size"
     batch_tfms = [*aug_transforms(size=proto.size, **proto.aug), Normalize.from_stats(*imagenet_stats)]
@@ -214,6 +217,7 @@ def contender(name:str, match:bool=False) -> Contender:
     raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(REGISTRY)}, an optcb optimizer "
                      "(e.g. Adam) or torch:<torch.optim class> (e.g. torch:AdamW)")
 
+# %% ../nbs/08_compare.ipynb #c008s0
 def parse_lrs(lr, names) -> dict:
     "`lr` as given on the command line — None, a number, 'find', or name=value pairs — as one entry per name"
     if lr is None or lr == '': return {}
@@ -338,15 +342,10 @@ def _write_atomically(out:Path, write):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
 
-# %% ../nbs/08_compare.ipynb #c012
-def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', epochs:int=3, lr=None, seed:int=42,
-            out=None, device=None, quiet:bool=False, match:bool=False, bs:int|None=None, print_fn=print) -> dict:
-    "Train the same model with each optimizer in `opts` under `fit_one_cycle`; print tables, save CSV, JSON and plots"
-    names = [o.strip() for o in (opts.split(',') if isinstance(opts, str) else opts) if o.strip()]
-    if not names: raise ValueError("--opts names no optimizer")
-    contenders = [contender(n, match=match) for n in names]
-    lrs = parse_lrs(lr, [c.name for c in contenders])
-    if epochs < 1: raise ValueError(f"--epochs must be at least 1, got {epochs}")
+# %% ../nbs/08_compare.ipynb #c012s0
+def _data(data, path, out, bs, print_fn):
+    """The run's data, checked before any training: its folder, protocol, classes, name and id (what results.json
+    records), the output folder (refused if it holds another data set's results) and the batch size"""
     ds = dataset(data)
     folder, proto = (Path(path) if path is not None else ds.folder()), ds.protocol
     classes = check_image_folder(folder)
@@ -361,6 +360,33 @@ def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', 
                  + ', '.join(names[:10]) + (' …' if len(names) > 10 else ''))
     bs, why = check_sizes(found['counts'], classes, bs or proto.bs)
     if why: print_fn(f"optcb compare: {why}")
+    return folder, proto, classes, data_name, data_id, out, bs
+
+def _save(out, summary, title):
+    "results.json, summary.csv, epochs.csv and the plots, written into `out` all at once (or none of them)"
+    results = summary['results']
+    def write(d:Path):
+        (d / 'results.json').write_text(json.dumps(summary, indent=1))
+        with open(d / 'summary.csv', 'w') as f:
+            f.write(','.join(SUMMARY_COLS[0]) + '\n')
+            for r in results: f.write(','.join(str(r[c]) for c in SUMMARY_COLS[0]) + '\n')
+        with open(d / 'epochs.csv', 'w') as f:
+            f.write('optimizer,' + ','.join(EPOCH_COLS[0]) + '\n')
+            for r in results:
+                for e in r['epochs']: f.write(r['optimizer'] + ',' + ','.join(str(e[c]) for c in EPOCH_COLS[0]) + '\n')
+        plot_results(results, title, d)
+    _write_atomically(out, write)
+
+# %% ../nbs/08_compare.ipynb #c012
+def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', epochs:int=3, lr=None, seed:int=42,
+            out=None, device=None, quiet:bool=False, match:bool=False, bs:int|None=None, print_fn=print) -> dict:
+    "Train the same model with each optimizer in `opts` under `fit_one_cycle`; print tables, save CSV, JSON and plots"
+    names = [o.strip() for o in (opts.split(',') if isinstance(opts, str) else opts) if o.strip()]
+    if not names: raise ValueError("--opts names no optimizer")
+    contenders = [contender(n, match=match) for n in names]
+    lrs = parse_lrs(lr, [c.name for c in contenders])
+    if epochs < 1: raise ValueError(f"--epochs must be at least 1, got {epochs}")
+    folder, proto, classes, data_name, data_id, out, bs = _data(data, path, out, bs, print_fn)
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     title = f"{data_name} ({proto.model}, {len(classes)} classes), fit_one_cycle({epochs})"
     print_fn(f"optcb compare: {title}, device {device}, seed {seed}")
@@ -381,16 +407,6 @@ def compare(data:str='digits', path=None, opts:str='sgd,momentum,rmsprop,adam', 
                  for r in results[1:]}
         summary['match'] = dict(reference=base['optimizer'], max_abs_loss_difference=diffs)
         for k, d in diffs.items(): print_fn(f"largest difference in batch loss, {base['optimizer']} vs {k}: {d:.3g}")
-    def write(d:Path):
-        (d / 'results.json').write_text(json.dumps(summary, indent=1))
-        with open(d / 'summary.csv', 'w') as f:
-            f.write(','.join(SUMMARY_COLS[0]) + '\n')
-            for r in results: f.write(','.join(str(r[c]) for c in SUMMARY_COLS[0]) + '\n')
-        with open(d / 'epochs.csv', 'w') as f:
-            f.write('optimizer,' + ','.join(EPOCH_COLS[0]) + '\n')
-            for r in results:
-                for e in r['epochs']: f.write(r['optimizer'] + ',' + ','.join(str(e[c]) for c in EPOCH_COLS[0]) + '\n')
-        plot_results(results, title, d)
-    _write_atomically(out, write)
+    _save(out, summary, title)
     print_fn(f"\nsaved results.json, summary.csv, epochs.csv, losses.png and accuracy.png in {out}")
     return summary

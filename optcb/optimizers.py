@@ -10,7 +10,7 @@ __all__ = ['ascent', 'sgd_chain', 'SGD', 'rmsprop_chain', 'RMSProp', 'adam_chain
            'Lookahead', 'ranger', 'QHAdam', 'Lamb', 'Larc', 'nadam_chain', 'NAdam', 'Adan', 'rprop_chain', 'asgd_chain',
            'adafactor_chain', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix', 'muon_hidden', 'muon_chain', 'Muon',
            'sfsgd_chain', 'sfadamw_chain', 'SGDScheduleFree', 'AdamWScheduleFree', 'soap_chain', 'SOAP',
-           'prodigy_chain', 'Prodigy', 'dadapt_adam_chain', 'DAdaptAdam']
+           'shampoo_chain', 'Shampoo', 'prodigy_chain', 'Prodigy', 'dadapt_adam_chain', 'DAdaptAdam']
 
 # %% ../nbs/05_optimizers.ipynb #c002
 import functools, inspect
@@ -316,6 +316,14 @@ def AdamWScheduleFree(params, lr=2.5e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0.
                      weight_lr_power=weight_lr_power, foreach=foreach, compile=compile)
 
 # %% ../nbs/05_optimizers.ipynb #c018s0
+def _whole_matrices(opt, name):
+    """`opt`, refused on DTensor parameters (FSDP2): each process holds a shard of a matrix, and the statistics of
+    `name` (SOAP, Shampoo) need the whole of it"""
+    if any(hasattr(p, 'device_mesh') for g in opt.param_groups for p in g['params']):
+        raise ValueError(f"{name} on DTensor parameters (FSDP2): each process holds a shard of a matrix, and {name}'s "
+                         "statistics need the whole of it; use DDP, or Adam or Muon under FSDP2")
+    return opt
+
 def soap_chain():
     "SOAP's callbacks: the step count and the step (which keeps the statistics, the bases and both moments)"
     return [step_stat, soap_step]
@@ -329,10 +337,24 @@ def SOAP(params, lr=3e-3, mom=0.95, sqr_mom=0.95, shampoo_beta=None, eps=1e-8, w
                     precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
                     merge_dims=merge_dims, precondition_1d=precondition_1d, normalize_grads=normalize_grads,
                     correct_bias=correct_bias, foreach=foreach, compile=compile)
-    if any(hasattr(p, 'device_mesh') for g in opt.param_groups for p in g['params']):  # a DTensor
-        raise ValueError("SOAP on DTensor parameters (FSDP2): each process holds a shard of a matrix, and SOAP's "
-                         "statistics need the whole of it; use DDP, or Adam or Muon under FSDP2")
-    return opt
+    return _whole_matrices(opt, 'SOAP')
+
+# %% ../nbs/05_optimizers.ipynb #c018s2
+def shampoo_chain(graft='adagrad'):
+    "Shampoo's callbacks: the step count and the step (which keeps the statistics, roots and grafting state)"
+    if graft not in GRAFTS: raise ValueError(f"graft={graft!r}: Shampoo grafts one of {GRAFTS}")
+    return [step_stat, partial(shampoo_step, graft=graft)]
+
+@engine_options
+def Shampoo(params, lr=1e-2, mom=0., sqr_mom=0.999, eps=1e-6, graft_eps=1e-8, wd=0., graft='adagrad',
+            shampoo_beta=1., precondition_frequency=10, max_precond_dim=8192, precondition_1d=False,
+            foreach=None, compile=None):
+    "Shampoo (Gupta et al. 2018), grafted onto AdaGrad's step size (Anil et al. 2020) unless `graft='none'`"
+    opt = Optimizer(params, shampoo_chain(graft), lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, graft_eps=graft_eps,
+                    wd=wd, shampoo_beta=shampoo_beta, precondition_frequency=precondition_frequency,
+                    max_precond_dim=max_precond_dim, precondition_1d=precondition_1d, foreach=foreach,
+                    compile=compile)
+    return _whole_matrices(opt, 'Shampoo')
 
 # %% ../nbs/05_optimizers.ipynb #c018s1
 def prodigy_chain(decouple_wd=True, safeguard_warmup=False, bias_correction=False):

@@ -28,6 +28,7 @@ class Bench:
     sets: tuple = ('resnet34', 'small', 'big', 'transformer')  # the parameter sets it runs on by default
     peers: tuple = ()  # other libraries' versions, timed where installed: (label, module, class, keyword arguments)
 
+# %% ../nbs/07_registry.ipynb #c005s0
 @dataclass(frozen=True)
 class Entry:
     "One named optimizer: its builders, what it is checked against, and how `compare` and `bench` run it"
@@ -117,8 +118,8 @@ _MORE = [
           bench=Bench(partial(optim.Adagrad, lr=1e-2), None, ('Adagrad', dict(lr=1e-2), ('foreach', 'fused')))),
     Entry('adadelta', O.Adadelta, 1., 'torch.optim.Adadelta (bit for bit)', optim.Adadelta,
           bench=Bench(partial(optim.Adadelta, lr=1.), None, ('Adadelta', dict(lr=1.), ('foreach',)))),
-    Entry('qhadam', O.QHAdam, 3e-3, 'fastai.optimizer.QHAdam (1e-10); Ma & Yarats 2019, eq. 8'),
-    Entry('lamb', O.Lamb, 3e-3, "fastai.optimizer.Lamb (1e-10); You et al. 2019's trust ratio, by hand",
+    Entry('qhadam', O.QHAdam, 3e-3, 'fastai.optimizer.QHAdam (1e-10)'),
+    Entry('lamb', O.Lamb, 3e-3, "fastai.optimizer.Lamb (1e-10)",
           bench=Bench(partial(O.Lamb, lr=1e-3), ('Lamb', dict(lr=1e-3)))),
     Entry('larc', O.Larc, 0.5, 'fastai.optimizer.Larc (1e-10)'),
 ]
@@ -140,6 +141,10 @@ _RECENT = [
     Entry('soap', O.SOAP, 3e-3, "pytorch-optimizer 4.1.0 (float32: bit for bit); Vyas et al. 2024 (1e-10)",
           bench=Bench(partial(O.SOAP, lr=1e-3), sets=('resnet34', 'small'), peers=(('pytorch-optimizer SOAP',
                       'pytorch_optimizer', 'SOAP', dict(lr=1e-3, betas=(0.95, 0.95), weight_decay=0.01)),))),
+    Entry('shampoo', O.Shampoo, 1e-2, "pytorch-optimizer 4.1.0 (ungrafted: 1e-13); Gupta et al. 2018, grafted (1e-10)",
+          bench=Bench(partial(O.Shampoo, lr=1e-3, graft='none', precondition_1d=True), sets=('resnet34',),
+                      peers=(('pytorch-optimizer Shampoo', 'pytorch_optimizer', 'Shampoo',
+                              dict(lr=1e-3, preconditioning_compute_steps=10)),))),
 ]
 
 # %% ../nbs/07_registry.ipynb #c007s4
@@ -157,9 +162,9 @@ _WRAPPED = [
 
 # %% ../nbs/07_registry.ipynb #c007s5
 _LR_FREE = [  # they estimate their step size: lr=1 multiplies the estimate
-    Entry('prodigy', O.Prodigy, 1., "prodigyopt 1.1.2 (float32: bit for bit, the estimate d too)", optim.Prodigy,
+    Entry('prodigy', O.Prodigy, 1., "prodigyopt 1.1.2 (float32: bit for bit)", optim.Prodigy,
           bench=Bench(partial(O.Prodigy, lr=1.), peers=(('prodigyopt Prodigy', 'prodigyopt', 'Prodigy', {}),))),
-    Entry('dadapt_adam', O.DAdaptAdam, 1., "dadaptation 3.2 (float32: bit for bit, the estimate d too)",
+    Entry('dadapt_adam', O.DAdaptAdam, 1., "dadaptation 3.2 (float32: bit for bit)",
           optim.DAdaptAdam, bench=Bench(partial(O.DAdaptAdam, lr=1.),
                                    peers=(('dadaptation DAdaptAdam', 'dadaptation', 'DAdaptAdam', {}),))),
 ]

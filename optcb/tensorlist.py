@@ -127,31 +127,25 @@ class TensorList:
         if callable(attr): return partial(self._method, name)
         return self._like([getattr(t, name) for t in self.tensors])  # attributes such as .grad, .data, .shape
 
-    # the operators, as the methods they stand for: `a * b + c` is the same expression as on tensors
-    def __neg__(self): return self._method('neg')
-    def __abs__(self): return self._method('abs')
-    def __add__(self, o): return self._method('add', o)
-    def __radd__(self, o): return self._method('add', o)
-    def __sub__(self, o): return self._method('sub', o)
-    def __rsub__(self, o): return self._method('neg')._method('add_', o)
-    def __mul__(self, o): return self._method('mul', o)
-    def __rmul__(self, o): return self._method('mul', o)
-    def __truediv__(self, o): return self._method('div', o)
-    def __rtruediv__(self, o):
-        x = _read(self)
-        return x._dispatch('rtruediv', lambda i, o: o / x.tensors[i], (o,), {})
-    def __pow__(self, o): return self._method('pow', o)
-    def __rpow__(self, o):
-        x = _read(self)
-        return x._dispatch('rpow', lambda i, o: o ** x.tensors[i], (o,), {})
-    def __iadd__(self, o): return self._method('add_', o)
-    def __isub__(self, o): return self._method('sub_', o)
-    def __imul__(self, o): return self._method('mul_', o)
-    def __itruediv__(self, o): return self._method('div_', o)
-    def __lt__(self, o): return self._method('lt', o)
-    def __le__(self, o): return self._method('le', o)
-    def __gt__(self, o): return self._method('gt', o)
-    def __ge__(self, o): return self._method('ge', o)
+# %% ../nbs/01_tensorlist.ipynb #c011s0
+_OPERATORS = dict(__neg__='neg', __abs__='abs', __add__='add', __radd__='add', __sub__='sub', __mul__='mul',
+                  __rmul__='mul', __truediv__='div', __pow__='pow', __iadd__='add_', __isub__='sub_', __imul__='mul_',
+                  __itruediv__='div_', __lt__='lt', __le__='le', __gt__='gt', __ge__='ge')
+for _op, _name in _OPERATORS.items():
+    setattr(TensorList, _op, lambda self, *o, _name=_name: self._method(_name, *o))
+
+@patch_to(TensorList)
+def __rsub__(self, o): return self._method('neg')._method('add_', o)
+
+@patch_to(TensorList)
+def __rtruediv__(self, o):
+    x = _read(self)
+    return x._dispatch('rtruediv', lambda i, o: o / x.tensors[i], (o,), {})
+
+@patch_to(TensorList)
+def __rpow__(self, o):
+    x = _read(self)
+    return x._dispatch('rpow', lambda i, o: o ** x.tensors[i], (o,), {})
 
 # %% ../nbs/01_tensorlist.ipynb #c011a
 @patch_to(TensorList)
