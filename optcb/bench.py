@@ -109,11 +109,11 @@ def _set_lr(opt, lr):
             else: g['lr'] = lr
 
 def _state_bytes(opt):
-    "Bytes of optimizer state, counting a storage shared by views once"
+    "Bytes of optimizer state (lists of tensors too: SOAP's, Shampoo's), a storage shared by views counted once"
     seen, total = set(), 0
     state = opt.state.values() if isinstance(opt.state, dict) else []
     for s in state:
-        for v in s.values():
+        for v in [x for v in s.values() for x in (v if isinstance(v, (list, tuple)) else [v])]:
             if isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() not in seen:
                 seen.add(v.untyped_storage().data_ptr()); total += v.untyped_storage().nbytes()
     return total

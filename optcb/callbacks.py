@@ -509,10 +509,11 @@ def _soap_statistics(g, stats, beta):
     Lᵢ ← Lᵢ + G₍ᵢ₎G₍ᵢ₎ᵀ)"""
     for i, L in enumerate(stats):
         if L is None: continue
+        if beta == 1:  # the sum: one multiply-add of the gradient unfolded along dim i
+            u = g.movedim(i, 0).reshape(g.shape[i], -1)
+            L.addmm_(u, u.T); continue
         others = [j for j in range(g.dim()) if j != i]
-        outer = torch.tensordot(g, g, dims=(others, others))
-        if beta == 1: L.add_(outer)
-        else: L.lerp_(outer, 1 - beta)
+        L.lerp_(torch.tensordot(g, g, dims=(others, others)), 1 - beta)
 
 # %% ../nbs/04_callbacks.ipynb #c033s1
 def _soap_refresh(stats, bases, sqr) -> list:

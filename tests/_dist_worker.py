@@ -24,6 +24,11 @@ def SOAP(params, **kw):
     (a null space, whose basis eigh would choose from the last bits of the gradient)"""
     return optcb.SOAP(params, max_precond_dim=8, **kw)
 
+def Shampoo(params, **kw):
+    """Shampoo preconditioning only the dims whose statistic has full rank (SOAP's reason): on a null space L is εI,
+    and L^(−1/4)'s slope there, ¼ε^(−5/4), turns the averaged gradient's last bits into different steps"""
+    return optcb.Shampoo(params, max_precond_dim=8, **kw)
+
 def Prodigy(params, lr, **kw):
     "Prodigy at lr=1, the multiplier of its estimate, whatever learning rate the runs give the others"
     return optcb.Prodigy(params, **kw)
@@ -51,17 +56,17 @@ def worker(rank, world, port, kind, outdir):
                 try: build()
                 except ValueError as e: errors.append(str(e))
             if rank == 0: torch.save(errors, f'{outdir}/release.pt')
-        elif kind in ('ddp', 'soap_ddp', 'prodigy_ddp'):
+        elif kind in ('ddp', 'soap_ddp', 'prodigy_ddp', 'shampoo_ddp'):
             m = torch.nn.parallel.DistributedDataParallel(model())
-            build = dict(soap_ddp=SOAP, prodigy_ddp=Prodigy).get(kind, optcb.Adam)
+            build = dict(soap_ddp=SOAP, prodigy_ddp=Prodigy, shampoo_ddp=Shampoo).get(kind, optcb.Adam)
             train(m, build(m.parameters(), lr=1e-2), x[half], y[half], STEPS)
             if rank == 0: torch.save([p.detach() for p in m.module.parameters()], f'{outdir}/{kind}.pt')
-        elif kind == 'soap_fsdp':  # refused: a shard's statistics are not the matrix's
+        elif kind in ('soap_fsdp', 'shampoo_fsdp'):  # refused: a shard's statistics are not the matrix's
             from torch.distributed.fsdp import fully_shard
             m = model(); fully_shard(m)
-            try: optcb.SOAP(m.parameters(), lr=1e-2); error = None
+            try: (optcb.SOAP if kind == 'soap_fsdp' else optcb.Shampoo)(m.parameters(), lr=1e-2); error = None
             except ValueError as e: error = str(e)
-            if rank == 0: torch.save(error, f'{outdir}/soap_fsdp.pt')
+            if rank == 0: torch.save(error, f'{outdir}/{kind}.pt')
         elif kind == 'prodigy_fsdp':  # the estimate's sums over DTensor shards are the whole parameters' sums
             from torch.distributed.fsdp import fully_shard
             m = model()
