@@ -39,7 +39,10 @@ def _step_routes(self, stepped, among=None, per_tensor:str|None=None, phase=0) -
     routes = []
     for i, (group, params) in enumerate(zip(self.param_groups, stepped)):
         if not params: continue
-        hypers, paths, rest = self._hypers(group), self._route(group).phases[phase], []
+        hypers, phases, rest = self._hypers(group), self._route(group).phases, []
+        paths = phases[phase]
+        if len(phases) > 1:  # a phase is keyed on the values it reads, not on those the other phases write
+            hypers = {k: v for k, v in hypers.items() if k in paths.read}
         for p in params:
             if p.is_complex():
                 runner = Runner(PER_TENSOR, 'complex: stepped as its real view (torch.view_as_real)', (),
