@@ -18,8 +18,8 @@ from fastcore.basics import patch_to
 from .tensorlist import TensorList
 
 # %% auto #0
-__all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'RANGES', 'HALF', 'Range', 'callback', 'Traits', 'traits', 'is_zero', 'select',
-           'compute_dtype', 'torch_scalar_dtype', 'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain',
+__all__ = ['NONNEG', 'FRACTION', 'MOMENTUM', 'POSITIVE', 'RANGES', 'HALF', 'Range', 'callback', 'Traits', 'traits', 'is_zero',
+           'select', 'compute_dtype', 'torch_scalar_dtype', 'scalar_dtype', 'Callback', 'only', 'check_hyper', 'Chain',
            'run_chain', 'by_flags', 'renamed']
 
 # %% ../nbs/00_chain.ipynb #c005
@@ -38,6 +38,7 @@ class Range:
 NONNEG = Range()                    # a rate, an epsilon, a decay
 FRACTION = Range(0, 1)              # an interpolation weight
 MOMENTUM = Range(0, 1, closed=False)  # an averaging coefficient: 1 would never forget
+POSITIVE = Range(0, lo_open=True)   # a size that 0 would make meaningless (Prodigy's d0)
 
 # fastai's vocabulary, shared by many callbacks; a callback declares the ranges of its other hyperparameters
 RANGES = dict(lr=NONNEG, eps=NONNEG, wd=NONNEG, mom=MOMENTUM, sqr_mom=MOMENTUM, mom2=MOMENTUM)
