@@ -10,7 +10,8 @@ __all__ = ['ascent', 'sgd_chain', 'SGD', 'rmsprop_chain', 'RMSProp', 'adam_chain
            'Lookahead', 'ranger', 'QHAdam', 'Lamb', 'Larc', 'nadam_chain', 'NAdam', 'Adan', 'rprop_chain', 'asgd_chain',
            'adafactor_chain', 'Rprop', 'ASGD', 'ADOPT', 'Adafactor', 'AdEMAMix', 'muon_hidden', 'muon_chain', 'Muon',
            'sfsgd_chain', 'sfadamw_chain', 'SGDScheduleFree', 'AdamWScheduleFree', 'soap_chain', 'SOAP',
-           'shampoo_chain', 'Shampoo', 'prodigy_chain', 'Prodigy', 'dadapt_adam_chain', 'DAdaptAdam']
+           'shampoo_chain', 'Shampoo', 'kron_chain', 'Kron', 'prodigy_chain', 'Prodigy', 'dadapt_adam_chain',
+           'DAdaptAdam']
 
 # %% ../nbs/05_optimizers.ipynb #c002
 import functools, inspect
@@ -355,6 +356,27 @@ def Shampoo(params, lr=1e-2, mom=0., sqr_mom=0.999, eps=1e-6, graft_eps=1e-8, wd
                     max_precond_dim=max_precond_dim, precondition_1d=precondition_1d, foreach=foreach,
                     compile=compile)
     return _whole_matrices(opt, 'Shampoo')
+
+# %% ../nbs/05_optimizers.ipynb #c018s3
+def kron_chain(memory_save_mode=None, seed=0):
+    "PSGD-Kron's callbacks: the step count and the step (which keeps the momentum and the factors)"
+    if memory_save_mode not in KRON_MODES:
+        raise ValueError(f"memory_save_mode={memory_save_mode!r}: PSGD-Kron's modes are {KRON_MODES}")
+    if seed is not None and not isinstance(seed, int):
+        raise TypeError(f"seed={seed!r}: an int, or None for torch's global generator")
+    return [step_stat, partial(kron_step, memory_save_mode=memory_save_mode, seed=seed)]
+
+@engine_options
+def Kron(params, lr=3e-4, mom=0.9, wd=0., precond_lr=0.1, precond_init_scale=1., max_size_triangular=8192,
+         min_ndim_triangular=2, memory_save_mode=None, merge_dims=True, fit_momentum=True, prob_max=1.,
+         prob_min=0.03, prob_decay=1e-3, prob_flat=500, seed=0, foreach=None, compile=None):
+    "PSGD-Kron (Li 2018; kron-torch's defaults): a Kronecker-factored preconditioner fitted by PSGD's criterion"
+    opt = Optimizer(params, kron_chain(memory_save_mode, seed), lr=lr, mom=mom, wd=wd, precond_lr=precond_lr,
+                    precond_init_scale=precond_init_scale, max_size_triangular=max_size_triangular,
+                    min_ndim_triangular=min_ndim_triangular, merge_dims=merge_dims, fit_momentum=fit_momentum,
+                    prob_max=prob_max, prob_min=prob_min, prob_decay=prob_decay, prob_flat=prob_flat,
+                    foreach=foreach, compile=compile)
+    return _whole_matrices(opt, 'PSGD-Kron')
 
 # %% ../nbs/05_optimizers.ipynb #c018s1
 def prodigy_chain(decouple_wd=True, safeguard_warmup=False, bias_correction=False):

@@ -145,6 +145,10 @@ _RECENT = [
           bench=Bench(partial(O.Shampoo, lr=1e-3, graft='none', precondition_1d=True), sets=('resnet34',),
                       peers=(('pytorch-optimizer Shampoo', 'pytorch_optimizer', 'Shampoo',
                               dict(lr=1e-3, preconditioning_compute_steps=10)),))),
+    Entry('kron', O.Kron, 1e-3, "kron-torch 0.3.3, noise out of its step (1e-13); Li 2018 (1e-12)",
+          bench=Bench(partial(O.Kron, lr=1e-3, prob_min=1.), sets=('resnet34', 'transformer'),
+                      peers=(('kron-torch Kron', 'kron_torch', 'Kron',
+                              dict(lr=1e-3, preconditioner_update_probability=1.)),))),
 ]
 
 # %% ../nbs/07_registry.ipynb #c007s4
