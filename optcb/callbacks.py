@@ -262,7 +262,7 @@ def torch_radam_step(p, *, lr, mom, sqr_mom, eps, step, grad_avg, sqr_avg):
     r_t = _rect(rho_inf, select(rho_t > 5, rho_t, 5.))
     p.add_(select(rho_t > 5, m_hat * adaptive * r_t, m_hat), alpha=-1.0)
 
-@callback()
+@callback(exact=('slow_p',))
 def lookahead_start(p, *, slow_p=None):
     "Lookahead's slow weights, copied from the parameter before its first step"
     if slow_p is None: return {'slow_p': p.detach().clone()}
@@ -367,7 +367,7 @@ def rprop_step(p, *, lr, etaminus, etaplus, step_size_min, step_size_max, prev=N
     p.addcmul_(grad.sign(), step_size, value=-1)
     return {'prev': prev.copy_(grad), 'step_size': step_size}
 
-@callback(lambd=1e-4, alpha=0.75, t0=1e6, state=('eta', 'mu'),
+@callback(lambd=1e-4, alpha=0.75, t0=1e6, state=('eta', 'mu'), exact=('ax',),
           ranges=dict(lambd=NONNEG, alpha=NONNEG, t0=NONNEG))
 def asgd_step(p, *, lr, lambd, alpha, t0, step, eta=None, mu=1., ax=None):
     """ASGD: p ← p·(1 − λ·η) − η·g, x̄ ← x̄ + μ·(p − x̄); then η ← lr/(1 + λ·lr·t)^α and
@@ -779,6 +779,7 @@ def _schedule_free_to_train(p, *, mom, z=None):
     if z is not None: p.lerp_(z, 1 - mom)
 
 @callback(mom=0.9, warmup=0, r=0., weight_lr_power=2., state=('lr_max', 'weight_sum'),
+          exact=('z',),
           ranges=dict(mom=Range(0, 1, closed=False, lo_open=True), warmup=NONNEG, r=NONNEG,
                       weight_lr_power=NONNEG),
           to_train=_schedule_free_to_train, to_eval=_schedule_free_to_eval)
@@ -809,7 +810,8 @@ def _adam_bias(mom, sqr_mom, t, on):
     "The authors' optional bias correction of the step size at step t: √(1 − β₂ᵗ)/(1 − β₁ᵗ), or 1"
     return (1 - sqr_mom**t)**0.5 / (1 - mom**t) if on else 1.
 
-@callback(elementwise=False, state=('d_num', 'd_den'), mom=0.9, sqr_mom=0.999, beta3=None, d0=1e-6,
+@callback(elementwise=False, state=('d_num', 'd_den'), exact=('p0',),
+          mom=0.9, sqr_mom=0.999, beta3=None, d0=1e-6,
           ranges=dict(beta3=Range(0, 1, closed=False, none=True), d0=POSITIVE))
 def prodigy_stats(p, *, lr, mom, sqr_mom, beta3, d, d0, k, bias_correction=False,
                   safeguard_warmup=False, grad_avg=None, sqr_avg=None, s=None, p0=None):

@@ -45,16 +45,17 @@ RANGES = dict(lr=NONNEG, eps=NONNEG, wd=NONNEG, mom=MOMENTUM, sqr_mom=MOMENTUM, 
 
 # %% ../nbs/00_chain.ipynb #c006
 def callback(*, foreach=True, elementwise=True, same_shape=False, compilable=True, state=(), reduced=(), flags=(),
-             ranges=None, to_train=None, to_eval=None, pools=(), **defaults):
+             ranges=None, to_train=None, to_eval=None, pools=(), exact=(), **defaults):
     """Decorator: give a callback its default hyperparameters and the `ranges` of its own hyperparameters, and say
     whether its body also runs on a `TensorList` (`foreach`), treats every value on its own (`elementwise`), needs the
     tensors of a group to share one shape (`same_shape`: it stacks them) and can be traced to be compiled
     (`compilable`); `state` names scalar state it keeps, `reduced` state tensors shaped as the parameter with some dims
     of size 1, `flags` per-parameter flags it reads that users set (kept by `clear_state`); `to_train`/`to_eval` move a
     parameter between the point gradients are taken at and the one to evaluate; `pools` makes it a pooling callback
-    (see `Chain.phases`), given these per-parameter values summed over every parameter the step updates"""
+    (see `Chain.phases`), given these per-parameter values summed over every parameter the step updates; `exact`
+    names state tensors that are iterates, not statistics (schedule-free's z), kept unquantized by `state_bits`"""
     declared = Traits(foreach, elementwise, same_shape, compilable, tuple(state), tuple(reduced), tuple(flags),
-                      MappingProxyType(dict(ranges or {})), to_train, to_eval, tuple(pools))
+                      MappingProxyType(dict(ranges or {})), to_train, to_eval, tuple(pools), tuple(exact))
     def _decorate(fn):
         fn.defaults, fn.traits = defaults, declared  # `defaults`: fastai's name for them, which its callbacks use too
         return fn
@@ -76,6 +77,7 @@ class Traits:
     to_train: Callable | None = None  # e.g. schedule-free: y for the gradient, x to evaluate
     to_eval: Callable | None = None
     pools: tuple = ()  # a pooling callback: the per-parameter values it takes summed over the step's parameters
+    exact: tuple = ()  # state tensors that stay at full precision when state is quantized: iterates (z)
 
 def _attr(fn, name):
     "`fn.name`, looking through `functools.partial`"
@@ -143,7 +145,7 @@ class Callback:
         kept = {p.name for p in named if p.default is None} if not self.var_kw else self.optional
         self.produces = kept | declared
         self.reduced, self.same_shape, self.compilable, self.flags = set(t.reduced), t.same_shape, t.compilable, t.flags
-        self.pools = t.pools  # a pooling callback returns param-group values, not state
+        self.pools, self.exact = t.pools, set(t.exact)  # a pooling callback returns param-group values, not state
         if self.pools: self.produces = set()
 
     def __call__(self, p, state, hypers):
@@ -215,6 +217,7 @@ class Chain:
         self.to_eval = [Callback(f) for cb in self.callbacks if (f := traits(cb.fn).to_eval)]
         self.modes = bool(self.to_train or self.to_eval)
         self.pooling = [cb for cb in self.callbacks if cb.pools]  # callbacks that pool over the step (`phases`)
+        self.exact = {n for cb in self.callbacks for n in cb.exact}  # state `state_bits` leaves unquantized
 
     def __iter__(self): return iter(self.callbacks)
     def __len__(self): return len(self.callbacks)
@@ -338,6 +341,7 @@ def renamed(cb, names: dict):
     t = traits(cb)
     run.defaults = inner.defaults
     run.traits = replace(t, state=tuple(names.get(n, n) for n in t.state),
-                         reduced=tuple(names.get(n, n) for n in t.reduced))
+                         reduced=tuple(names.get(n, n) for n in t.reduced),
+                         exact=tuple(names.get(n, n) for n in t.exact))
     run.__name__ = run.__qualname__ = inner.name
     return run

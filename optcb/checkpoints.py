@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 from fastcore.basics import patch_to
 from .chain import torch_scalar_dtype
+from .quantize import Quantized
 
 # %% auto #0
 __all__ = ['state_sources', 'Checkpoints', 'scalar_state']
@@ -101,9 +102,8 @@ def state_dict(self):
     for hook in self._optimizer_state_dict_pre_hooks.values(): hook(self)
     sd, post = self._without_hooks('state_dict', partial(torch.optim.Optimizer.state_dict, self))
     sd = {**sd, 'state': {i: s for i, s in sd['state'].items() if s != {}}}  # none kept (SGD without momentum)
-    if self.tensor_state:
-        saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
-        sd = {**sd, 'state': saved}
+    saved = {i: self._to_saved(s) if isinstance(s, Mapping) else s for i, s in sd['state'].items()}
+    sd = {**sd, 'state': saved}
     for hook in post.values():
         out = hook(self, sd)
         if out is not None: sd = out
@@ -111,17 +111,19 @@ def state_dict(self):
 
 @patch_to(Checkpoints)
 def _to_saved(self, s):
-    return {k: scalar_state(v) if k in self.tensor_state else v for k, v in s.items()}
+    "State `s` as saved: `tensor_state` as 0-d tensors, quantized state as a dict of tensors (`Quantized.state`)"
+    return {k: scalar_state(v) if k in self.tensor_state else v.state() if isinstance(v, Quantized) else v
+            for k, v in s.items()}
 
 @patch_to(Checkpoints)
 def _from_saved(self, sd):
     """A saved state dict in this optimizer's names (older optcb saved the callbacks' names: `state_names` renames),
     its `tensor_state` as 0-d tensors of its own"""
-    if not (self.state_names or self.tensor_state) or not isinstance(sd.get('state'), Mapping): return sd
+    if not isinstance(sd.get('state'), Mapping): return sd
     back = {k: v for k, v in self.state_names.items() if k not in self.state_names.values()}
     def one(s):
         if not isinstance(s, Mapping): return s
-        s = {back.get(k, k): v for k, v in s.items()}
+        s = {back.get(k, k): Quantized.from_state(v) or v for k, v in s.items()}
         return {k: scalar_state(v) if k in self.tensor_state else v for k, v in s.items()}
     return {**sd, 'state': {i: one(s) for i, s in sd['state'].items()}}
 
@@ -152,12 +154,7 @@ def _load_checked(self, state_dict):
     names = self._state_names([{**g, **sg} for g, sg in zip(self.param_groups, saved_groups)])
     self._check_saved_state(state, ids, names, saved)
     torch.optim.Optimizer.load_state_dict(self, state_dict)
-    if self.state_dtype is not None:  # torch casts floating state to the parameter's dtype: back to ours
-        for s in self.state.values():
-            for k, v in s.items():
-                floating = isinstance(v, torch.Tensor) and v.is_floating_point()
-                if floating and v.dim() and k not in ('step', 'kahan_comp'):
-                    s[k] = v.to(self.state_dtype)
+    self._store_all()  # torch casts floating state to the parameter's dtype: back to ours, quantized where asked
 
 # %% ../nbs/03a_checkpoints.ipynb #c006m1
 @patch_to(Checkpoints)
@@ -201,8 +198,9 @@ def _check_saved_state(self, state, ids, names, saved):
                 raise ValueError(f"the state of parameter {pid!r} has {k!r}, which this "
                                  f"optimizer does not keep (it keeps {keeps}): it was saved by a different "
                                  f"optimizer{self._guess_source(saved)}")
-            if isinstance(v, torch.Tensor) and v.dim() > 0 and not _fits(v.shape, p.shape, k in self._reduced):
-                raise ValueError(f"state {k!r} of parameter {pid!r} has shape {tuple(v.shape)}, "
+            shape = tuple(v.shape) if isinstance(v, (torch.Tensor, Quantized)) else ()
+            if shape and not _fits(shape, p.shape, k in self._reduced):
+                raise ValueError(f"state {k!r} of parameter {pid!r} has shape {shape}, "
                                  f"the parameter has {tuple(p.shape)}")
 
 # %% ../nbs/03a_checkpoints.ipynb #c006n

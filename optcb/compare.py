@@ -7,7 +7,7 @@ Docs: https://optcb.github.io/optcb/compare.html.md"""
 # %% ../nbs/08_compare.ipynb #c002
 from __future__ import annotations
 import json, math, os, shutil, sys, tempfile, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -25,10 +25,10 @@ import optcb
 from .registry import REGISTRY
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'DIGITS', 'IMAGENETTE', 'DATASETS', 'TORCH_MATCH', 'TORCH_LR', 'EPOCH_COLS', 'SUMMARY_COLS', 'data_home',
-           'digits_folder', 'check_image_folder', 'check_images', 'check_sizes', 'imagenette_folder', 'conv_bn',
-           'small_cnn', 'Protocol', 'DataSet', 'dataset', 'make_dls', 'make_learner', 'Contender', 'contender',
-           'parse_lrs', 'RecordRun', 'train_one', 'summarise', 'table', 'plot_results', 'compare']
+__all__ = ['IMAGE_EXTS', 'DIGITS', 'IMAGENETTE', 'DATASETS', 'TORCH_MATCH', 'TORCH_LR', 'STORES', 'EPOCH_COLS', 'SUMMARY_COLS',
+           'data_home', 'digits_folder', 'check_image_folder', 'check_images', 'check_sizes', 'imagenette_folder',
+           'conv_bn', 'small_cnn', 'Protocol', 'DataSet', 'dataset', 'make_dls', 'make_learner', 'Contender',
+           'contender', 'parse_lrs', 'RecordRun', 'train_one', 'summarise', 'table', 'plot_results', 'compare']
 
 # %% ../nbs/08_compare.ipynb #c004
 IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.JPEG', '.JPG', '.bmp', '.webp'}
@@ -198,8 +198,18 @@ TORCH_MATCH = {'AdamW': dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01), 'A
                'SGD': dict(momentum=0.9), 'RMSprop': dict(alpha=0.99, eps=1e-8)}
 TORCH_LR = {'SGD': 0.05, 'RMSprop': 3e-3}
 
+STORES = {'32': {}, 'bf16': dict(state_dtype=torch.bfloat16), '8': dict(state_bits=8), '4': dict(state_bits=4)}
+
 def contender(name:str, match:bool=False) -> Contender:
-    "The `Contender` called `name`: a registry name, an optcb optimizer's name, or `torch:<torch.optim class>`"
+    """The `Contender` called `name`: a registry name, an optcb optimizer's name, or `torch:<torch.optim class>`; an
+    optcb one may end in `@bf16`, `@8` or `@4`: its state in bfloat16, 8 or 4 bits (`adam@8`)"""
+    base, at, store = name.partition('@')
+    if at:
+        if store not in STORES or base.startswith('torch:'):
+            raise ValueError(f"unknown optimizer {name!r}: an optcb optimizer's state is chosen with "
+                             f"{', '.join('@' + s for s in STORES)} (e.g. adam@8)")
+        c = contender(base, match)
+        return replace(c, name=f"{c.name}@{store}", opt_func=partial(c.opt_func, **STORES[store]))
     if name.startswith('torch:'):
         cls = name.split(':', 1)[1]
         opt = getattr(torch.optim, cls, None)

@@ -59,7 +59,7 @@ class TorchOptimizer(Optimizer):
         super().__init__(params, cbs, foreach=foreach, compile=fused, kahan_sum=False, **hypers)
 
     def __init_subclass__(cls, **kwargs):
-        "Each class also takes the engine's memory options: `kahan_sum`, `state_dtype`, `release_gradients`"
+        "The engine's memory options on each class: `kahan_sum`, `state_dtype`, `state_bits`, `release_gradients`"
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get('__init__')
         if init is None or getattr(init, 'engine_options', False): return

@@ -65,7 +65,7 @@ class Optimizer(Checkpoints, FastaiAPI, Precision, GradientRelease, Hyperparamet
     _group_options = {}  # more keys every param group keeps, passed to no callback (torch's `foreach`, `fused`, …)
 
     def __init__(self, params, cbs, *, foreach:bool|None=None, compile:bool|None=None, skip_nonfinite:bool=False,
-                 kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None, **hypers):
+                 kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None, state_bits:int|None=None, **hypers):
         # the callbacks: a list, or `by_flags(build)`, a list per setting of the flags (param-group keys given here)
         self.chains = cbs if isinstance(cbs, by_flags) else by_flags.fixed(cbs if isinstance(cbs, Iterable) else [cbs])
         self.flags = self.chains.flags  # param_group keys that choose the callbacks and are not passed to them
@@ -84,10 +84,10 @@ class Optimizer(Checkpoints, FastaiAPI, Precision, GradientRelease, Hyperparamet
             if k not in self.chain.used: continue
             try: self.chain.check_hyper(k, v, 'the constructor')
             except ValueError as e: raise ValueError(self._range_message(k, v, hypers, e)) from None
-        self._check_precision(kahan_sum, state_dtype)
+        self._check_precision(kahan_sum, state_dtype, state_bits)
         self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
         super().__init__(_param_groups(params), defaults)
-        self.set_precision(kahan_sum, state_dtype)
+        self.set_precision(kahan_sum, state_dtype, state_bits)
 
 # %% ../nbs/03_optimizer.ipynb #c006a
 @patch_to(Optimizer)

@@ -156,7 +156,8 @@ def Lookahead(opt, k=6, alpha=0.5):
     build = opt.chains.build  # its callbacks for each setting of its flags, between Lookahead's two
     chains = by_flags(lambda **flags: [lookahead_start, *build(**flags), lookahead_sync], flags=opt.flags)
     new = Optimizer(groups, chains, k=k, alpha=alpha, **{f: opt.defaults[f] for f in opt.flags},
-                    foreach=opt.foreach, compile=opt.compile, kahan_sum=opt.kahan_sum, state_dtype=opt.state_dtype)
+                    foreach=opt.foreach, compile=opt.compile, kahan_sum=opt.kahan_sum, state_dtype=opt.state_dtype,
+                    state_bits=opt.state_bits)
     new.state.update({p: s for p, s in opt.state.items()})
     return new
 

@@ -7,43 +7,56 @@ Docs: https://optcb.github.io/optcb/precision.html.md"""
 # %% ../nbs/03c_precision.ipynb #c002
 from __future__ import annotations
 import functools, inspect
+from dataclasses import replace
 import torch
 from fastcore.basics import patch_to
 from .chain import HALF, compute_dtype
+from .quantize import BLOCK, Quantized, quantize, dequantize
 
 # %% auto #0
 __all__ = ['Precision', 'engine_options']
 
 # %% ../nbs/03c_precision.ipynb #c005
 class Precision:
-    """`Optimizer`'s low-precision options: Kahan summation for 16-bit parameters (`kahan_sum`) and the dtype state
-    is kept in (`state_dtype`), both by running the callbacks on float32 working copies"""
+    """`Optimizer`'s low-precision options: Kahan summation for 16-bit parameters (`kahan_sum`), the dtype state
+    is kept in (`state_dtype`) and state quantized to 8 or 4 bits (`state_bits`), all by running the callbacks on
+    float32 working copies"""
     precision_chunk = 2**20  # values per float32 working copy: temporaries under ~16 MiB
+    quantize_min = 4096  # smaller state tensors stay unquantized (bitsandbytes' `min_8bit_size`, torchao's too)
+    state_bits = None
 
 # %% ../nbs/03c_precision.ipynb #c005s
 def _float_tensor(v): return isinstance(v, torch.Tensor) and v.is_floating_point()
 
 @patch_to(Precision)
-def _check_precision(self, kahan_sum, state_dtype):
+def _check_precision(self, kahan_sum, state_dtype, state_bits=None):
     if not (kahan_sum is None or isinstance(kahan_sum, bool)):
         raise TypeError(f"kahan_sum must be None, True or False, not {kahan_sum!r}")
     if state_dtype is not None and not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
         raise TypeError(f"state_dtype must be a floating-point torch.dtype (torch.bfloat16, torch.float32, ...) or "
                         f"None, not {state_dtype!r}")
+    if not (state_bits is None or type(state_bits) is int and state_bits in BLOCK):
+        raise ValueError(f"state_bits must be None (state as state_dtype says), 8 or 4, not {state_bits!r}")
 
 # %% ../nbs/03c_precision.ipynb #c006g
 @patch_to(Precision)
-def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None):
+def set_precision(self, kahan_sum:bool|None=None, state_dtype:torch.dtype|None=None, state_bits:int|None=None):
     """Kahan summation for 16-bit parameters (`None`: wherever a parameter is 16-bit; `True`: every parameter must
-    be) and the dtype state tensors are kept in (`None`: the parameter's); checked before anything changes"""
-    self._check_precision(kahan_sum, state_dtype)
+    be), the dtype state tensors are kept in (`None`: the parameter's) and the bits they are quantized to (`None`:
+    none; 8 or 4: see `quantize`); checked before anything changes. State already kept is stored anew"""
+    self._check_precision(kahan_sum, state_dtype, state_bits)
+    ps = [p for g in self.param_groups for p in g['params']]
     if kahan_sum:
-        for i, p in enumerate(p for g in self.param_groups for p in g['params']):
+        for i, p in enumerate(ps):
             if p.dtype not in HALF:
                 raise ValueError(f"kahan_sum=True, but parameter {i} is {p.dtype}: Kahan summation compensates "
                                  "the rounding of 16-bit parameters (float16, bfloat16); use kahan_sum=None to "
                                  "compensate only those")
-    self.kahan_sum, self.state_dtype = kahan_sum, state_dtype
+    if state_bits and any(hasattr(p, 'device_mesh') for p in ps):
+        raise ValueError(f"state_bits={state_bits} on DTensor parameters (FSDP2) is not supported yet: use "
+                         "state_dtype=torch.bfloat16 there")
+    self.kahan_sum, self.state_dtype, self.state_bits = kahan_sum, state_dtype, state_bits
+    self._store_all()
     return self
 
 @patch_to(Precision)
@@ -51,15 +64,15 @@ def _kahan(self, p): return self.kahan_sum is not False and p.dtype in HALF
 
 @patch_to(Precision)
 def _step_in_working_copies(self, paths, among, per_tensor, params, states, hypers, parts=None):
-    """The runner for a bucket with Kahan summation or another state dtype: the callbacks run in float32 on working
-    copies (a parameter plus its compensation, its state), in chunks of at most `precision_chunk` values"""
+    """The runner for a bucket with Kahan summation, another state dtype or quantized state: the callbacks run in
+    float32 on working copies (a parameter plus its compensation, its state), in chunks of at most
+    `precision_chunk` values"""
     kahan, chunk, size = self._kahan(params[0]), [], 0
     for p, s in zip(params, states):
         chunk.append((p, s)); size += p.numel()
         if size >= self.precision_chunk:
             self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among); chunk, size = [], 0
     if chunk: self._step_in_float32(paths, chunk, hypers, kahan, per_tensor, among)
-
 
 # %% ../nbs/03c_precision.ipynb #c006h
 @patch_to(Precision)
@@ -72,29 +85,52 @@ def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=None, among=N
         w.grad = p.grad.float()
         work.append(w)
     compute = compute_dtype(chunk[0][0])
-    wstates = [{k: v.to(compute) if _float_tensor(v) else v for k, v in s.items() if k != 'kahan_comp'}
-               for _, s in chunk]
+    wstates = [{k: _working(v, compute) for k, v in s.items() if k != 'kahan_comp'} for _, s in chunk]
     paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
     pooled = {n for cb in self.chain.pooling for n in cb.pools}  # the step's sums, kept in float32 or more
     for (p, s), w, ws in zip(chunk, work, wstates):
-        keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
-        for k, v in ws.items():
-            old = s.get(k)
-            if not _float_tensor(v) or k in pooled: s[k] = v
-            elif isinstance(old, torch.Tensor) and old.dtype == keep and old.shape == v.shape: old.copy_(v)
-            else: s[k] = v.to(keep)
+        for k, v in ws.items(): s[k] = v if k in pooled else self._stored(p, k, v, s.get(k))
         if w is not p: p.copy_(w)  # rounded to the parameter's dtype
         if kahan:  # what rounding dropped is carried to the next step
             comp = s.get('kahan_comp')
             if comp is None: s['kahan_comp'] = w.sub_(p).to(p.dtype)
             else: comp.copy_(w.sub_(p))
 
+def _working(v, compute):
+    "State `v` as the callbacks see it: a floating tensor in `compute`, quantized state decoded to it"
+    if isinstance(v, Quantized): return dequantize(v, compute)
+    return v.to(compute) if _float_tensor(v) else v
+
+# %% ../nbs/03c_precision.ipynb #c006s
+@patch_to(Precision)
+def _stored(self, p, k, v, old=None):
+    "State value `v` of key `k` of parameter `p` as this optimizer keeps it (written into `old` where it fits)"
+    keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
+    if isinstance(v, Quantized):
+        if v.device != p.device: v = v.to(p.device)
+        if v.bits == self.state_bits: return replace(v, dtype=keep)
+        v = dequantize(v, compute_dtype(p))
+    if not _float_tensor(v) or k == 'kahan_comp': return v
+    if self.state_bits and v.numel() >= self.quantize_min and k not in self.chain.exact:
+        return quantize(v, self.state_bits, keep)
+    if isinstance(old, torch.Tensor) and old.dtype == keep and old.shape == v.shape:
+        if old is not v: old.copy_(v)
+        return old
+    return v.to(keep)
+
+@patch_to(Precision)
+def _store_all(self):
+    "Every state tensor as the options now say (after `set_precision` or a load); 0-d ones (step counts) as they are"
+    for p, s in self.state.items():
+        for k, v in s.items():
+            if isinstance(v, Quantized) or _float_tensor(v) and v.dim(): s[k] = self._stored(p, k, v, v)
+
 # %% ../nbs/03c_precision.ipynb #c006w
 @patch_to(Precision)
 def _working_copies(self, p) -> tuple:
     "What `plan()` says of a bucket whose callbacks run on float32 working copies (see `_step_in_working_copies`)"
-    why = [w for w, on in [('Kahan summation', self._kahan(p)), (f'state in {self.state_dtype}', self.state_dtype)]
-           if on]
+    why = [w for w, on in [('Kahan summation', self._kahan(p)), (f'state in {self.state_dtype}', self.state_dtype),
+                           (f'state in {self.state_bits} bits', self.state_bits)] if on]
     return (f"the callbacks run in float32 on working copies ({', '.join(why)})",) if why else ()
 
 # %% ../nbs/03c_precision.ipynb #c006o1
@@ -102,18 +138,19 @@ def engine_options(build, kahan_sum:bool|None=None):
     """`build` (a function that returns an optimizer, or an optimizer class's `__init__`) also taking the engine's
     options, keyword-only, applied once the optimizer is built: `kahan_sum` (default as given here: `None`, Kahan
     summation wherever a parameter is 16-bit, for fastai's signatures; `False` for torch's, whose classes do not
-    compensate), `state_dtype` (default: the parameter's dtype) and `release_gradients` (default: off). See
-    `set_precision` and `release_gradients`"""
+    compensate), `state_dtype` (default: the parameter's dtype), `state_bits` (default: unquantized) and
+    `release_gradients` (default: off). See `set_precision` and `release_gradients`"""
     default = kahan_sum
     @functools.wraps(build)
-    def built(*args, kahan_sum=default, state_dtype=None, release_gradients=False, **kwargs):
+    def built(*args, kahan_sum=default, state_dtype=None, state_bits=None, release_gradients=False, **kwargs):
         out = build(*args, **kwargs)
         opt = args[0] if out is None else out  # an `__init__` builds its first argument
-        opt.set_precision(kahan_sum, state_dtype)
+        opt.set_precision(kahan_sum, state_dtype, state_bits)
         if release_gradients: opt.release_gradients()
         return out
     extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
-             for n, d in (('kahan_sum', default), ('state_dtype', None), ('release_gradients', False))]
+             for n, d in (('kahan_sum', default), ('state_dtype', None), ('state_bits', None),
+                          ('release_gradients', False))]
     sig = inspect.signature(build)
     built.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
     built.engine_options = True

@@ -16,7 +16,7 @@ from . import optimizers as O, optim
 from .checkpoints import state_sources
 
 # %% auto #0
-__all__ = ['REGISTRY', 'Bench', 'Entry', 'sources', 'entry', 'markdown_table', 'short_table']
+__all__ = ['ENGINE_OPTIONS', 'REGISTRY', 'Bench', 'Entry', 'sources', 'entry', 'markdown_table', 'short_table']
 
 # %% ../nbs/07_registry.ipynb #c005
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Bench:
     peers: tuple = ()  # other libraries' versions, timed where installed: (label, module, class, keyword arguments)
 
 # %% ../nbs/07_registry.ipynb #c005s0
+ENGINE_OPTIONS = ('foreach', 'compile', 'kahan_sum', 'state_dtype', 'state_bits', 'release_gradients')
+
 @dataclass(frozen=True)
 class Entry:
     "One named optimizer: its builders, what it is checked against, and how `compare` and `bench` run it"
@@ -66,7 +68,7 @@ class Entry:
         while isinstance(f, partial): bound, f = {**f.keywords, **bound}, f.func
         if bound: return f"{f.__name__}(params, lr, {', '.join(f'{k}={v!r}' for k, v in bound.items())})"
         ps = [p for p in inspect.signature(f).parameters.values()
-              if p.name not in ('foreach', 'compile', 'kahan_sum', 'state_dtype', 'release_gradients')]  # on all
+              if p.name not in ENGINE_OPTIONS]  # on all
         return f"{f.__name__}({', '.join(map(str, ps))})"
 
     def bench_spec(self) -> Bench: return self.bench or Bench(partial(self.fastai, lr=self.lr))

@@ -22,6 +22,11 @@ NEW = 'adam,cadamw,adopt,ademamix,adafactor,muon,sfadamw,sfsgd,lion,clion,rprop,
 
 def _bench(*args): return [str(BIN / 'optcb'), 'bench', *args]
 
+# optimizers x the state they keep (`optcb compare`'s `name@store`) x seeds, for the accuracy of quantized state
+STATE_OPTS, STORES = ['adam', 'adamw', 'lion', 'rmsprop', 'momentum'], ['32', 'bf16', '8', '4']
+STATE_SEEDS = (42, 43, 44)
+STATE_RUNS = ','.join(f'{o}@{st}' for o in STATE_OPTS for st in STORES)
+
 def parts() -> dict:
     "Part name -> the commands (argv, extra environment) that write its files in bench/reference/, in order"
     rel = lambda name: str((REF / name).relative_to(ROOT))
@@ -38,6 +43,8 @@ def parts() -> dict:
         'accuracy': [([sys.executable, 'tools/memory_table.py', '--accuracy', '--json', rel('accuracy.json')], {})],
         'compare': [([str(BIN / 'optcb'), 'compare', '--out', rel('compare-digits')], {}),
                     ([str(BIN / 'optcb'), 'compare', '--opts', NEW, '--out', rel('compare-digits-new')], {})],
+        'state_bits': [([str(BIN / 'optcb'), 'compare', '--quiet', '--seed', str(seed), '--out',
+                         rel(f'state-bits-s{seed}'), '--opts', STATE_RUNS], {}) for seed in STATE_SEEDS],
     }
 
 def machine() -> dict:
@@ -331,6 +338,32 @@ column says whether a configuration's mean lies within float32's seed-to-seed ra
 {table(['configuration', 'seed 42', 'seed 43', 'seed 44', "within float32's range"], rows)}
 """
 
+def state_bits_section(ref) -> str:
+    runs = [{r['optimizer']: r for r in _load(ref / f'state-bits-s{seed}', 'results.json')['results']}
+            for seed in STATE_SEEDS]
+    rows = []
+    for o in STATE_OPTS:
+        base = [run[f'{o}@32']['accuracy'] for run in runs]
+        for st in STORES:
+            accs = [run[f'{o}@{st}']['accuracy'] for run in runs]
+            within = '' if st == '32' else 'yes' if min(base) <= statistics.mean(accs) <= max(base) else 'no'
+            rows.append((f'`{o}@{st}`', *(fig(a, 4) for a in accs), fig(statistics.mean(accs), 4), within))
+    seeds = ', '.join(map(str, STATE_SEEDS))
+    figs = '\n\n'.join(f'![{cap}, seed {STATE_SEEDS[0]}](bench/reference/state-bits-s{STATE_SEEDS[0]}/{f})'
+                        for f, cap in [('losses.png', 'Training loss per batch'),
+                                       ('accuracy.png', 'Validation accuracy per epoch')])
+    return f"""## Accuracy of quantized state
+
+`optcb compare`'s default (digits, the small CNN, `fit_one_cycle(3)` at each optimizer's registry learning rate) with
+the state kept in float32 (`@32`), bfloat16 (`@bf16`, `state_dtype`), 8 bits (`@8`) and 4 bits (`@4`, `state_bits`),
+seeds {seeds}; 98% of the model's values are in tensors of 4,096 or more, which are quantized. The last column says
+whether a configuration's mean accuracy lies within the float32 run's seed-to-seed range for the same optimizer.
+
+{table(['optimizer@state', *(f'seed {seed}' for seed in STATE_SEEDS), 'mean', "within float32's range"], rows)}
+
+{figs}
+"""
+
 def compare_section(ref) -> str:
     def summary(folder):
         rows = list(csv.DictReader(open(ref / folder / 'summary.csv')))
@@ -362,7 +395,8 @@ and are validated at their evaluation point:
 
 def render(ref=REF) -> str:
     parts = [header(ref), METHOD, adam_section(ref), goals_section(ref), missed_section(ref), optimizers_section(ref),
-             compile_section(ref), e2e_section(ref), memory_section(ref), accuracy_section(ref), compare_section(ref)]
+             compile_section(ref), e2e_section(ref), memory_section(ref), accuracy_section(ref),
+             state_bits_section(ref), compare_section(ref)]
     return '\n\n'.join(p.strip('\n') for p in parts) + '\n'
 
 def main():

@@ -4,10 +4,12 @@ parameters. The batch is tiny (the activations are a rounding error next to 20M 
 every allocation over 128 KiB on its own (MALLOC_MMAP_THRESHOLD_), so freed tensors leave the resident set at once.
 
     .venv/bin/python tools/memory_table.py [--json F]             # ResNet-34 and a 6-layer transformer, every configuration
+    .venv/bin/python tools/memory_table.py --only '8-bit' --json F  # the configurations named so, into F's other rows
     .venv/bin/python tools/memory_table.py --accuracy [--json F]  # accuracy of the precision options on the digits default
 
 Bytes per parameter, for reference: float32 parameters 4, their gradients 4, Adam's two moments 8 (float32) or 4
-(bfloat16); bfloat16 parameters 2 and gradients 2, a Kahan compensation 2."""
+(bfloat16), 2.03 (8-bit: a byte per value and a float32 scale per 256) or 1.06 (4-bit: half a byte, a scale per 128);
+bfloat16 parameters 2 and gradients 2, a Kahan compensation 2."""
 import json, os, subprocess, sys
 
 CONFIGS = {
@@ -24,6 +26,13 @@ CONFIGS = {
         "optcb.Adam(ps, lr=1e-3, compile=False, release_gradients=True)",
     'torch-optimi AdamW, bfloat16 + Kahan': "optimi.AdamW(ps, lr=1e-3, kahan_sum=True)",
     'torch-optimi AdamW, bfloat16 + Kahan, gradient release': "optimi.AdamW(ps, lr=1e-3, kahan_sum=True, gradient_release=True)",
+    'optcb Adam, float32, 8-bit state': "optcb.Adam(ps, lr=1e-3, state_bits=8)",
+    'optcb Adam, float32, 4-bit state': "optcb.Adam(ps, lr=1e-3, state_bits=4)",
+    'optcb Adam, float32, 8-bit state, gradient release':
+        "optcb.Adam(ps, lr=1e-3, state_bits=8, release_gradients=True)",
+    'torchao AdamW8bit, float32': "torchao.optim.AdamW8bit(ps, lr=1e-3)",
+    'torchao AdamW4bit, float32': "torchao.optim.AdamW4bit(ps, lr=1e-3)",
+    'bitsandbytes AdamW8bit, float32': "bitsandbytes.optim.AdamW8bit(ps, lr=1e-3)",
 }
 
 CHILD = r'''
@@ -35,6 +44,8 @@ def status(key):
     line = next(l for l in open('/proc/self/status') if l.startswith(key + ':'))
     return int(line.split()[1]) * 1024
 import optimi, torchvision
+if 'torchao' in make: import torchao.optim
+if 'bitsandbytes' in make: import bitsandbytes
 base = status('VmRSS')  # resident before the model exists (imports done)
 if bf16: torch.set_default_dtype(torch.bfloat16)  # parameters made in bfloat16: no float32 copy at any time
 if model_name == 'resnet34':
@@ -71,9 +82,11 @@ ACCURACY = {  # opt_func (optcb.Adam's keywords) and whether the model and its i
     'optcb Adam, bfloat16 + Kahan': ({}, True),
     'optcb Adam, bfloat16 + Kahan, gradient release': (dict(release_gradients=True), True),
     'optcb Adam, bfloat16, no Kahan': (dict(kahan_sum=False), True),
+    'optcb Adam, float32, 8-bit state': (dict(state_bits=8), False),
+    'optcb Adam, float32, 4-bit state': (dict(state_bits=4), False),
 }
 
-def accuracy(seeds=(42, 43, 44)):
+def accuracy(seeds=(42, 43, 44), only=''):
     "`optcb compare`'s default (digits, small CNN, 3 one-cycle epochs at 3e-3) per configuration: accuracy per seed"
     import functools, torch, optcb
     from fastai.callback.core import Callback
@@ -85,6 +98,7 @@ def accuracy(seeds=(42, 43, 44)):
         def after_pred(self): self.learn.pred = self.pred.float()
     res = {}
     for name, (kw, bf16) in ACCURACY.items():
+        if only not in name: continue
         kw = {k: getattr(torch, v) if k == 'state_dtype' else v for k, v in kw.items()}
         for seed in seeds:
             set_seed(seed, reproducible=True)
@@ -98,13 +112,15 @@ def accuracy(seeds=(42, 43, 44)):
 
 def main():
     out = sys.argv[sys.argv.index('--json') + 1] if '--json' in sys.argv else None
+    only = sys.argv[sys.argv.index('--only') + 1] if '--only' in sys.argv else ''
+    rows = json.load(open(out)) if only and out and os.path.exists(out) else {}  # --only: the other rows kept
     if '--accuracy' in sys.argv:
-        res = accuracy()
-        if out: json.dump(res, open(out, 'w'), indent=1)
-        return res
-    rows = {}
+        rows.update(accuracy(only=only))
+        if out: json.dump(rows, open(out, 'w'), indent=1)
+        return rows
     for model in ('resnet34', 'transformer'):
         for name, make in CONFIGS.items():
+            if only not in name: continue
             n, peak = measure(model, make, 'bfloat16' in name)
             rows.setdefault(name, {})[model] = peak / n
             print(f"{model:12} {name:55} {n / 1e6:5.1f}M params  {peak / n:5.1f} bytes/param", flush=True)
