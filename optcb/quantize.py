@@ -41,12 +41,6 @@ def code_values(bits:int, signed:bool) -> tuple:
     if bits not in BLOCK: raise ValueError(f"state is quantized to 8 or 4 bits, not {bits!r}")
     return linear_map(bits) if bits == 4 and not signed else dynamic_map(bits, signed)
 
-@functools.cache
-def _tables(bits, signed, device):
-    "The map as a float32 tensor on `device`, and the midpoints between its values (where rounding turns)"
-    values = torch.tensor(code_values(bits, signed), device=device)
-    return values, (values[1:] + values[:-1]) / 2
-
 # %% ../nbs/03h_quantize.ipynb #c010
 @dataclass(frozen=True)
 class Quantized:
@@ -78,6 +72,28 @@ class Quantized:
         if not (isinstance(d, Mapping) and d.keys() == {'codes', 'absmax', 'shape', 'dtype', 'bits', 'signed'}): return
         return cls(d['codes'], d['absmax'], tuple(d['shape']), d['dtype'], int(d['bits']), bool(d['signed']))
 
+# %% ../nbs/03h_quantize.ipynb #c011t
+@functools.cache
+def _tables(bits, signed, device):
+    """The map on `device` (float32), its midpoints (where rounding turns; +inf after the last) and the table of the
+    code below each bfloat16 bin, indexed by a float32's top 16 bits"""
+    values = torch.tensor(code_values(bits, signed))
+    mids = torch.cat([(values[1:] + values[:-1]) / 2, torch.tensor([torch.inf])])
+    top = torch.arange(2**16, dtype=torch.int32) << 16
+    neg = top < 0  # a negative bin runs from its most negative value up to its top bits
+    lowest, highest = (torch.where(neg, top | 0xFFFF, top).view(torch.float32),
+                       torch.where(neg, top, top | 0xFFFF).view(torch.float32))
+    below = torch.bucketize(lowest, mids, right=True)
+    inside = torch.bucketize(highest, mids, right=True) - below
+    assert (inside[lowest.isfinite() & highest.isfinite()] <= 1).all(), "a bin holds two midpoints of the map"
+    return values.to(device), mids.to(device), below.to(torch.uint8).to(device)
+
+def _nearest(scaled, bits, signed):
+    "The code of the map's value nearest to each value of `scaled` (float32, contiguous)"
+    _, mids, table = _tables(bits, signed, scaled.device)
+    code = table[(scaled.view(torch.int32) >> 16) & 0xFFFF].long()
+    return code + (scaled >= mids[code])
+
 # %% ../nbs/03h_quantize.ipynb #c012
 def _blocks(flat, block):
     "`flat` (1-d) as rows of `block` values, the last one padded with zeros"
@@ -85,21 +101,20 @@ def _blocks(flat, block):
 
 def quantize(x:torch.Tensor, bits:int, dtype:torch.dtype|None=None) -> Quantized:
     "`x` in `bits` bits (8 or 4), block by block; it decodes to `dtype` (default: `x`'s)"
-    values, _ = _tables(bits, True, x.device)  # checks `bits`
+    code_values(bits, True)  # checks `bits`
     flat = x.detach().reshape(-1).float()
     blocks, signed = _blocks(flat, BLOCK[bits]), bool((flat < 0).any())
     absmax = blocks.abs().amax(1)
     absmax = torch.where(absmax.isfinite(), absmax, torch.nan)
-    values, mids = _tables(bits, signed, x.device)
     scaled = blocks / torch.where(absmax > 0, absmax, 1.)[:, None]
-    codes = torch.bucketize(scaled, mids, right=True).to(torch.uint8).view(-1)
+    codes = _nearest(scaled, bits, signed).to(torch.uint8).view(-1)
     if bits == 4: codes = codes[0::2] << 4 | codes[1::2]  # a block has an even number of values
     kept = flat.numel() if bits == 8 else (flat.numel() + 1) // 2
     return Quantized(codes[:kept].clone(), absmax, tuple(x.shape), dtype or x.dtype, bits, signed)
 
 def dequantize(q:Quantized, dtype:torch.dtype|None=None) -> torch.Tensor:
     "The tensor `q` stands for, in `dtype` (default: the one it was quantized from)"
-    values, _ = _tables(q.bits, q.signed, q.device)
+    values, _, _ = _tables(q.bits, q.signed, q.device)
     codes = q.codes if q.bits == 8 else torch.stack((q.codes >> 4, q.codes & 15), -1).view(-1)
     out = values[_blocks(codes, BLOCK[q.bits]).int()] * q.absmax[:, None]
     return out.view(-1)[:q.numel()].view(q.shape).to(dtype or q.dtype)

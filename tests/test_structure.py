@@ -26,7 +26,7 @@ def test_benchmarks_md_is_generated_from_the_reference_measurements():
     text = (ROOT / 'BENCHMARKS.md').read_text()
     assert text == benchmarks.render(), 'BENCHMARKS.md is stale: run python tools/benchmarks.py'
     figures = re.findall(r'\]\((bench/reference/[^)]+\.png)\)', text)
-    assert len(figures) == 6 and all((ROOT / f).stat().st_size > 10_000 for f in figures)
+    assert len(figures) == 5 and all((ROOT / f).stat().st_size > 10_000 for f in figures)
 
 def test_the_landing_page_and_the_benchmarks_page_show_their_files():
     for nb, name in [('index', 'README.md'), ('17_benchmarks', 'BENCHMARKS.md')]:

@@ -30,6 +30,8 @@ CONFIGS = {
     'optcb Adam, float32, 4-bit state': "optcb.Adam(ps, lr=1e-3, state_bits=4)",
     'optcb Adam, float32, 8-bit state, gradient release':
         "optcb.Adam(ps, lr=1e-3, state_bits=8, release_gradients=True)",
+    'optcb Adam, float32, 8-bit state, compile=False': "optcb.Adam(ps, lr=1e-3, state_bits=8, compile=False)",
+    'optcb Adam, float32, 4-bit state, compile=False': "optcb.Adam(ps, lr=1e-3, state_bits=4, compile=False)",
     'torchao AdamW8bit, float32': "torchao.optim.AdamW8bit(ps, lr=1e-3)",
     'torchao AdamW4bit, float32': "torchao.optim.AdamW4bit(ps, lr=1e-3)",
     'bitsandbytes AdamW8bit, float32': "bitsandbytes.optim.AdamW8bit(ps, lr=1e-3)",
