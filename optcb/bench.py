@@ -12,6 +12,7 @@ import torch
 import optcb
 from .registry import REGISTRY, entry
 from .paths import kernels_built
+from .quantize import Quantized
 
 # %% auto #0
 __all__ = ['resnet34_shapes', 'param_sets', 'contenders', 'bench_set', 'format_results', 'end_to_end', 'bench']
@@ -109,11 +110,13 @@ def _set_lr(opt, lr):
             else: g['lr'] = lr
 
 def _state_bytes(opt):
-    "Bytes of optimizer state (lists of tensors too: SOAP's, Shampoo's), a storage shared by views counted once"
+    """Bytes of optimizer state (lists of tensors too: SOAP's, Shampoo's; quantized state's codes and scales), a
+    storage shared by views counted once"""
     seen, total = set(), 0
     state = opt.state.values() if isinstance(opt.state, dict) else []
+    parts = lambda v: v if isinstance(v, (list, tuple)) else [v.codes, v.absmax] if isinstance(v, Quantized) else [v]
     for s in state:
-        for v in [x for v in s.values() for x in (v if isinstance(v, (list, tuple)) else [v])]:
+        for v in [x for v in s.values() for x in parts(v)]:
             if isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() not in seen:
                 seen.add(v.untyped_storage().data_ptr()); total += v.untyped_storage().nbytes()
     return total

@@ -11,6 +11,7 @@ from dataclasses import replace
 import torch
 from fastcore.basics import patch_to
 from .chain import HALF, compute_dtype
+from .paths import Paths, compile_available
 from .quantize import BLOCK, Quantized, quantize, dequantize
 
 # %% auto #0
@@ -85,7 +86,7 @@ def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=None, among=N
         w.grad = p.grad.float()
         work.append(w)
     compute = compute_dtype(chunk[0][0])
-    wstates = [{k: _working(v, compute) for k, v in s.items() if k != 'kahan_comp'} for _, s in chunk]
+    wstates = [{k: self._working(v, compute) for k, v in s.items() if k != 'kahan_comp'} for _, s in chunk]
     paths.step(work, wstates, hypers, transient=True, per_tensor=per_tensor, among=among)
     pooled = {n for cb in self.chain.pooling for n in cb.pools}  # the step's sums, kept in float32 or more
     for (p, s), w, ws in zip(chunk, work, wstates):
@@ -96,10 +97,16 @@ def _step_in_float32(self, paths, chunk, hypers, kahan, per_tensor=None, among=N
             if comp is None: s['kahan_comp'] = w.sub_(p).to(p.dtype)
             else: comp.copy_(w.sub_(p))
 
-def _working(v, compute):
+@patch_to(Precision)
+def _working(self, v, compute):
     "State `v` as the callbacks see it: a floating tensor in `compute`, quantized state decoded to it"
-    if isinstance(v, Quantized): return dequantize(v, compute)
+    if isinstance(v, Quantized): return dequantize(v, compute, self._compiles_codes(v.numel()))
     return v.to(compute) if _float_tensor(v) else v
+
+@patch_to(Precision)
+def _compiles_codes(self, numel) -> bool:
+    "Whether `numel` values of quantized state are encoded and decoded compiled: where the step would compile them"
+    return self.compile is not False and numel >= Paths.compile_min_numel and bool(self.compile or compile_available())
 
 # %% ../nbs/03c_precision.ipynb #c006s
 @patch_to(Precision)
@@ -112,7 +119,7 @@ def _stored(self, p, k, v, old=None):
         v = dequantize(v, compute_dtype(p))
     if not _float_tensor(v) or k == 'kahan_comp': return v
     if self.state_bits and v.numel() >= self.quantize_min and k not in self.chain.exact:
-        return quantize(v, self.state_bits, keep)
+        return quantize(v, self.state_bits, keep, self._compiles_codes(v.numel()))
     if isinstance(old, torch.Tensor) and old.dtype == keep and old.shape == v.shape:
         if old is not v: old.copy_(v)
         return old

@@ -6,7 +6,7 @@ Docs: https://optcb.github.io/optcb/quantize.html.md"""
 
 # %% ../nbs/03h_quantize.ipynb #c002
 from __future__ import annotations
-import functools, math
+import functools, math, warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 import torch
@@ -96,25 +96,53 @@ def _nearest(scaled, bits, signed):
 
 # %% ../nbs/03h_quantize.ipynb #c012
 def _blocks(flat, block):
-    "`flat` (1-d) as rows of `block` values, the last one padded with zeros"
-    return F.pad(flat, (0, -flat.numel() % block)).view(-1, block)
+    "`flat` (1-d) as rows of `block` values, the last one padded with zeros (a copy only then)"
+    pad = -flat.numel() % block
+    return (F.pad(flat, (0, pad)) if pad else flat).view(-1, block)
 
-def quantize(x:torch.Tensor, bits:int, dtype:torch.dtype|None=None) -> Quantized:
-    "`x` in `bits` bits (8 or 4), block by block; it decodes to `dtype` (default: `x`'s)"
-    code_values(bits, True)  # checks `bits`
-    flat = x.detach().reshape(-1).float()
-    blocks, signed = _blocks(flat, BLOCK[bits]), bool((flat < 0).any())
+def _encode(blocks, mids, table, bits):
+    "Whole blocks of float32 values as codes (uint8, packed two to a byte at 4 bits) and their scales"
     absmax = blocks.abs().amax(1)
     absmax = torch.where(absmax.isfinite(), absmax, torch.nan)
     scaled = blocks / torch.where(absmax > 0, absmax, 1.)[:, None]
-    codes = _nearest(scaled, bits, signed).to(torch.uint8).view(-1)
-    if bits == 4: codes = codes[0::2] << 4 | codes[1::2]  # a block has an even number of values
-    kept = flat.numel() if bits == 8 else (flat.numel() + 1) // 2
-    return Quantized(codes[:kept].clone(), absmax, tuple(x.shape), dtype or x.dtype, bits, signed)
+    code = table[(scaled.view(torch.int32) >> 16) & 0xFFFF].long()
+    codes = (code + (scaled >= mids[code])).to(torch.uint8).view(-1)
+    return (codes[0::2] << 4 | codes[1::2] if bits == 4 else codes), absmax  # a block has an even number of values
 
-def dequantize(q:Quantized, dtype:torch.dtype|None=None) -> torch.Tensor:
+def _decode(codes, values, absmax, bits):
+    "Codes and scales back to whole blocks of float32 values, flat"
+    if bits == 4: codes = torch.stack((codes >> 4, codes & 15), -1).view(-1)
+    return (values[codes.view(-1, BLOCK[bits]).int()] * absmax[:, None]).view(-1)
+
+def quantize(x:torch.Tensor, bits:int, dtype:torch.dtype|None=None, compiled:bool=False) -> Quantized:
+    "`x` in `bits` bits (8 or 4), block by block; it decodes to `dtype` (default: `x`'s)"
+    code_values(bits, True)  # checks `bits`
+    flat = x.detach().reshape(-1).float()
+    signed = bool((flat < 0).any())
+    _, mids, table = _tables(bits, signed, x.device)
+    codes, absmax = _kernel(_encode, compiled)(_blocks(flat, BLOCK[bits]), mids, table, bits)
+    kept = flat.numel() if bits == 8 else (flat.numel() + 1) // 2
+    codes = codes if codes.numel() == kept else codes[:kept].clone()  # without the padding's codes
+    return Quantized(codes, absmax, tuple(x.shape), dtype or x.dtype, bits, signed)
+
+def dequantize(q:Quantized, dtype:torch.dtype|None=None, compiled:bool=False) -> torch.Tensor:
     "The tensor `q` stands for, in `dtype` (default: the one it was quantized from)"
     values, _, _ = _tables(q.bits, q.signed, q.device)
-    codes = q.codes if q.bits == 8 else torch.stack((q.codes >> 4, q.codes & 15), -1).view(-1)
-    out = values[_blocks(codes, BLOCK[q.bits]).int()] * q.absmax[:, None]
-    return out.view(-1)[:q.numel()].view(q.shape).to(dtype or q.dtype)
+    codes = _blocks(q.codes, BLOCK[q.bits] // (8 // q.bits)).view(-1)
+    out = _kernel(_decode, compiled)(codes, values, q.absmax, q.bits)
+    return out[:q.numel()].view(q.shape).to(dtype or q.dtype)
+
+# %% ../nbs/03h_quantize.ipynb #c012c
+_compiled = {}
+
+def _kernel(fn, compiled):
+    "`fn`, or `fn` compiled once for all sizes when `compiled` (eager, with one warning, once compiling has failed)"
+    if not compiled or _compiled.get(fn) is False: return fn
+    if fn not in _compiled: _compiled[fn] = torch.compile(fn, dynamic=True)
+    def run(*args):
+        try: return _compiled[fn](*args)
+        except Exception as e:  # the compiler's errors have no common type
+            _compiled[fn] = False
+            warnings.warn(f"optcb: quantized state is encoded without compiling: {type(e).__name__}: {e}"[:500])
+            return fn(*args)
+    return run

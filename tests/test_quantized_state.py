@@ -456,3 +456,23 @@ def test_set_precision_stores_the_state_already_kept_anew():
     opt.set_precision()
     assert type(opt.state[ps[0]]['grad_avg']) is torch.Tensor and not any('working copies' in a for a in opt.plan()[0].also)
     steps(opt, ps, 3, 4)  # and it steps on
+
+@pytest.mark.parametrize('bits', [8, 4])
+def test_the_compiled_encoder_and_decoder_are_the_eager_ones(bits):
+    "Where the engine compiles, quantized state is encoded and decoded by compiled kernels: the same codes and values"
+    for n in (4099, 70_001, 300_000):
+        for x in (spread((n,), seed=n), spread((n,), seed=n).abs()):
+            eager, comp = quantize(x, bits), quantize(x, bits, compiled=True)
+            assert torch.equal(eager.codes, comp.codes) and torch.equal(eager.absmax, comp.absmax)
+            assert torch.equal(dequantize(eager), dequantize(eager, compiled=True))
+
+def test_the_engine_encodes_compiled_where_its_step_would_compile():
+    opt = optcb.Adam(two_params(), lr=1e-3, state_bits=8)
+    assert not opt._compiles_codes(2**16)  # the suite runs with $OPTCB_COMPILE=0
+    for compile, numel, on in ((True, 2**16, True), (True, 2**16 - 1, False), (False, 2**20, False)):
+        assert optcb.Adam(two_params(), lr=1e-3, state_bits=8, compile=compile)._compiles_codes(numel) == on
+
+def test_bench_counts_quantized_state_as_its_codes_and_scales():
+    from optcb.bench import _state_bytes
+    ps, opt = stepped(optcb.REGISTRY['adam'].build, 8, steps=1)
+    assert _state_bytes(opt) == 2 * (64 * 128 + 32 * 4) + 2 * 128 * 4  # the small tensor's moments in float32

@@ -323,8 +323,8 @@ resident high-water mark (`VmHWM`) above what it held before the model was made,
 parameters. glibc maps every allocation over 128 KiB on its own (`MALLOC_MMAP_THRESHOLD_`), so that a freed tensor
 leaves the resident set at once. For scale: float32 parameters take 4 bytes, their gradients 4, Adam's two moments
 8 (float32), 4 (bfloat16), 2.03 (8-bit) or 1.06 (4-bit); bfloat16 parameters 2, their gradients 2, a Kahan
-compensation 2. With quantized state the compiled default builds a kernel for each chunk of working copies, and the
-compiler's memory shows in the peak: `compile=False` is the setting for memory.
+compensation 2. With quantized state the compiled default's kernels (the step's for each chunk of working copies,
+the encoder's and the decoder's) and the compiler add to the peak: `compile=False` is the setting for least memory.
 
 {table(['configuration', 'ResNet-34 (21.8M)', 'transformer (6 × 512, 18.9M)'], rows)}
 """
@@ -381,8 +381,9 @@ The step with quantized state, side by side in one process on the transformer of
 parameters, gradients N(0, 0.01²); `tools/state_bits_speed.py`), as a multiple of torch's fused float32 AdamW's step,
 the median of 3 rounds (the three rounds in brackets). Every 8-bit implementation is many times slower than the
 fused float32 kernel on this CPU, which streams 28 bytes per parameter: encoding and decoding cost far more than the
-step's arithmetic — optcb's run as eager passes around the step, bitsandbytes' in its own CPU code, torchao's in a
-compiled kernel per tensor. A step that decodes, steps and encodes in one compiled pass is what is missing.
+step's arithmetic — optcb's run as a decoding kernel, the step's kernel and an encoding kernel per chunk of working
+copies (eager passes with `compile=False`), bitsandbytes' in its own CPU code, torchao's in a compiled kernel per
+tensor. A step that decodes, steps and encodes in one compiled pass is what is missing.
 
 {speed_table(ref)}
 """

@@ -13,6 +13,7 @@ def makes():
         'torch AdamW fused, float32 state': lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True),
         'optcb AdamW, 8-bit state': lambda ps: optcb.AdamW(ps, lr=1e-3, state_bits=8),
         'optcb AdamW, 8-bit state, compile=False': lambda ps: optcb.AdamW(ps, lr=1e-3, state_bits=8, compile=False),
+        'optcb AdamW, 4-bit state': lambda ps: optcb.AdamW(ps, lr=1e-3, state_bits=4),
         'optcb AdamW, 4-bit state, compile=False': lambda ps: optcb.AdamW(ps, lr=1e-3, state_bits=4, compile=False),
         'torchao AdamW8bit': lambda ps: torchao.optim.AdamW8bit(ps, lr=1e-3),
         'bitsandbytes AdamW8bit': lambda ps: bitsandbytes.optim.AdamW8bit(ps, lr=1e-3),
