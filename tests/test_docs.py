@@ -58,11 +58,11 @@ def test_the_landing_page_carries_the_readme(site):
     assert all(f'href="{p}.html"' in page for p in ('tutorial', 'guide', 'comparison', 'benchmarks', 'paths'))
 
 def test_the_benchmarks_page_carries_benchmarks_md(site):
-    "The tables and the four figures of BENCHMARKS.md, figures inlined, on a page of the site"
+    "The tables and the five figures of BENCHMARKS.md, figures inlined, on a page of the site"
     page, text = (site / 'benchmarks.html').read_text(), (ROOT / 'BENCHMARKS.md').read_text()
     for heading in re.findall(r'^## (.+)$', text, re.M):
         assert re.sub(r'`([^`]+)`', r'<code>\1</code>', heading) in page, heading
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == 5
     import csv
     adam = next(r for r in csv.DictReader(open(ROOT / 'bench' / 'reference' / 'compare-digits' / 'summary.csv'))
                 if r['optimizer'] == 'adam')
