@@ -115,7 +115,7 @@ def _stored(self, p, k, v, old=None):
     keep = self.state_dtype or p.dtype  # state in `state_dtype`, else in the parameter's dtype
     if isinstance(v, Quantized):
         if v.device != p.device: v = v.to(p.device)
-        if v.bits == self.state_bits: return replace(v, dtype=keep)
+        if v.bits == self.state_bits: return v if v.dtype == keep else replace(v, dtype=keep)
         v = dequantize(v, compute_dtype(p))
     if not _float_tensor(v) or k == 'kahan_comp': return v
     if self.state_bits and v.numel() >= self.quantize_min and k not in self.chain.exact:

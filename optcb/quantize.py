@@ -116,7 +116,6 @@ def _decode(codes, values, absmax, bits):
 
 def quantize(x:torch.Tensor, bits:int, dtype:torch.dtype|None=None, compiled:bool=False) -> Quantized:
     "`x` in `bits` bits (8 or 4), block by block; it decodes to `dtype` (default: `x`'s)"
-    code_values(bits, True)  # checks `bits`
     flat = x.detach().reshape(-1).float()
     signed = bool((flat < 0).any())
     _, mids, table = _tables(bits, signed, x.device)

@@ -115,3 +115,19 @@ def sample(cases, *fast):
     "A parametrization's cases, all marked `slow` except those at the indices `fast`: the default run checks those"
     as_param = lambda c: pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=slow)
     return [c if i in fast else as_param(c) for i, c in enumerate(cases)]
+
+def params_of(shapes, dtype, seed=1):
+    "Leaf tensors of `shapes`, N(0, 1), that require grad"
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+
+def grads_of(shapes, steps, dtype, seed=0):
+    "Per step, an N(0, 1) gradient for each of `shapes`"
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(s, generator=g, dtype=dtype) for s in shapes] for _ in range(steps)]
+
+def run_grads(opt, ps, gs):
+    "Step `opt` once per entry of `gs` (from `grads_of`), each gradient a copy"
+    for step in gs:
+        for p, g in zip(ps, step): p.grad = g.clone()
+        opt.step()

@@ -4,26 +4,12 @@ reference written here from Li 2018 with whole Kronecker products"""
 import contextlib, io, math
 import pytest, torch
 import optcb
+from _util import params_of, grads_of, run_grads, rel_err
 from optcb.callbacks import _kron_dims, _kron_triangular
 
 K = pytest.importorskip('kron_torch.kron')
 SHAPES = [(6, 4), (5,), (3, 2, 3), (7, 3), (1,)]  # kron-torch fails on a 0-d parameter; see the paper's test
 SCHEDULE = dict(prob_min=0.1, prob_decay=0.05, prob_flat=10)  # every step for 10, then every 2nd, 3rd, ... 10th
-
-def params(shapes, dtype, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
-
-def grads(shapes, steps, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(s, generator=g, dtype=dtype) for s in shapes] for _ in range(steps)]
-
-def run(opt, ps, gs):
-    for step in gs:
-        for p, g in zip(ps, step): p.grad = g.clone()
-        opt.step()
-
-def rel(a, b): return ((a - b).abs().max() / b.abs().max()).item()
 
 def whole(qs):
     "The Kronecker product of a parameter's factors as one matrix (a diagonal factor as its diagonal matrix)"
@@ -53,7 +39,7 @@ def kron_torch(ps, gs, dtype, as_li=True, lr=0.02, mom=0.9, wd=0.01, **kw):
         opt = K.Kron(ps, lr=lr, b1=mom, weight_decay=wd, precond_dtype=dtype,
                      preconditioner_update_probability=sched, **kw)
         opt.rng.random = lambda: 1.
-        run(opt, ps, gs)
+        run_grads(opt, ps, gs)
     return opt
 
 THEIR_NAMES = dict(fit_momentum='momentum_into_precond_update')
@@ -67,28 +53,28 @@ def test_kron_matches_kron_torch(kw, dtype, tol):
     """60 steps, the fit skipped more and more often after step 10, the probes from one global seed: parameters,
     momentum and each parameter's whole preconditioner Q₁ ⊗ ⋯ ⊗ Qₖ (the factors differ by the rebalancing).
     Measured: 4e-16 (float64), 2e-7 (float32)"""
-    a = params(SHAPES, dtype); b = [p.detach().clone().requires_grad_() for p in a]
-    gs = grads(SHAPES, 60, dtype)
+    a = params_of(SHAPES, dtype); b = [p.detach().clone().requires_grad_() for p in a]
+    gs = grads_of(SHAPES, 60, dtype)
     torch.manual_seed(5)
     ref = kron_torch(b, gs, dtype, **{THEIR_NAMES.get(k, k): v for k, v in kw.items()})
     torch.manual_seed(5)
-    ours = optcb.Kron(a, lr=0.02, wd=0.01, seed=None, **SCHEDULE, **kw); run(ours, a, gs)
+    ours = optcb.Kron(a, lr=0.02, wd=0.01, seed=None, **SCHEDULE, **kw); run_grads(ours, a, gs)
     for p, q in zip(a, b):
         s, r = ours.state[p], ref.state[q]
-        assert rel(p, q) <= tol
-        assert rel(s['grad_avg'], r['momentum_buffer'].view(p.shape)) <= tol
+        assert rel_err(p, q) <= tol
+        assert rel_err(s['grad_avg'], r['momentum_buffer'].view(p.shape)) <= tol
         assert [x.shape for x in s['precond']] == [x.shape for x in r['Q']]
-        assert rel(whole(s['precond']), whole(r['Q'])) <= 10 * tol
+        assert rel_err(whole(s['precond']), whole(r['Q'])) <= 10 * tol
 
 def test_kron_torch_as_published_steps_along_its_damping_noise():
     """kron-torch adds the fit's damping noise to the momentum in place, so its step moves along it too: 60 float32
     steps apart by more than the float32 comparison's bound and less than the noise's size (√ε₃₂ ≈ 3.5e-4 of the
     mean gradient per update)"""
-    a = params(SHAPES, torch.float32); b = [p.detach().clone().requires_grad_() for p in a]
-    gs = grads(SHAPES, 60, torch.float32)
+    a = params_of(SHAPES, torch.float32); b = [p.detach().clone().requires_grad_() for p in a]
+    gs = grads_of(SHAPES, 60, torch.float32)
     torch.manual_seed(5); kron_torch(b, gs, torch.float32, as_li=False)
-    torch.manual_seed(5); run(optcb.Kron(a, lr=0.02, wd=0.01, seed=None, **SCHEDULE), a, gs)
-    gaps = [rel(p, q) for p, q in zip(a, b)]
+    torch.manual_seed(5); run_grads(optcb.Kron(a, lr=0.02, wd=0.01, seed=None, **SCHEDULE), a, gs)
+    gaps = [rel_err(p, q) for p, q in zip(a, b)]
     assert 1e-5 < max(gaps) < 1e-3, gaps
 
 def _bound(a):
@@ -105,7 +91,7 @@ def reference(shapes, gs, lr, mom, wd, precond_lr, prob):
     each fit: A = Q vec(G), B = Q⁻ᵀ vec(V), then each factor Qᵢ ← Qᵢ − μ·T(AᵢAᵢᵀ − BᵢBᵢᵀ)·Qᵢ/‖AᵢAᵢᵀ + BᵢBᵢᵀ‖, T the
     upper triangle (triangular factor) or the diagonal, ‖·‖ the bound above or the max entry; the step
     clip₁.₁(QᵀQ vec(m̂)) + wd·p (matrices)"""
-    ps = params(shapes, torch.float64)
+    ps = params_of(shapes, torch.float64)
     mats = [(math.prod(s[:-1]), s[-1]) if len(s) > 1 else (math.prod(s), 1) for s in shapes]
     tri = [[d > 1 for d in m] if len(s) > 1 else [False] for s, m in zip(shapes, mats)]
     Q = [[torch.eye(d, dtype=torch.float64) for d in m[:len(t)]] for m, t in zip(mats, tri)]
@@ -143,13 +129,13 @@ def test_kron_matches_the_paper():
     """40 float64 steps with a fixed probability of 1/3 (a fit every 3rd step), a 0-d parameter too, against the
     reference above: parameters within 1e-12 (measured: 3e-15)"""
     shapes = [(6, 4), (5,), (3, 2, 3), (7, 3), ()]
-    gs = grads(shapes, 40, torch.float64)
+    gs = grads_of(shapes, 40, torch.float64)
     torch.manual_seed(3)
     ref = reference(shapes, gs, lr=0.02, mom=0.9, wd=0.01, precond_lr=0.1, prob=lambda n: 1 / 3)
-    ps = params(shapes, torch.float64)
+    ps = params_of(shapes, torch.float64)
     torch.manual_seed(3)
-    run(optcb.Kron(ps, lr=0.02, wd=0.01, seed=None, prob_max=1 / 3, prob_min=1 / 3), ps, gs)
-    for p, q in zip(ps, ref): assert rel(p, q) <= 1e-12
+    run_grads(optcb.Kron(ps, lr=0.02, wd=0.01, seed=None, prob_max=1 / 3, prob_min=1 / 3), ps, gs)
+    for p, q in zip(ps, ref): assert rel_err(p, q) <= 1e-12
 
 def test_dims_and_factors_follow_kron_torch():
     "The merge and the choice of factors, as kron-torch's `_init_Q_exprs` makes them"
@@ -171,17 +157,17 @@ def test_dims_and_factors_follow_kron_torch():
 def test_a_seed_repeats_a_run_and_a_checkpoint_resumes_exactly():
     """The default `seed=0`: two runs are equal whatever torch's generator did between them, another seed is not;
     20 steps, a state_dict through bytes, a new optimizer, 20 more: bit for bit with 40 steps"""
-    gs = grads(SHAPES, 40, torch.float32)
-    ps, qs, rs, ss = (params(SHAPES, torch.float32) for _ in range(4))
-    run(optcb.Kron(ps, lr=0.02, **SCHEDULE), ps, gs)
+    gs = grads_of(SHAPES, 40, torch.float32)
+    ps, qs, rs, ss = (params_of(SHAPES, torch.float32) for _ in range(4))
+    run_grads(optcb.Kron(ps, lr=0.02, **SCHEDULE), ps, gs)
     torch.randn(7)
-    run(optcb.Kron(qs, lr=0.02, **SCHEDULE), qs, gs)
-    run(optcb.Kron(ss, lr=0.02, seed=1, **SCHEDULE), ss, gs)
+    run_grads(optcb.Kron(qs, lr=0.02, **SCHEDULE), qs, gs)
+    run_grads(optcb.Kron(ss, lr=0.02, seed=1, **SCHEDULE), ss, gs)
     assert all(torch.equal(p, q) for p, q in zip(ps, qs)) and not all(torch.equal(p, s) for p, s in zip(ps, ss))
-    first = optcb.Kron(rs, lr=0.02, **SCHEDULE); run(first, rs, gs[:20])
+    first = optcb.Kron(rs, lr=0.02, **SCHEDULE); run_grads(first, rs, gs[:20])
     buf = io.BytesIO(); torch.save(first.state_dict(), buf); buf.seek(0)
     again = optcb.Kron(rs, lr=0.02, **SCHEDULE); again.load_state_dict(torch.load(buf))
-    run(again, rs, gs[20:])
+    run_grads(again, rs, gs[20:])
     assert all(torch.equal(p, r) for p, r in zip(ps, rs))
 
 def test_bad_settings_are_refused():

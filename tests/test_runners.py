@@ -26,7 +26,8 @@ def uncompiled(name): return {'fused': False} if name.startswith('optim.') else 
 def compiled(name): return {'fused': True} if name.startswith('optim.') else {'compile': True}
 
 def test_the_cases_cover_the_registry():
-    "Every entry and class is a case of the group runner unless its chain runs per tensor (Adafactor's, SOAP's, Shampoo's, PSGD-Kron's)"
+    """Every entry and class is a case of the group runner unless its chain runs per tensor (Adafactor's, SOAP's,
+    Shampoo's, PSGD-Kron's)"""
     left_out = {n for n, _, _ in ALL} - {n for n, _ in GROUP}
     assert left_out == {'adafactor', 'optim.Adafactor', 'soap', 'shampoo', 'kron'} and len(COMPILED) >= 35
 

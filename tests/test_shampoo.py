@@ -3,43 +3,29 @@ from Gupta et al. 2018 (Algorithm 2) with Anil et al. 2020's grafting"""
 import io, math
 import pytest, torch
 import optcb
+from _util import params_of, grads_of, run_grads, rel_err
 
 PShampoo = pytest.importorskip('pytorch_optimizer').Shampoo
 SHAPES = [(6, 4), (5,), (3, 2, 3), (7, 3)]
-
-def params(dtype, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in SHAPES]
-
-def grads(steps, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(s, generator=g, dtype=dtype) for s in SHAPES] for _ in range(steps)]
-
-def run(opt, ps, gs):
-    for step in gs:
-        for p, g in zip(ps, step): p.grad = g.clone()
-        opt.step()
-
-def rel(a, b): return ((a - b).abs().max() / b.abs().max()).item()
 
 @pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-13), (torch.float32, 2e-6)], ids=['float64', 'float32'])
 def test_ungrafted_shampoo_matches_pytorch_optimizer(dtype, tol):
     """40 steps, every dim preconditioned (vectors too), roots every step: parameters and statistics. The roots are the
     same (both by SVD); the mode products multiply in another order (measured: 2.4e-7 in float32, 1e-15 in float64)"""
-    a = params(dtype); b = [p.detach().clone().requires_grad_() for p in a]
-    gs = grads(40, dtype)
+    a = params_of(SHAPES, dtype); b = [p.detach().clone().requires_grad_() for p in a]
+    gs = grads_of(SHAPES, 40, dtype)
     ours = optcb.Shampoo(a, lr=0.05, graft='none', precondition_1d=True, precondition_frequency=1, eps=1e-6)
     theirs = PShampoo(b, lr=0.05, momentum=0., preconditioning_compute_steps=1, matrix_eps=1e-6)
-    run(ours, a, gs); run(theirs, b, gs)
+    run_grads(ours, a, gs); run_grads(theirs, b, gs)
     for p, q in zip(a, b):
-        assert rel(p, q) <= tol
+        assert rel_err(p, q) <= tol
         for i, L in enumerate(ours.state[p]['precond']):
-            assert rel(L, theirs.state[q][f'pre_cond_{i}']) <= tol
+            assert rel_err(L, theirs.state[q][f'pre_cond_{i}']) <= tol
 
 def reference(shapes, gs, lr, mom, eps, graft, graft_eps, sqr_mom, beta, freq, limit, wd):
     """Shampoo written from the papers, one matrix at a time in float64: Lᵢ from εI; Rᵢ = Lᵢ^(−1/2k) by eigh every `freq`
     steps; P = G ×ᵢ Rᵢ (by unfolding); grafting P·‖A‖/‖P‖; heavy ball; decoupled decay"""
-    ps = params(torch.float64)
+    ps = params_of(SHAPES, torch.float64)
     state = [dict(L={}, R={}, v=torch.zeros(s, dtype=torch.float64), m=torch.zeros(s, dtype=torch.float64))
              for s in shapes]
     for t, step in enumerate(gs, 1):
@@ -74,23 +60,23 @@ def test_grafted_shampoo_matches_the_papers(kw):
     "30 steps in float64 against the reference above: AdaGrad or RMSProp grafting, momentum, decay, beta, frequency"
     full = {**dict(lr=0.02, mom=0., eps=1e-6, graft='adagrad', graft_eps=1e-8, sqr_mom=0.99, shampoo_beta=1.,
                    precondition_frequency=1, max_precond_dim=8192, wd=0.), **kw}
-    gs = grads(30, torch.float64)
-    ps = params(torch.float64)
-    run(optcb.Shampoo(ps, **full), ps, gs)
+    gs = grads_of(SHAPES, 30, torch.float64)
+    ps = params_of(SHAPES, torch.float64)
+    run_grads(optcb.Shampoo(ps, **full), ps, gs)
     ref = reference(SHAPES, gs, full['lr'], full['mom'], full['eps'], full['graft'], full['graft_eps'],
                     full['sqr_mom'], full['shampoo_beta'], full['precondition_frequency'], full['max_precond_dim'],
                     full['wd'])
-    for p, q in zip(ps, ref): assert rel(p, q) <= 1e-10
+    for p, q in zip(ps, ref): assert rel_err(p, q) <= 1e-10
 
 def test_checkpoint_resumes_exactly():
     "15 steps, a state_dict through bytes, a new optimizer, 15 more (a refresh every 4): bit for bit with 30 steps"
-    gs = grads(30, torch.float32)
-    ps, qs = params(torch.float32), params(torch.float32)
-    whole = optcb.Shampoo(ps, mom=0.9, precondition_frequency=4); run(whole, ps, gs)
-    first = optcb.Shampoo(qs, mom=0.9, precondition_frequency=4); run(first, qs, gs[:15])
+    gs = grads_of(SHAPES, 30, torch.float32)
+    ps, qs = params_of(SHAPES, torch.float32), params_of(SHAPES, torch.float32)
+    whole = optcb.Shampoo(ps, mom=0.9, precondition_frequency=4); run_grads(whole, ps, gs)
+    first = optcb.Shampoo(qs, mom=0.9, precondition_frequency=4); run_grads(first, qs, gs[:15])
     buf = io.BytesIO(); torch.save(first.state_dict(), buf); buf.seek(0)
     again = optcb.Shampoo(qs, mom=0.9, precondition_frequency=4); again.load_state_dict(torch.load(buf))
-    run(again, qs, gs[15:])
+    run_grads(again, qs, gs[15:])
     for p, q in zip(ps, qs): assert torch.equal(p, q)
 
 def test_bad_settings_are_refused():

@@ -2,20 +2,13 @@
 import io, math
 import pytest, torch
 import optcb
+from _util import params_of, grads_of, run_grads, rel_err
 from optcb.callbacks import _soap_dims
 
 PSOAP = pytest.importorskip('pytorch_optimizer').SOAP
 SHAPES = [(6, 4), (5,), (3, 2, 3, 3), (7, 3)]
 CONFIGS = [dict(), dict(precondition_1d=True, max_precond_dim=5), dict(normalize_grads=True), dict(wd=0.),
            dict(correct_bias=False), dict(shampoo_beta=0.8, precondition_frequency=1)]
-
-def grads(shapes, steps, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(s, generator=g, dtype=dtype) for s in shapes] for _ in range(steps)]
-
-def params(shapes, dtype, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
 
 def theirs(ps, lr=3e-3, mom=0.9, sqr_mom=0.95, wd=0.01, precondition_frequency=3, max_precond_dim=10000,
            precondition_1d=False, normalize_grads=False, correct_bias=True, shampoo_beta=None):
@@ -28,39 +21,32 @@ def theirs(ps, lr=3e-3, mom=0.9, sqr_mom=0.95, wd=0.01, precondition_frequency=3
 def ours(ps, **kw):
     return optcb.SOAP(ps, **{'lr': 3e-3, 'mom': 0.9, 'sqr_mom': 0.95, 'precondition_frequency': 3, **kw})
 
-def run(opt, ps, gs):
-    for step in gs:
-        for p, g in zip(ps, step): p.grad = g.clone()
-        opt.step()
-
-def rel(a, b): return ((a - b).abs().max() / b.abs().max()).item()
-
 @pytest.mark.parametrize('kw', CONFIGS, ids=lambda kw: ','.join(kw) or 'defaults')
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64], ids=['float32', 'float64'])
 def test_soap_matches_pytorch_optimizer(kw, dtype):
     """60 steps, the bases refreshed every 3 (or every step): parameters, both moments, the statistics and the bases.
     float32 is bit for bit; in float64 pytorch-optimizer runs its QR in float32 (ours in the parameter's dtype)"""
-    a = params(SHAPES, dtype); b = [p.detach().clone().requires_grad_() for p in a]
-    gs = grads(SHAPES, 60, dtype)
+    a = params_of(SHAPES, dtype); b = [p.detach().clone().requires_grad_() for p in a]
+    gs = grads_of(SHAPES, 60, dtype)
     opt, ref = ours(a, **kw), theirs(b, **kw)
-    run(opt, a, gs); run(ref, b, gs)
+    run_grads(opt, a, gs); run_grads(ref, b, gs)
     tol = 0. if dtype == torch.float32 else 1e-6
     for p, q in zip(a, b):
         s, r = opt.state[p], ref.state[q]
-        assert rel(p, q) <= tol and rel(s['grad_avg'], r['exp_avg']) <= tol and rel(s['sqr_avg'], r['exp_avg_sq']) <= tol
+        assert rel_err(p, q) <= tol and rel_err(s['grad_avg'], r['exp_avg']) <= tol and rel_err(s['sqr_avg'], r['exp_avg_sq']) <= tol
         for mine, their in zip(s['precond'], r['GG']):
             assert (mine is None) == (len(their) == 0)
-            if mine is not None: assert rel(mine, their) <= tol
+            if mine is not None: assert rel_err(mine, their) <= tol
         for mine, their in zip(s['basis'], r['Q']):
-            if mine is not None: assert rel(mine, their) <= tol
+            if mine is not None: assert rel_err(mine, their) <= tol
 
 def test_merged_dims_are_soap_on_the_merged_shape():
     "merge_dims: a 3×2×3×3 kernel with max_precond_dim=8 is rotated as 6×3×3, bit for bit with SOAP on that shape"
     assert _soap_dims((3, 2, 3, 3), 8, True, False) == ([6, 3, 3], [True, True, True])
-    a = params([(3, 2, 3, 3)], torch.float32); b = [a[0].detach().reshape(6, 3, 3).clone().requires_grad_()]
-    gs = grads([(3, 2, 3, 3)], 30, torch.float32)
+    a = params_of([(3, 2, 3, 3)], torch.float32); b = [a[0].detach().reshape(6, 3, 3).clone().requires_grad_()]
+    gs = grads_of([(3, 2, 3, 3)], 30, torch.float32)
     opt, ref = ours(a, merge_dims=True, max_precond_dim=8), theirs(b, max_precond_dim=8)
-    run(opt, a, gs); run(ref, b, [[g.reshape(6, 3, 3)] for (g,) in gs])
+    run_grads(opt, a, gs); run_grads(ref, b, [[g.reshape(6, 3, 3)] for (g,) in gs])
     assert torch.equal(a[0].detach().reshape(6, 3, 3), b[0].detach())
 
 def test_dims_follow_the_authors_merge_rule():
@@ -106,31 +92,31 @@ def soap_reference(x, gs, lr, mom, sqr_mom, eps, wd, freq):
 @pytest.mark.parametrize('shape', [(5, 5), (3, 3)])
 @pytest.mark.parametrize('freq', [1, 3])
 def test_soap_matches_the_paper(shape, freq):
-    a = params([shape], torch.float64)
-    gs = grads([shape], 80, torch.float64)
+    a = params_of([shape], torch.float64)
+    gs = grads_of([shape], 80, torch.float64)
     opt = ours(a, lr=1e-2, wd=0.05, precondition_frequency=freq)
     x, m, v = soap_reference(a[0].detach(), [g for (g,) in gs], 1e-2, 0.9, 0.95, 1e-8, 0.05, freq)
-    run(opt, a, gs)
+    run_grads(opt, a, gs)
     s = opt.state[a[0]]
-    assert rel(a[0].detach(), x) < 1e-10 and rel(s['grad_avg'], m) < 1e-10 and rel(s['sqr_avg'], v) < 1e-10
+    assert rel_err(a[0].detach(), x) < 1e-10 and rel_err(s['grad_avg'], m) < 1e-10 and rel_err(s['sqr_avg'], v) < 1e-10
 
 def test_a_vector_is_adam_in_its_own_space():
     "Without precondition_1d a vector is not rotated: Adam with eps outside the bias correction, its first step skipped"
-    a = params([(9,)], torch.float64); gs = grads([(9,)], 30, torch.float64)
-    run(ours(a, wd=0.), a, gs)
-    x, m, v = params([(9,)], torch.float64)[0].detach(), 0., 0.
+    a = params_of([(9,)], torch.float64); gs = grads_of([(9,)], 30, torch.float64)
+    run_grads(ours(a, wd=0.), a, gs)
+    x, m, v = params_of([(9,)], torch.float64)[0].detach(), 0., 0.
     for t, (g,) in enumerate(gs[1:], start=1):
         m, v = 0.9 * m + 0.1 * g, 0.95 * v + 0.05 * g * g
         x = x - 3e-3 * math.sqrt(1 - 0.95 ** t) / (1 - 0.9 ** t) * m / (v.sqrt() + 1e-8)
-    assert rel(a[0].detach(), x) < 1e-12
+    assert rel_err(a[0].detach(), x) < 1e-12
 
 def test_a_checkpoint_resumes_exactly_between_refreshes():
-    a = params(SHAPES, torch.float32); gs = grads(SHAPES, 20, torch.float32)
-    opt = ours(a); run(opt, a, gs[:7])  # the bases were refreshed at step 4 and 7
+    a = params_of(SHAPES, torch.float32); gs = grads_of(SHAPES, 20, torch.float32)
+    opt = ours(a); run_grads(opt, a, gs[:7])  # the bases were refreshed at step 4 and 7
     buf = io.BytesIO(); torch.save(opt.state_dict(), buf); buf.seek(0)
     b = [p.detach().clone().requires_grad_() for p in a]
     again = ours(b); again.load_state_dict(torch.load(buf, weights_only=True))
-    run(opt, a, gs[7:]); run(again, b, gs[7:])
+    run_grads(opt, a, gs[7:]); run_grads(again, b, gs[7:])
     assert all(torch.equal(p, q) for p, q in zip(a, b))
     assert all(torch.equal(x, y) for x, y in zip(opt.state[a[0]]['basis'], again.state[b[0]]['basis']))
 
@@ -138,7 +124,7 @@ def test_a_checkpoint_resumes_exactly_between_refreshes():
                                       (dict(precondition_frequency=0), 'precondition_frequency'),
                                       (dict(shampoo_beta=1.), 'shampoo_beta'), (dict(mom=1.), 'mom')])
 def test_a_bad_setting_is_refused_when_built(bad, word):
-    with pytest.raises(ValueError, match=word): ours(params([(3, 2)], torch.float32), **bad)
+    with pytest.raises(ValueError, match=word): ours(params_of([(3, 2)], torch.float32), **bad)
 
 def test_sparse_and_complex_parameters_are_refused_before_anything_changes():
     w = torch.nn.Parameter(torch.randn(4, 3)); opt = ours([w]); before = w.detach().clone()
